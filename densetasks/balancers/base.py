@@ -1,0 +1,47 @@
+"""The balancer contract: how per-task losses become one scalar and one backward pass.
+
+A balancer is an ``nn.Module`` so that learnable state (e.g. log-variances, paper 000) is
+optimised and checkpointed with the model: the engine adds ``balancer.parameters()`` to the
+optimiser and ``balancer.state_dict()`` to checkpoints.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from densetasks.tasks.base import Task
+
+
+class Balancer(nn.Module):
+    """Combines ``{task: loss}`` into one scalar; reports the effective weights."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        super().__init__()
+        self.task_names = [task.name for task in tasks]
+        self.likelihoods = {task.name: task.likelihood for task in tasks}
+        self.last_weights: dict[str, float] = {}
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The total loss; sets :attr:`last_weights` (effective weight per task)."""
+        raise NotImplementedError
+
+    def backward(
+        self,
+        losses: dict[str, torch.Tensor],
+        shared_parameters: Sequence[nn.Parameter],
+        scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
+    ) -> torch.Tensor:
+        """Fill ``.grad`` of every parameter; returns the (detached) total loss.
+
+        The default backpropagates ``scale(forward(losses))`` (``scale`` is the AMP grad
+        scaler's). Gradient-aggregation balancers override this and use
+        ``shared_parameters``.
+        """
+        total = self(losses)
+        scale(total).backward()
+        return total.detach()
+
+    def weights(self) -> dict[str, float]:
+        """Effective weight per task at the last step, for logs and plots."""
+        return dict(self.last_weights)

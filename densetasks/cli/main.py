@@ -1,0 +1,58 @@
+"""The ``densetasks`` command: parses arguments and dispatches to one module per command.
+
+Each command module exposes ``add_parser(subparsers)`` which registers its parser and sets
+``func`` (called with the parsed namespace, returns an exit code). Errors of densetasks
+(:class:`~densetasks.errors.DenseTasksError`) print as one line unless ``--debug``.
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from densetasks.errors import DenseTasksError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densetasks",
+        description="Dense multi-task learning: train, evaluate, compare and use networks "
+        "that predict several per-pixel tasks from one image.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_parser = subparsers.add_parser("data", help="make, convert and check datasets")
+    data_commands = data_parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    for module in _data_command_modules():
+        module.add_parser(data_commands)
+    for module in _command_modules():
+        module.add_parser(subparsers)
+    return parser
+
+
+def _data_command_modules() -> list:
+    from densetasks.cli import data_synth
+
+    return [data_synth]
+
+
+def _command_modules() -> list:
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DenseTasksError as error:
+        if args.debug:
+            raise
+        print(f"densetasks: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("densetasks: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

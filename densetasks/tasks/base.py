@@ -1,0 +1,91 @@
+"""The Task contract: everything about one kind of per-pixel output, and nothing else.
+
+A task knows its head size, loss (with ignore / valid masks), how raw outputs become
+predictions, its metrics, how to draw a label or a prediction, how its label behaves under
+transforms (its :class:`~densetasks.data.sample.LabelKind`), whether its likelihood is a
+classification or a regression (uncertainty weighting, paper 000 eq. 10), and how it lives in
+the 3-channel composite output space of CompositeTasking (paper 002).
+
+Tensor conventions (batched, NCHW):
+
+* ``output``: raw head output ``[B, channels, H, W]`` at the label's resolution.
+* ``label``: as in :mod:`densetasks.data.sample` with a leading batch dimension.
+* ``decode(output)`` returns a prediction *in the label's format* (class ids, metres, unit
+  vectors, probabilities for binary tasks), so ``visualize`` and the metrics read both alike.
+* ``mask``: optional bool ``[B, H, W]``; only these pixels are supervised (a Task Palette
+  selects pixels per task). It is combined with the label's own valid pixels.
+"""
+
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from densetasks.data.sample import LabelKind
+from densetasks.metrics.base import Metric
+
+
+class Likelihood(str, Enum):
+    """Which uncertainty-weighted form a task's loss takes (paper 000, eq. 10)."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+class Task(ABC):
+    """One dense prediction task; subclasses live one per file in ``densetasks/tasks``."""
+
+    name: ClassVar[str]
+    label_kind: ClassVar[LabelKind]
+    likelihood: ClassVar[Likelihood]
+    primary_metric: ClassVar[str]
+    """The metric used for Δm with one metric per task and for choosing the best checkpoint."""
+
+    @property
+    @abstractmethod
+    def channels(self) -> int:
+        """Number of channels the task's head must produce."""
+
+    @abstractmethod
+    def loss(
+        self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scalar loss averaged over valid (and masked-in) pixels; 0 with a graph if none."""
+
+    @abstractmethod
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Raw head output -> prediction in the label's format."""
+
+    @abstractmethod
+    def metrics(self) -> Metric:
+        """A fresh metric object for one evaluation."""
+
+    @abstractmethod
+    def visualize(self, value: torch.Tensor) -> np.ndarray:
+        """One unbatched label or prediction -> ``uint8`` RGB image ``[H, W, 3]``."""
+
+    @abstractmethod
+    def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
+        """3-channel composite output ``[B, 3, H, W]`` -> this task's raw output.
+
+        Classes: quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over fixed anchors ``a_k``;
+        scalar tasks: mean over the channels; normals: identity (paper 002, Sec. 3.3).
+        """
+
+    @abstractmethod
+    def to_composite(self, label: torch.Tensor) -> torch.Tensor:
+        """A batched label -> its point ``[B, 3, H, W]`` in the composite output space."""
+
+    def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool ``[B, H, W]``: supervised pixels of ``label``, restricted by ``mask``."""
+        valid = self.label_kind.valid(label)
+        return valid if mask is None else valid & mask
+
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments, so a checkpoint can rebuild the task."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options()})"
