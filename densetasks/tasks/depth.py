@@ -1,0 +1,139 @@
+"""Monocular depth: one channel that predicts an inverse-depth-like quantity.
+
+Three losses, one per paper, each fixing what the head's channel means:
+
+``l1_inverse`` (paper 000, Sec. 5 "Depth Regression")
+    output ≈ 1/d (1/m); ``L = mean |o − 1/d|`` over labelled pixels.
+``berhu`` (paper 001, Sec. 4.1.1; its released code)
+    output ≈ d_far/d; ``L = mean berHu(o − d_far/d)`` with
+    ``berHu(e) = |e|`` if ``|e| <= c`` else ``(e² + c²) / (2c)``, ``c = 0.2 · max |e|`` over the
+    batch's labelled pixels (Laina et al. 2016).
+``ssi`` (paper 003, mobile models)
+    output ≈ 1/d up to scale and shift; per image the least-squares ``s, t`` align ``o`` to
+    the true disparity 1/d and ``L = mean |s·o + t − 1/d| + w · mean |o − 1/d|``; the second
+    term (``w = ssi_depth_weight``, "0.25 × the depth loss") keeps values in fp16 range.
+"""
+
+from typing import Any, Literal
+
+import matplotlib
+import numpy as np
+import torch
+
+from densetasks.data.sample import LabelKind
+from densetasks.errors import ConfigError
+from densetasks.metrics.depth import DepthMetrics, align_disparity
+from densetasks.tasks._common import masked_mean
+from densetasks.tasks.base import Likelihood, Task
+
+DepthLoss = Literal["l1_inverse", "berhu", "ssi"]
+DEPTH_LOSSES: tuple[str, ...] = ("l1_inverse", "berhu", "ssi")
+
+MIN_OUTPUT = 1e-6
+"""Outputs are clamped to at least this before inversion, so decoded depth stays finite."""
+
+BERHU_THRESHOLD = 0.2
+"""``c = 0.2 · max |e|`` (paper 001's released code, after Laina et al. 2016)."""
+
+
+def berhu(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Reverse Huber per pixel with ``c = 0.2 · max |e|`` over ``valid`` (c is not a variable).
+
+    ``c`` is detached: it sets where L1 turns quadratic, it is not something to optimise.
+    """
+    magnitude = error.abs()
+    largest = torch.where(valid, magnitude, torch.zeros_like(magnitude)).max().detach()
+    threshold = (BERHU_THRESHOLD * largest).clamp(min=torch.finfo(error.dtype).tiny)
+    quadratic = (error**2 + threshold**2) / (2 * threshold)
+    return torch.where(magnitude <= threshold, magnitude, quadratic)
+
+
+class Depth(Task):
+    """Depth in metres (label kind DEPTH, ``[B, 1, H, W]``, 0 = no label), 1 head channel."""
+
+    name = "depth"
+    label_kind = LabelKind.DEPTH
+    likelihood = Likelihood.REGRESSION
+    primary_metric = "rmse"
+
+    def __init__(
+        self, *, loss: DepthLoss = "l1_inverse", far: float = 80.0, ssi_depth_weight: float = 0.25
+    ) -> None:
+        if loss not in DEPTH_LOSSES:
+            raise ConfigError(f"depth.loss must be one of {', '.join(DEPTH_LOSSES)}, got {loss!r}")
+        if far <= 0:
+            raise ConfigError(f"depth.far must be > 0, got {far}")
+        if ssi_depth_weight < 0:
+            raise ConfigError(f"depth.ssi_depth_weight must be >= 0, got {ssi_depth_weight}")
+        self.loss_name = loss
+        self.far = far
+        self.ssi_depth_weight = ssi_depth_weight
+        self.numerator = far if loss == "berhu" else 1.0
+        """The head predicts ``numerator / depth``: d_far for berHu, 1 otherwise."""
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    def options(self) -> dict[str, Any]:
+        return {"loss": self.loss_name, "far": self.far, "ssi_depth_weight": self.ssi_depth_weight}
+
+    def head_target(self, label: torch.Tensor) -> torch.Tensor:
+        """What the head should output for a depth label: ``numerator / d``; 0 where unlabelled."""
+        labelled = label > 0
+        return torch.where(labelled, self.numerator / label.clamp(min=MIN_OUTPUT), 0.0)
+
+    def loss(
+        self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The configured loss, averaged over labelled pixels within ``mask``."""
+        valid = self.valid(label, mask)
+        if output.shape != label.shape or output.ndim != 4 or output.shape[1] != 1:
+            raise ValueError(
+                f"depth output {tuple(output.shape)} and label {tuple(label.shape)} "
+                "must both be [B, 1, H, W]"
+            )
+        prediction = output.squeeze(1)
+        target = self.head_target(label).squeeze(1)
+        error = prediction - target
+        if self.loss_name == "berhu":
+            return masked_mean(berhu(error, valid), valid)
+        direct = masked_mean(error.abs(), valid)
+        if self.loss_name == "l1_inverse":
+            return direct
+        aligned = align_disparity(prediction, target, valid)
+        return masked_mean((aligned - target).abs(), valid) + self.ssi_depth_weight * direct
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Depth in metres ``[B, 1, H, W]``: ``numerator / max(o, 1e-6)``."""
+        return self.numerator / output.clamp(min=MIN_OUTPUT)
+
+    def metrics(self) -> DepthMetrics:
+        """Depth metrics; for ``ssi`` they align scale and shift per image first."""
+        return DepthMetrics(align_scale_shift=self.loss_name == "ssi")
+
+    def visualize(self, value: torch.Tensor) -> np.ndarray:
+        """Depth ``[1, H, W]`` -> magma colours of inverse depth, min-max normalised per image.
+
+        Near is bright, far is dark; unlabelled pixels (depth <= 0) are black.
+        """
+        if value.ndim != 3 or value.shape[0] != 1:
+            raise ValueError(f"depth visualize expects [1, H, W], got {tuple(value.shape)}")
+        depth = value[0].detach().double().cpu().numpy()
+        labelled = depth > 0
+        inverse = np.where(labelled, 1.0 / np.where(labelled, depth, 1.0), 0.0)
+        image = np.zeros((*depth.shape, 3), dtype=np.uint8)
+        if labelled.any():
+            low, high = inverse[labelled].min(), inverse[labelled].max()
+            scaled = (inverse - low) / (high - low) if high > low else np.ones_like(inverse)
+            colours = matplotlib.colormaps["magma"](scaled[labelled])[:, :3]
+            image[labelled] = np.round(colours * 255).astype(np.uint8)
+        return image
+
+    def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
+        """The mean over the 3 composite channels (paper 002, scalar tasks)."""
+        return composite.mean(dim=1, keepdim=True)
+
+    def to_composite(self, label: torch.Tensor) -> torch.Tensor:
+        """The head target (``numerator / d``, 0 where unlabelled) on all 3 channels."""
+        return self.head_target(label).expand(-1, 3, -1, -1)

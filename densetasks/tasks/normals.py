@@ -1,0 +1,64 @@
+"""Surface normals: three channels, a unit vector per pixel, loss ``1 − cos``."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from densetasks.data.sample import LabelKind
+from densetasks.metrics.normals import NormalsMetrics
+from densetasks.tasks._common import masked_mean
+from densetasks.tasks.base import Likelihood, Task
+
+
+class SurfaceNormals(Task):
+    """Unit normals in the OpenCV camera frame (label kind NORMALS, zero vector = unlabelled).
+
+    Loss ``1 − cos(n̂, n) = 1 − n̂·n / (‖n̂‖ ‖n‖)`` averaged over labelled pixels (paper 001,
+    Sec. 4.1.1; paper 002, Sec. 4), so the head is free in its output's length.
+    """
+
+    name = "normals"
+    label_kind = LabelKind.NORMALS
+    likelihood = Likelihood.REGRESSION
+    primary_metric = "mean"
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    def loss(
+        self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean ``1 − cos`` between output and label vectors over labelled pixels in ``mask``."""
+        valid = self.valid(label, mask)
+        if output.shape != label.shape or output.ndim != 4 or output.shape[1] != 3:
+            raise ValueError(
+                f"normals output {tuple(output.shape)} and label {tuple(label.shape)} "
+                "must both be [B, 3, H, W]"
+            )
+        cosine = (F.normalize(output, dim=1) * F.normalize(label, dim=1)).sum(dim=1)
+        return masked_mean(1.0 - cosine, valid)
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Unit vectors ``[B, 3, H, W]`` (a zero output stays zero)."""
+        return F.normalize(output, dim=1)
+
+    def metrics(self) -> NormalsMetrics:
+        return NormalsMetrics()
+
+    def visualize(self, value: torch.Tensor) -> np.ndarray:
+        """Normals ``[3, H, W]`` -> RGB ``(n + 1) / 2 · 255``; zero vectors are black."""
+        if value.ndim != 3 or value.shape[0] != 3:
+            raise ValueError(f"normals visualize expects [3, H, W], got {tuple(value.shape)}")
+        normals = value.detach().double().cpu().numpy().transpose(1, 2, 0)
+        rgb = np.clip(np.round((normals + 1.0) / 2.0 * 255.0), 0, 255).astype(np.uint8)
+        rgb[np.abs(normals).sum(axis=-1) == 0] = 0
+        return rgb
+
+    def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
+        """Identity: the 3 composite channels are the normal (paper 002, Sec. 3.3)."""
+        return composite
+
+    def to_composite(self, label: torch.Tensor) -> torch.Tensor:
+        """Identity: a normal is already a point of the 3-channel space."""
+        return label
