@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from densetasks.data.sample import IGNORE_INDEX
+from densetasks.errors import DataError
+from densetasks.metrics.segmentation import ConfusionMatrixMetric
+
+
+def test_miou_from_hand_computed_confusion_matrix():
+    # 4 classes; class 3 never occurs in target nor prediction -> left out of the mean.
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, 2, IGNORE_INDEX]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [2, 2, 0, 3]]])
+    metric = ConfusionMatrixMetric(4)
+    metric.update(pred, target)
+    expected = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
+    assert torch.equal(metric.confusion, expected)
+    # IoU: class 0: 1/(2+2-1)=1/3, class 1: 2/(2+3-2)=2/3, class 2: 2/(3+2-2)=2/3
+    iou = metric.per_class_iou()
+    assert iou[:3].tolist() == pytest.approx([100 / 3, 200 / 3, 200 / 3])
+    assert math.isnan(iou[3])
+    result = metric.compute()
+    assert result["miou"] == pytest.approx(100 * (1 / 3 + 2 / 3 + 2 / 3) / 3)
+    assert result["pixel_acc"] == pytest.approx(100 * 5 / 7)
+
+
+def test_predicted_but_unlabelled_class_counts_as_zero():
+    metric = ConfusionMatrixMetric(2)
+    metric.update(torch.tensor([[[0, 1]]]), torch.tensor([[[0, 0]]]))
+    assert metric.compute()["miou"] == pytest.approx((50.0 + 0.0) / 2)
+
+
+def numpy_reference(preds, targets, num_classes):
+    pred = np.concatenate([p.numpy().ravel() for p in preds])
+    target = np.concatenate([t.numpy().ravel() for t in targets])
+    keep = target != IGNORE_INDEX
+    pred, target = pred[keep], target[keep]
+    ious = []
+    for k in range(num_classes):
+        inter = np.sum((pred == k) & (target == k))
+        union = np.sum((pred == k) | (target == k))
+        if union:
+            ious.append(inter / union)
+    return 100 * np.mean(ious), 100 * np.mean(pred == target)
+
+
+def test_accumulated_batches_match_numpy_and_one_big_batch():
+    generator = torch.Generator().manual_seed(0)
+    num_classes = 6
+    preds = [torch.randint(0, num_classes, (2, 9, 11), generator=generator) for _ in range(4)]
+    targets = [torch.randint(0, num_classes + 1, (2, 9, 11), generator=generator) for _ in range(4)]
+    targets = [torch.where(t == num_classes, IGNORE_INDEX, t) for t in targets]
+    batched = ConfusionMatrixMetric(num_classes)
+    for pred, target in zip(preds, targets):
+        batched.update(pred, target)
+    whole = ConfusionMatrixMetric(num_classes)
+    whole.update(torch.cat(preds), torch.cat(targets))
+    miou, accuracy = numpy_reference(preds, targets, num_classes)
+    assert batched.compute() == whole.compute()
+    assert batched.compute()["miou"] == pytest.approx(miou)
+    assert batched.compute()["pixel_acc"] == pytest.approx(accuracy)
+    assert batched.confusion.dtype == torch.int64
+
+
+def test_reset_empty_and_bad_labels():
+    metric = ConfusionMatrixMetric(3)
+    assert all(math.isnan(v) for v in metric.compute().values())
+    metric.update(torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64))
+    metric.reset()
+    assert metric.confusion.sum() == 0
+    with pytest.raises(DataError, match="class ids"):
+        metric.update(torch.zeros(1, 1, 1, dtype=torch.int64), torch.full((1, 1, 1), 5))
+    with pytest.raises(ValueError, match="shape"):
+        metric.update(torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 3))
