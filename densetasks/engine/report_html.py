@@ -1,0 +1,74 @@
+"""The report as one self-contained HTML page: every image inlined as base64 PNG.
+
+No scripts, fonts or style sheets are fetched: the page opens offline and can be mailed.
+"""
+
+import base64
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from densetasks.engine.report_plots import Figure
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:nth-child(-n+2), td:nth-child(-n+2) { text-align: left; }
+tr.delta td { font-weight: bold; background: #f3f3f3; }
+.legend { color: #555; max-width: 60em; }
+figure { display: inline-block; margin: 4px; text-align: center; font-size: 0.8em; }
+img.sample { image-rendering: pixelated; width: 160px; }
+"""
+
+
+def render_html(
+    report: dict[str, Any],
+    table: tuple[list[str], list[list[str]]],
+    legend: str,
+    figures: Sequence[Figure],
+    samples: dict[str, list[Path]],
+) -> str:
+    """The page: summary, comparison table, plots, sample pictures per run."""
+    header, rows = table
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>densetasks report</title>',
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>densetasks report</h1>",
+        f"<p>Split: <code>{escape(report['split'])}</code>.</p>",
+        "<table><thead><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in header),
+        "</tr></thead><tbody>",
+    ]
+    for row in rows:
+        css = ' class="delta"' if row[0].startswith("Δm") else ""
+        parts.append(f"<tr{css}>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
+    parts += ["</tbody></table>", f'<p class="legend">{escape(legend)}</p>']
+    for run in report["runs"]:
+        missing = run["delta_m_percent"]["missing_baselines"]
+        if missing:
+            parts.append(
+                f"<p>{escape(run['name'])}: no baseline for {escape(', '.join(missing))} "
+                "(left out of Δm).</p>"
+            )
+    for figure in figures:
+        parts += [f"<h2>{escape(figure.title)}</h2>", _img(figure.png, figure.title, "")]
+    if samples:
+        parts.append("<h2>Sample predictions</h2>")
+        for name, images in samples.items():
+            parts.append(f"<h3>{escape(name)}</h3><div>")
+            parts += [
+                f"<figure>{_img(image.read_bytes(), image.stem, 'sample')}"
+                f"<figcaption>{escape(image.stem)}</figcaption></figure>"
+                for image in images
+            ]
+            parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _img(png: bytes, alt: str, css_class: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    css = f' class="{css_class}"' if css_class else ""
+    return f'<img{css} alt="{escape(alt)}" src="data:image/png;base64,{data}">'

@@ -1,0 +1,157 @@
+"""The report's plots from the runs' event logs, rendered to PNG bytes with matplotlib (Agg).
+
+* training loss per task over steps, one panel per run;
+* effective loss weights per task over steps, one panel per multi-task run — the learned
+  weights of uncertainty weighting show here as in paper 000, Fig. 7;
+* validation metrics over steps, one panel per task (its primary metric), one line per run.
+"""
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from densetasks.engine.run_record import RunRecord  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One rendered plot: a file-name slug, a human title and the PNG bytes."""
+
+    slug: str
+    title: str
+    png: bytes
+
+
+def report_figures(
+    records: Sequence[RunRecord],
+    primary: dict[str, str],
+    higher_is_better: dict[str, dict[str, bool]],
+) -> list[Figure]:
+    """The figures that the runs have data for (a run without events adds none)."""
+    figures = []
+    with_losses = [record for record in records if _series(record.train_events, "losses")]
+    if with_losses:
+        figures.append(_panels("losses", "Training loss per task", with_losses, _draw_losses))
+    with_weights = [
+        record
+        for record in records
+        if len(record.tasks) > 1 and _series(record.train_events, "weights")
+    ]
+    if with_weights:
+        figures.append(
+            _panels("loss_weights", "Effective loss weights", with_weights, _draw_weights)
+        )
+    validation = _validation_series(records, primary)
+    if validation:
+        figures.append(_validation_figure(validation, primary, higher_is_better))
+    return figures
+
+
+def _series(events: Sequence[dict[str, Any]], key: str) -> dict[str, tuple[list, list]]:
+    """``name -> (steps, values)`` from the mapping ``key`` of each event that has it."""
+    series: dict[str, tuple[list, list]] = {}
+    for event in events:
+        for name, value in (event.get(key) or {}).items():
+            if value is None:
+                continue
+            steps, values = series.setdefault(name, ([], []))
+            steps.append(event["step"])
+            values.append(value)
+    return series
+
+
+def _draw_losses(axes: plt.Axes, record: RunRecord) -> None:
+    series = _series(record.train_events, "losses")
+    for task, (steps, values) in series.items():
+        axes.plot(steps, values, label=task)
+    if all(value > 0 for _, values in series.values() for value in values):
+        axes.set_yscale("log")
+    axes.set_ylabel("loss")
+
+
+def _draw_weights(axes: plt.Axes, record: RunRecord) -> None:
+    for task, (steps, values) in _series(record.train_events, "weights").items():
+        axes.plot(steps, values, label=task)
+    axes.set_ylabel("weight")
+
+
+def _panels(
+    slug: str,
+    title: str,
+    records: Sequence[RunRecord],
+    draw: Callable[[plt.Axes, RunRecord], None],
+) -> Figure:
+    """One panel per run, drawn by ``draw``."""
+    figure, axes_list = _grid(len(records))
+    for axes, record in zip(axes_list, records, strict=False):
+        draw(axes, record)
+        axes.set_title(record.name, fontsize=9)
+        axes.set_xlabel("step")
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
+    return Figure(slug, title, _png(figure, title))
+
+
+def _validation_series(
+    records: Sequence[RunRecord], primary: dict[str, str]
+) -> dict[str, dict[str, tuple[list, list]]]:
+    """``task -> run name -> (steps, primary metric values)`` from validation events."""
+    by_task: dict[str, dict[str, tuple[list, list]]] = {}
+    for record in records:
+        for event in record.eval_events:
+            if event.get("split") != "val":
+                continue
+            for task, values in (event.get("metrics") or {}).items():
+                metric = primary.get(task)
+                if metric not in values:
+                    continue
+                steps, points = by_task.setdefault(task, {}).setdefault(record.name, ([], []))
+                steps.append(event["step"])
+                points.append(values[metric])
+    return by_task
+
+
+def _validation_figure(
+    series: dict[str, dict[str, tuple[list, list]]],
+    primary: dict[str, str],
+    higher_is_better: dict[str, dict[str, bool]],
+) -> Figure:
+    title = "Validation metrics over training"
+    figure, axes_list = _grid(len(series))
+    for axes, (task, runs) in zip(axes_list, series.items(), strict=False):
+        for name, (steps, values) in runs.items():
+            axes.plot(steps, values, marker="o", markersize=3, label=name)
+        metric = primary[task]
+        arrow = "↑" if higher_is_better.get(task, {}).get(metric, True) else "↓"
+        axes.set_title(f"{task}: {metric} {arrow}", fontsize=9)
+        axes.set_xlabel("step")
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
+    return Figure("validation", title, _png(figure, title))
+
+
+def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure with ``count`` panels in rows of up to three; unused panels hidden."""
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for unused in flat[count:]:
+        unused.set_visible(False)
+    return figure, flat[:count]
+
+
+def _png(figure: plt.Figure, title: str) -> bytes:
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,57 @@
+"""``densetasks report`` through its parser: files written, table printed, clear errors."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from densetasks.cli import report as report_command
+from densetasks.errors import DataError
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="densetasks")
+    report_command.add_parser(parser.add_subparsers())
+    return parser.parse_args(["report", *argv])
+
+
+def write_metrics_only_run(root: Path, name: str, metrics: dict[str, float], split: str) -> Path:
+    """A run directory with only ``metrics_<split>.json``: tasks come from the metrics."""
+    run_dir = root / name
+    run_dir.mkdir()
+    stored = {
+        "step": 5,
+        "split": split,
+        "metrics": {task: {"score": value} for task, value in metrics.items()},
+        "higher_is_better": {task: {"score": True} for task in metrics},
+        "primary": {task: "score" for task in metrics},
+    }
+    (run_dir / f"metrics_{split}.json").write_text(json.dumps(stored))
+    return run_dir
+
+
+def test_report_command_prints_table_and_writes_files(tmp_path: Path, capsys) -> None:
+    base_a = write_metrics_only_run(tmp_path, "a_only", {"a": 2.0}, "val")
+    base_b = write_metrics_only_run(tmp_path, "b_only", {"b": 4.0}, "val")
+    both = write_metrics_only_run(tmp_path, "both", {"a": 3.0, "b": 3.0}, "val")
+    out = tmp_path / "out"
+    args = parse([str(both), "--baseline", str(base_a), str(base_b), "--split", "val",
+                  "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    # a: +50 %, b: -25 % -> Δm = +12.5 %
+    assert "+12.50" in printed
+    assert {path.name for path in out.iterdir()} >= {"report.md", "report.html", "report.json"}
+
+
+def test_report_command_needs_evaluated_runs(tmp_path: Path) -> None:
+    (tmp_path / "fresh").mkdir()
+    args = parse([str(tmp_path / "fresh"), "--out", str(tmp_path / "out")])
+    with pytest.raises(DataError, match="run `densetasks eval"):
+        args.func(args)
+
+
+def test_report_command_requires_out(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse([str(tmp_path)])
