@@ -37,12 +37,14 @@ BERHU_THRESHOLD = 0.2
 
 
 def berhu(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Reverse Huber per pixel with ``c = 0.2 · max |e|`` over ``valid`` (c is not a variable).
+    """Reverse Huber per pixel with ``c = 0.2 · max |e|`` over ``valid``; 0 off ``valid``.
 
     ``c`` is detached: it sets where L1 turns quadratic, it is not something to optimise.
+    Errors off ``valid`` are zeroed first so they can neither set ``c`` nor overflow.
     """
+    error = torch.where(valid, error, torch.zeros_like(error))
     magnitude = error.abs()
-    largest = torch.where(valid, magnitude, torch.zeros_like(magnitude)).max().detach()
+    largest = magnitude.max().detach()
     threshold = (BERHU_THRESHOLD * largest).clamp(min=torch.finfo(error.dtype).tiny)
     quadratic = (error**2 + threshold**2) / (2 * threshold)
     return torch.where(magnitude <= threshold, magnitude, quadratic)

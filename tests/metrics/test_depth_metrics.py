@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from densetasks.metrics.depth import DepthMetrics, align_disparity
+
+
+def test_hand_computed_values():
+    metric = DepthMetrics()
+    pred = torch.tensor([[[[1.2, 2.0, 5.0]]]])
+    target = torch.tensor([[[[1.0, 1.0, 0.0]]]])  # last pixel unlabelled
+    metric.update(pred, target)
+    result = metric.compute()
+    assert result["rmse"] == pytest.approx(math.sqrt((0.04 + 1.0) / 2))
+    assert result["mae"] == pytest.approx(0.6)
+    assert result["abs_rel"] == pytest.approx(0.6)
+    assert result["log_rmse"] == pytest.approx(math.sqrt((math.log(1.2) ** 2 + math.log(2) ** 2) / 2))
+    assert [result[f"delta{i}"] for i in (1, 2, 3)] == pytest.approx([50.0, 50.0, 50.0])
+
+
+def numpy_reference(preds, targets):
+    pred = np.concatenate([p.numpy().ravel() for p in preds]).astype(np.float64)
+    target = np.concatenate([t.numpy().ravel() for t in targets]).astype(np.float64)
+    keep = target > 0
+    pred, target = pred[keep], target[keep]
+    ratio = np.maximum(pred / target, target / pred)
+    return {
+        "rmse": np.sqrt(np.mean((pred - target) ** 2)),
+        "mae": np.mean(np.abs(pred - target)),
+        "abs_rel": np.mean(np.abs(pred - target) / target),
+        "log_rmse": np.sqrt(np.mean((np.log(pred) - np.log(target)) ** 2)),
+        "delta1": 100 * np.mean(ratio < 1.25),
+        "delta2": 100 * np.mean(ratio < 1.25**2),
+        "delta3": 100 * np.mean(ratio < 1.25**3),
+    }
+
+
+def test_accumulated_batches_match_numpy_and_one_big_batch():
+    generator = torch.Generator().manual_seed(0)
+    preds = [0.5 + 10 * torch.rand(2, 1, 7, 9, generator=generator) for _ in range(3)]
+    targets = [0.5 + 10 * torch.rand(2, 1, 7, 9, generator=generator) for _ in range(3)]
+    for target in targets:
+        target[torch.rand(target.shape, generator=generator) < 0.3] = 0.0
+    batched, whole = DepthMetrics(), DepthMetrics()
+    for pred, target in zip(preds, targets):
+        batched.update(pred, target)
+    whole.update(torch.cat(preds), torch.cat(targets))
+    reference = numpy_reference(preds, targets)
+    for name, value in batched.compute().items():
+        assert value == pytest.approx(reference[name], rel=1e-9), name
+        assert whole.compute()[name] == pytest.approx(value, rel=1e-12), name
+    assert set(batched.compute()) == set(DepthMetrics.higher_is_better)
+    assert not DepthMetrics.higher_is_better["rmse"] and DepthMetrics.higher_is_better["delta1"]
+
+
+def test_align_disparity_matches_numpy_least_squares():
+    generator = torch.Generator().manual_seed(2)
+    pred = torch.rand(2, 4, 5, generator=generator, dtype=torch.float64)
+    target = torch.rand(2, 4, 5, generator=generator, dtype=torch.float64)
+    valid = torch.rand(2, 4, 5, generator=generator) < 0.7
+    aligned = align_disparity(pred, target, valid)
+    for b in range(2):
+        p, t = pred[b][valid[b]].numpy(), target[b][valid[b]].numpy()
+        (scale, shift), *_ = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), t, rcond=None)
+        assert aligned[b].numpy() == pytest.approx(scale * pred[b].numpy() + shift)
+
+
+def test_constant_prediction_aligns_to_mean():
+    pred = torch.ones(1, 2, 2)
+    target = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])
+    aligned = align_disparity(pred, target, torch.ones(1, 2, 2, dtype=torch.bool))
+    assert torch.allclose(aligned, torch.full((1, 2, 2), 3.0))
+
+
+def test_scale_shift_alignment_recovers_affine_disparity():
+    target = 1.0 + 9.0 * torch.rand(2, 1, 6, 6)
+    target[0, 0, 0] = 0.0
+    disparity = torch.where(target > 0, 1.0 / target.clamp(min=1e-6), 0.0)
+    pred = 1.0 / (0.5 * disparity + 0.3)
+    aligned = DepthMetrics(align_scale_shift=True)
+    aligned.update(pred, target)
+    plain = DepthMetrics()
+    plain.update(pred, target)
+    assert aligned.compute()["rmse"] == pytest.approx(0.0, abs=1e-4)
+    assert aligned.compute()["delta1"] == 100.0
+    assert plain.compute()["rmse"] > 1.0
+
+
+def test_empty_reset_and_shape_errors():
+    metric = DepthMetrics()
+    assert all(math.isnan(v) for v in metric.compute().values())
+    metric.update(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    assert all(math.isnan(v) for v in metric.compute().values())
+    metric.update(torch.ones(1, 1, 2, 2), 2 * torch.ones(1, 1, 2, 2))
+    metric.reset()
+    assert int(metric.count) == 0
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        metric.update(torch.ones(1, 2, 2), torch.ones(1, 2, 2))

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+
+from densetasks.errors import ConfigError
+from densetasks.metrics.depth import DepthMetrics
+from densetasks.tasks.depth import Depth
+
+LOSSES = ["l1_inverse", "berhu", "ssi"]
+
+
+def test_l1_inverse_by_hand():
+    label = torch.tensor([[[[2.0, 4.0], [0.0, 1.0]]]])  # inverse: 0.5, 0.25, -, 1
+    output = torch.tensor([[[[0.5, 0.5], [9.0, 0.0]]]])  # errors 0, 0.25, ignored, 1
+    assert Depth().loss(output, label).item() == pytest.approx(1.25 / 3)
+
+
+def test_berhu_by_hand_threshold_from_valid_pixels_only():
+    task = Depth(loss="berhu", far=10.0)
+    label = torch.tensor([[[[10.0, 5.0], [2.0, 0.0]]]])  # targets d_far/d: 1, 2, 5, -
+    output = torch.tensor([[[[1.0, 2.5], [2.0, 70.0]]]])  # errors 0, 0.5, -3; ignored 70
+    # c = 0.2 * 3 = 0.6: |0.5| <= c stays L1, |-3| > c gives (9 + 0.36) / 1.2
+    expected = (0.0 + 0.5 + (9.0 + 0.36) / 1.2) / 3
+    assert task.loss(output, label).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ssi_is_zero_for_affine_disparity_and_keeps_depth_term():
+    generator = torch.Generator().manual_seed(1)
+    label = 1.0 + 9.0 * torch.rand(2, 1, 6, 6, generator=generator)
+    label[0, 0, :2] = 0.0
+    disparity = torch.where(label > 0, 1.0 / label.clamp(min=1e-6), 0.0)
+    output = 3.0 * disparity + 2.0
+    invariant_only = Depth(loss="ssi", ssi_depth_weight=0.0).loss(output, label)
+    assert invariant_only.item() == pytest.approx(0.0, abs=1e-5)
+    weighted = Depth(loss="ssi", ssi_depth_weight=0.25).loss(output, label)
+    l1 = Depth(loss="l1_inverse").loss(output, label)
+    assert weighted.item() == pytest.approx(0.25 * l1.item(), rel=1e-4)
+
+
+def test_ssi_penalises_non_affine_prediction():
+    label = torch.tensor([[[[1.0, 2.0], [4.0, 8.0]]]])
+    output = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    assert Depth(loss="ssi", ssi_depth_weight=0.0).loss(output, label).item() > 0.1
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_mask_gradients_and_empty_batches(loss):
+    task = Depth(loss=loss)
+    label = 1.0 + 5.0 * torch.rand(2, 1, 5, 5)
+    output = torch.rand(2, 1, 5, 5, requires_grad=True)
+    mask = torch.zeros(2, 5, 5, dtype=torch.bool)
+    mask[:, :2] = True
+    task.loss(output, label, mask).backward()
+    assert torch.isfinite(output.grad).all()
+    assert output.grad[:, :, :2].abs().sum() > 0 and output.grad[:, :, 2:].abs().sum() == 0
+    empty = output.detach().clone().requires_grad_(True)
+    zero = task.loss(empty, torch.zeros_like(label))
+    zero.backward()
+    assert zero.item() == 0.0 and empty.grad is not None
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_decode_and_composite_round_trip(loss):
+    task = Depth(loss=loss, far=50.0)
+    label = 0.5 + 20.0 * torch.rand(2, 1, 4, 5)
+    label[1, 0, 0, 0] = 0.0
+    composite = task.to_composite(label)
+    assert composite.shape == (2, 3, 4, 5) and composite[1, :, 0, 0].eq(0).all()
+    depth = task.decode(task.from_composite(composite))
+    valid = label > 0
+    assert torch.allclose(depth[valid], label[valid], rtol=1e-5)
+    decoded = task.decode(torch.tensor([[[[-1.0, 0.0]]]]))
+    assert decoded.shape == (1, 1, 1, 2) and torch.isfinite(decoded).all() and (decoded > 0).all()
+
+
+def test_metrics_align_only_for_ssi_and_options_rebuild():
+    assert Depth(loss="ssi").metrics().align_scale_shift
+    assert not Depth(loss="berhu").metrics().align_scale_shift
+    task = Depth(loss="berhu", far=40.0, ssi_depth_weight=0.5)
+    assert Depth(**task.options()).options() == task.options()
+    assert isinstance(task.metrics(), DepthMetrics) and task.channels == 1
+    with pytest.raises(ConfigError, match="depth.loss"):
+        Depth(loss="l2")
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        task.loss(torch.zeros(1, 2, 3, 3), torch.ones(1, 1, 3, 3))
+
+
+def test_visualize_colours_and_black_invalid():
+    task = Depth()
+    label = torch.tensor([[[1.0, 2.0], [4.0, 0.0]]])
+    image = task.visualize(label)
+    assert image.shape == (2, 2, 3) and image.dtype == np.uint8
+    assert (image[1, 1] == 0).all()
+    # near (1 m) is the brightest end of magma, far (4 m) the darkest
+    assert image[0, 0].sum() > image[0, 1].sum() > image[1, 0].sum()
+    assert task.visualize(torch.zeros(1, 3, 3)).sum() == 0
