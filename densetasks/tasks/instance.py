@@ -1,0 +1,150 @@
+"""Instance centroid offsets (paper 000, Sec. 4): each instance pixel regresses the vector
+``(dx, dy)`` in pixels from itself to the centroid of its instance; L1 loss over instance
+pixels. The votes ``pixel + offset`` are later grouped into instances (OPTICS)."""
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib.colors import hsv_to_rgb
+
+from densetasks.data.sample import LabelKind
+from densetasks.errors import ConfigError
+from densetasks.tasks._common import masked_mean
+from densetasks.tasks.base import Likelihood, Task
+
+if TYPE_CHECKING:
+    from densetasks.metrics.offsets import OffsetErrorMetric
+
+GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
+"""Hue step between consecutive instance ids: neighbouring ids get well-separated colours."""
+
+
+def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets to the instance centroids and the instance-pixel mask of a batch of id maps.
+
+    ``ids`` is int ``[B, H, W]`` (0 = no instance, any positive id; the same id in two
+    images of the batch is two instances). Pixel ``(row y, column x)`` sits at ``(x, y)``;
+    the centroid is the mean position of the instance's pixels, so it may fall between
+    pixels. Returns float32 offsets ``[B, 2, H, W]`` (channel 0 = dx = centroid x − x,
+    channel 1 = dy), zero outside instances, and the bool mask ``ids > 0`` ``[B, H, W]``.
+
+    Vectorised: one ``scatter_add`` per coordinate over (image, id) groups, no loop over
+    instances.
+    """
+    if ids.ndim != 3 or ids.is_floating_point():
+        raise ValueError(
+            f"instance ids must be an integer [B, H, W] tensor, got {ids.dtype} {tuple(ids.shape)}"
+        )
+    batch, height, width = ids.shape
+    instance = ids > 0
+    ids = ids.long()
+    image = torch.arange(batch, device=ids.device)[:, None, None]
+    key = image * (int(ids.max().clamp(min=0)) + 1) + ids.clamp(min=0)
+    _, group = torch.unique(key.flatten(), return_inverse=True)
+    groups = int(group.max()) + 1
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=ids.device),
+        torch.arange(width, dtype=torch.float64, device=ids.device),
+        indexing="ij",
+    )
+    positions = torch.stack([xs, ys]).expand(batch, -1, -1, -1).permute(1, 0, 2, 3)  # [2,B,H,W]
+    positions = positions.reshape(2, -1)
+    totals = torch.zeros(2, groups, dtype=torch.float64, device=ids.device)
+    totals.scatter_add_(1, group.expand(2, -1), positions)
+    sizes = torch.bincount(group, minlength=groups).to(torch.float64)
+    centroids = totals / sizes
+    offsets = (centroids[:, group] - positions) * instance.flatten()
+    return offsets.view(2, batch, height, width).transpose(0, 1).float(), instance
+
+
+class InstanceOffsets(Task):
+    """Per-pixel 2-D vector to the instance centroid, ``x`` first (paper 000, Sec. 4, Fig. 3).
+
+    Label: INSTANCE ids; the target offsets are computed from them by
+    :func:`centroid_offsets` after every transform, so they are exact in the current pixel
+    grid (a horizontal flip of the ids flips the offsets' x component by construction).
+    Loss: ``1/|N_I| Σ_{n∈N_I} ‖x_n − x̂_n‖₁`` over the instance pixels ``N_I`` within the
+    palette mask (paper 000): the L1 norm of the 2-vector (``|dx| + |dy|``) averaged over
+    pixels. ``composite_scale`` is the number of pixels one unit of the composite output
+    space stands for.
+    """
+
+    name = "instance"
+    label_kind = LabelKind.INSTANCE
+    likelihood = Likelihood.REGRESSION
+    primary_metric = "offset_error"
+
+    def __init__(self, *, composite_scale: float = 32.0) -> None:
+        if composite_scale <= 0:
+            raise ConfigError(f"{self.name}.composite_scale must be > 0, got {composite_scale}")
+        self.composite_scale = composite_scale
+
+    @property
+    def channels(self) -> int:
+        return 2
+
+    def options(self) -> dict[str, Any]:
+        return {"composite_scale": self.composite_scale}
+
+    def loss(
+        self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean over instance pixels (within ``mask``) of ``|dx − d̂x| + |dy − d̂y|``."""
+        expected = (label.shape[0], 2, *label.shape[-2:])
+        if output.shape != expected:
+            raise ValueError(
+                f"{self.name} output has shape {tuple(output.shape)}, expected {expected}"
+            )
+        target, instance = centroid_offsets(label)
+        per_pixel = (output - target.to(output)).abs().sum(dim=1)
+        return masked_mean(per_pixel, self.valid(label, mask) & instance)
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """The offsets as predicted, float ``[B, 2, H, W]`` in pixels."""
+        return output
+
+    def metrics(self) -> "OffsetErrorMetric":
+        # Imported here: the metric imports centroid_offsets from this module.
+        from densetasks.metrics.offsets import OffsetErrorMetric
+
+        return OffsetErrorMetric()
+
+    def visualize(self, value: torch.Tensor) -> np.ndarray:
+        """An offset field ``[2, H, W]`` or an id map ``[H, W]`` as an RGB image.
+
+        Offsets (paper 000, Fig. 3): hue = direction, brightness = length relative to the
+        longest vector of the image. Ids: one fixed colour per id, 0 black.
+        """
+        array = value.detach().cpu()
+        if array.ndim == 3 and array.shape[0] == 2:
+            dx, dy = array.double().numpy()
+            hue = (np.arctan2(dy, dx) / (2 * np.pi)) % 1.0
+            length = np.hypot(dx, dy)
+            brightness = length / max(float(length.max()), 1e-12)
+            hsv = np.stack([hue, np.ones_like(hue), brightness], axis=-1)
+            return (hsv_to_rgb(hsv) * 255.0).round().astype(np.uint8)
+        if array.ndim == 2 and not array.is_floating_point():
+            ids, inverse = np.unique(array.long().numpy(), return_inverse=True)
+            return _id_colours(ids)[inverse.reshape(array.shape)]
+        raise ValueError(
+            f"{self.name} visualize expects offsets [2, H, W] or ids [H, W], "
+            f"got {array.dtype} {tuple(array.shape)}"
+        )
+
+    def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
+        """The first two composite channels, times ``composite_scale`` pixels."""
+        return composite[:, :2] * self.composite_scale
+
+    def to_composite(self, label: torch.Tensor) -> torch.Tensor:
+        """``(dx, dy) / composite_scale`` and a zero third channel, so that
+        ``from_composite(to_composite(ids))`` equals :func:`centroid_offsets`."""
+        offsets, _ = centroid_offsets(label)
+        return torch.cat([offsets / self.composite_scale, torch.zeros_like(offsets[:, :1])], 1)
+
+
+def _id_colours(ids: np.ndarray) -> np.ndarray:
+    """A fixed bright ``uint8`` colour per instance id (golden-ratio hue steps); 0 is black."""
+    hue = (ids.astype(np.float64) * GOLDEN_RATIO_CONJUGATE) % 1.0
+    hsv = np.stack([hue, np.full_like(hue, 0.7), (ids > 0).astype(np.float64)], axis=-1)
+    return (hsv_to_rgb(hsv) * 255.0).round().astype(np.uint8)
