@@ -1,1 +1,67 @@
-"""models"""
+"""Models: encoders, bottlenecks, heads and the architectures built from them.
+
+``create_model`` is the one place where a config meets these classes; the registries let
+tests parametrise over every member.
+"""
+
+from pathlib import Path
+
+from densetasks.models._options import call_with_options
+from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
+from densetasks.models.base import Architecture, Encoder, FeatureSpec
+from densetasks.models.bottlenecks import ASPP, BOTTLENECKS, Bottleneck, NoBottleneck, create_bottleneck
+from densetasks.models.encoders import ENCODERS, TimmEncoder, TinyEncoder, create_encoder
+from densetasks.models.heads import HEADS, DeepLabHead, MultiScaleHead, create_head
+
+
+def create_model(
+    architecture: str,
+    task_channels: dict[str, int],
+    encoder: str = "resnet18",
+    pretrained: bool | str | Path = False,
+    output_stride: int = 16,
+    bottleneck: str = "aspp",
+    head: str = "deeplab",
+    **options: object,
+) -> Architecture:
+    """Build the registered ``architecture`` for ``{task name: head channels}``.
+
+    ``options`` are the architecture's own keyword arguments (for the built-in ones
+    ``bottleneck_options`` and ``head_options``); an unknown name or option raises
+    :class:`~densetasks.errors.ConfigError` listing the known ones.
+    """
+    return call_with_options(
+        ARCHITECTURES.get(architecture),
+        f"architecture {architecture!r}",
+        task_channels,
+        encoder=encoder,
+        pretrained=pretrained,
+        output_stride=output_stride,
+        bottleneck=bottleneck,
+        head=head,
+        **options,
+    )
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "ASPP",
+    "BOTTLENECKS",
+    "ENCODERS",
+    "HEADS",
+    "Architecture",
+    "Bottleneck",
+    "DeepLabHead",
+    "Encoder",
+    "FeatureSpec",
+    "HardSharing",
+    "MultiScaleHead",
+    "NoBottleneck",
+    "SingleTask",
+    "TimmEncoder",
+    "TinyEncoder",
+    "create_bottleneck",
+    "create_encoder",
+    "create_head",
+    "create_model",
+]

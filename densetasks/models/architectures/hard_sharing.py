@@ -1,0 +1,68 @@
+"""Hard parameter sharing: one encoder + bottleneck for all tasks, one head per task.
+
+This is the "multi-head network" (MHN) baseline of paper 002 and the architecture of
+paper 000 (ResNet-101 + ASPP shared, a small decoder per task, App. A).
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from densetasks.errors import ConfigError
+from densetasks.models.base import Architecture
+from densetasks.models.bottlenecks import create_bottleneck
+from densetasks.models.encoders import Pretrained, create_encoder
+from densetasks.models.heads import create_head
+
+
+class HardSharing(Architecture):
+    """Shared encoder and bottleneck, then ``heads[task]`` for every task.
+
+    ``bottleneck_options`` and ``head_options`` go to the bottleneck and to every head
+    (for example ``{"project": True}`` for ASPP, ``{"kernel_size": 1}`` for the DeepLab head).
+    """
+
+    def __init__(
+        self,
+        task_channels: dict[str, int],
+        encoder: str = "resnet18",
+        pretrained: Pretrained = False,
+        output_stride: int = 16,
+        bottleneck: str = "aspp",
+        head: str = "deeplab",
+        bottleneck_options: dict[str, Any] | None = None,
+        head_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.check_tasks(task_channels)
+        super().__init__(task_channels)
+        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.bottleneck = create_bottleneck(
+            bottleneck, self.encoder.feature_info, **(bottleneck_options or {})
+        )
+        self.heads = nn.ModuleDict(
+            {
+                task: create_head(head, self.bottleneck.feature_info, channels, **(head_options or {}))
+                for task, channels in task_channels.items()
+            }
+        )
+
+    @classmethod
+    def check_tasks(cls, task_channels: dict[str, int]) -> None:
+        """Raise :class:`ConfigError` unless the tasks suit this architecture."""
+        if not task_channels:
+            raise ConfigError(f"{cls.__name__} needs at least one task")
+        bad = {task: channels for task, channels in task_channels.items() if channels < 1}
+        if bad:
+            raise ConfigError(f"task channel counts must be positive, got {bad}")
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.bottleneck(self.encoder(image))
+        size = image.shape[-2:]
+        return {task: head(features, size) for task, head in self.heads.items()}
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.bottleneck.parameters()]

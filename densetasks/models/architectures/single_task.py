@@ -1,0 +1,20 @@
+"""The single-task baseline (STL): its own encoder, bottleneck and head for one task.
+
+Δm (papers 001, 002) compares every multi-task network against one of these per task.
+"""
+
+from densetasks.errors import ConfigError
+from densetasks.models.architectures.hard_sharing import HardSharing
+
+
+class SingleTask(HardSharing):
+    """Hard sharing with exactly one task: nothing is shared, so it is the STL network."""
+
+    @classmethod
+    def check_tasks(cls, task_channels: dict[str, int]) -> None:
+        if len(task_channels) != 1:
+            raise ConfigError(
+                f"architecture 'single_task' predicts exactly one task, got {sorted(task_channels)}; "
+                "train one single_task model per task or use a multi-task architecture"
+            )
+        super().check_tasks(task_channels)

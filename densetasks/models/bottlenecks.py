@@ -1,0 +1,108 @@
+"""Bottlenecks: a context module on the deepest encoder feature, shared by every task.
+
+A bottleneck takes the encoder's feature list and replaces its deepest map; the shallower
+maps pass through unchanged so that multi-scale heads can still use them as skips. Its
+:attr:`Bottleneck.feature_info` describes the list it returns.
+"""
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densetasks._registry import Registry
+from densetasks.models._options import call_with_options
+from densetasks.models.base import FeatureSpec
+
+ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
+"""Dilation rates of the three 3×3 ASPP branches at output stride 8 (paper 000, App. A)."""
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Convolution (no bias, "same" padding) + BatchNorm + ReLU: the unit of ASPP and heads."""
+    return nn.Sequential(
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size,
+            padding=dilation * (kernel_size // 2), dilation=dilation, bias=False,
+        ),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Bottleneck(nn.Module, ABC):
+    """Transforms the deepest feature map; the others pass through as skips."""
+
+    def __init__(self, feature_info: list[FeatureSpec], out_channels: int) -> None:
+        super().__init__()
+        deepest = feature_info[-1]
+        self.feature_info = [*feature_info[:-1], FeatureSpec(out_channels, deepest.stride)]
+
+    @abstractmethod
+    def transform(self, deepest: torch.Tensor) -> torch.Tensor:
+        """The new deepest feature map, ``feature_info[-1].channels`` channels, same size."""
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [*features[:-1], self.transform(features[-1])]
+
+
+class NoBottleneck(Bottleneck):
+    """Passes the encoder features through unchanged (bottleneck ``"none"``)."""
+
+    def __init__(self, feature_info: list[FeatureSpec]) -> None:
+        super().__init__(feature_info, feature_info[-1].channels)
+
+    def transform(self, deepest: torch.Tensor) -> torch.Tensor:
+        return deepest
+
+
+class ImagePooling(nn.Module):
+    """Global average pooling, 1×1 conv + BN + ReLU, broadcast back to the input size."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.project = conv_bn_relu(in_channels, out_channels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = self.project(F.adaptive_avg_pool2d(features, 1))
+        return F.interpolate(pooled, size=features.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ASPP(Bottleneck):
+    """Atrous spatial pyramid pooling as in paper 000, App. A (DeepLabV3).
+
+    Five parallel branches of ``channels`` (256) each with BN + ReLU: a 1×1 conv, three 3×3
+    convs with dilation 12 / 24 / 36 at output stride 8 (scaled with the stride: 6 / 12 / 18
+    at 16, 3 / 6 / 9 at 32) and global average pooling + 1×1 conv. Their concatenation
+    (5 × 256 = 1280 channels) is the representation paper 000 shares between tasks.
+    ``project=True`` adds DeepLabV3's 1×1 conv + BN + ReLU back to ``channels``.
+    Like every BatchNorm after global pooling, training needs a batch of at least 2.
+    """
+
+    def __init__(self, feature_info: list[FeatureSpec], channels: int = 256, project: bool = False) -> None:
+        concatenated = 5 * channels
+        super().__init__(feature_info, channels if project else concatenated)
+        deepest = feature_info[-1]
+        self.rates = tuple(rate * 8 // deepest.stride for rate in ASPP_RATES_AT_STRIDE_8)
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(deepest.channels, channels)]
+            + [conv_bn_relu(deepest.channels, channels, 3, rate) for rate in self.rates]
+            + [ImagePooling(deepest.channels, channels)]
+        )
+        self.project = conv_bn_relu(concatenated, channels) if project else nn.Identity()
+
+    def transform(self, deepest: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(deepest) for branch in self.branches], dim=1))
+
+
+BOTTLENECKS: Registry[Bottleneck] = Registry("bottleneck")
+"""Bottleneck name -> ``factory(feature_info, **options)``."""
+
+BOTTLENECKS.register("aspp", ASPP)
+BOTTLENECKS.register("none", NoBottleneck)
+
+
+def create_bottleneck(name: str, feature_info: list[FeatureSpec], **options: object) -> Bottleneck:
+    """The registered bottleneck ``name`` on an encoder described by ``feature_info``."""
+    return call_with_options(BOTTLENECKS.get(name), f"bottleneck {name!r}", feature_info, **options)
