@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densetasks.data.sample import LabelKind
+from densetasks.metrics.normals import NormalsMetrics
+from densetasks.tasks.normals import SurfaceNormals
+
+
+def column(*vectors):
+    """Vectors -> a ``[1, 3, len(vectors), 1]`` tensor (one pixel per vector)."""
+    return torch.tensor(vectors, dtype=torch.float32).T[None, :, :, None]
+
+
+def test_one_minus_cosine_by_hand_ignores_zero_labels():
+    label = column((0, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 0))
+    output = column((0, 0, 2), (1, 0, 0), (0, 0, -1), (1, 0, 1), (5, 5, 5))
+    expected = (0.0 + 1.0 + 2.0 + (1 - 1 / math.sqrt(2))) / 4
+    assert SurfaceNormals().loss(output, label).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mask_gradients_and_empty_batches():
+    task = SurfaceNormals()
+    label = F.normalize(torch.randn(2, 3, 4, 4), dim=1)
+    output = torch.randn(2, 3, 4, 4, requires_grad=True)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :, :1] = True
+    task.loss(output, label, mask).backward()
+    assert torch.isfinite(output.grad).all()
+    assert output.grad[..., :1].abs().sum() > 0 and output.grad[..., 1:].abs().sum() == 0
+    empty = output.detach().clone().requires_grad_(True)
+    zero = task.loss(empty, torch.zeros_like(label))
+    zero.backward()
+    assert zero.item() == 0.0 and empty.grad is not None
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        task.loss(torch.zeros(2, 1, 4, 4), label)
+
+
+def test_task_contract_decode_and_composite_identity():
+    task = SurfaceNormals()
+    assert task.name == "normals" and task.label_kind is LabelKind.NORMALS
+    assert task.channels == 3 and task.primary_metric == "mean" and task.options() == {}
+    assert isinstance(task.metrics(), NormalsMetrics)
+    assert not task.metrics().higher_is_better["mean"]
+    decoded = task.decode(torch.randn(2, 3, 5, 5) * 7)
+    assert decoded.shape == (2, 3, 5, 5)
+    assert torch.allclose(decoded.norm(dim=1), torch.ones(2, 5, 5))
+    label = F.normalize(torch.randn(2, 3, 5, 5), dim=1)
+    label[0, :, 0, 0] = 0
+    round_trip = task.decode(task.from_composite(task.to_composite(label)))
+    assert torch.allclose(round_trip, label, atol=1e-6)
+
+
+def test_visualize_colours_and_black_unlabelled():
+    image = SurfaceNormals().visualize(column((0, 0, 1), (-1, 0, 0), (0, 0, 0))[0])
+    assert image.shape == (3, 1, 3) and image.dtype == np.uint8
+    assert image[0, 0].tolist() == [128, 128, 255]
+    assert image[1, 0].tolist() == [0, 128, 128]
+    assert image[2, 0].tolist() == [0, 0, 0]
