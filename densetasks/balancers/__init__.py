@@ -1,1 +1,54 @@
-"""balancers"""
+"""Balancers: how per-task losses become one scalar and one backward pass.
+
+``create_balancer(name, tasks, **options)`` builds one by its registered name; see
+``docs/balancers.md`` for each balancer's equation, reference and options.
+"""
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from densetasks._registry import Registry
+from densetasks.errors import ConfigError
+from densetasks.balancers.aggregators import (
+    AGGREGATORS,
+    JacobianAggregationBalancer,
+    aggregation_balancer_factory,
+)
+from densetasks.balancers.base import Balancer
+from densetasks.balancers.dwa import DWABalancer
+from densetasks.balancers.fixed import FixedBalancer, equal_balancer
+from densetasks.balancers.gradnorm import GradNormBalancer
+from densetasks.balancers.uncertainty import UncertaintyBalancer
+from densetasks.tasks.base import Task
+
+BALANCERS: Registry[Balancer] = Registry("balancer")
+BALANCERS.register("equal", equal_balancer)
+BALANCERS.register("fixed", FixedBalancer)
+BALANCERS.register("uncertainty", UncertaintyBalancer)
+BALANCERS.register("dwa", DWABalancer)
+BALANCERS.register("gradnorm", GradNormBalancer)
+for _name in AGGREGATORS:
+    BALANCERS.register(_name, aggregation_balancer_factory(_name))
+
+
+def create_balancer(name: str, tasks: Sequence[Task], **options: Any) -> Balancer:
+    """The balancer registered as ``name`` for ``tasks``; unknown options are a ConfigError."""
+    factory = BALANCERS.get(name)
+    try:
+        inspect.signature(factory).bind(tasks, **options)
+    except TypeError as error:
+        raise ConfigError(f"bad options {sorted(options)} for balancer {name!r}: {error}") from None
+    return factory(tasks, **options)
+
+
+__all__ = [
+    "BALANCERS",
+    "Balancer",
+    "DWABalancer",
+    "FixedBalancer",
+    "GradNormBalancer",
+    "JacobianAggregationBalancer",
+    "UncertaintyBalancer",
+    "create_balancer",
+]

@@ -1,0 +1,174 @@
+"""Jacobian-descent balancers: the task gradients on the shared parameters are combined by a
+TorchJD aggregator (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024)
+instead of being summed.
+
+On the shared parameters θ the balancer builds the Jacobian ``J = [∇_θ L_1; …; ∇_θ L_T]`` and
+stores ``A(J) = wᵀ J`` in their ``.grad``, where the aggregator A chooses the row weights w:
+
+* ``upgrad``  — each row projected onto the dual cone of the rows, then averaged (Quinton & Rey);
+* ``mgda``    — the minimum-norm point of the convex hull of the rows (Désidéri 2012;
+  Sener & Koltun 2018);
+* ``pcgrad``  — each row projected off the rows it conflicts with, then summed (Yu et al. 2020);
+* ``cagrad``  — conflict-averse: the mean gradient moved within a ball of radius c·‖mean‖ to
+  raise the worst task (Liu et al. 2021; option ``c``, default 0.4); needs cvxpy + clarabel;
+* ``nashmtl`` — the Nash bargaining solution (Navon et al. 2022); needs cvxpy + ecos.
+
+Task-specific parameters receive their ordinary gradients (each head only feeds one loss, so
+the sum of losses gives exactly them). :attr:`last_weights` holds w, the weight the aggregator
+gave to each task's gradient; ``forward`` alone returns the plain sum of the losses.
+
+A task whose Jacobian row is all zero at a step (its loss is 0 because the batch has none of
+its labels) is left out of the aggregation for that step (weight 0): MGDA would otherwise pick
+the zero row as the minimum-norm point and stop every shared update.
+
+Under ``torch.distributed`` each process aggregates the Jacobian of its own batch, then the
+aggregated gradients are averaged over processes. That is the mean of per-process
+aggregations, not the aggregation of the global (mean) Jacobian: the two agree for linear
+aggregators (mean, fixed weights) and differ for the others, as the per-process Jacobians are
+noisier. Aggregating the global Jacobian would need an all-reduce of the full T×|θ| Jacobian.
+"""
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchjd.aggregation import MGDA, CAGrad, NashMTL, PCGrad, UPGrad, WeightedAggregator
+from torchjd.autojac import jac
+
+from densetasks.balancers._common import average_across_processes, ordered_losses
+from densetasks.balancers.base import Balancer
+from densetasks.errors import ConfigError
+from densetasks.tasks.base import Task
+
+AGGREGATORS: dict[str, Callable[..., WeightedAggregator]] = {
+    "upgrad": lambda task_count: UPGrad(),
+    "mgda": lambda task_count: MGDA(),
+    "pcgrad": lambda task_count: PCGrad(),
+    "cagrad": lambda task_count, c=0.4: CAGrad(c=c),
+    "nashmtl": lambda task_count, max_norm=1.0, update_weights_every=1, optim_niter=20: NashMTL(
+        n_tasks=task_count,
+        max_norm=max_norm,
+        update_weights_every=update_weights_every,
+        optim_niter=optim_niter,
+    ),
+}
+"""Aggregator name -> factory(task count, **options)."""
+
+
+def build_aggregator(name: str, task_count: int, **options: float) -> WeightedAggregator:
+    """The TorchJD aggregator ``name`` (a key of :data:`AGGREGATORS`) with its options."""
+    if name not in AGGREGATORS:
+        raise ConfigError(f"unknown aggregator {name!r}; known: {', '.join(sorted(AGGREGATORS))}")
+    factory = AGGREGATORS[name]
+    try:
+        inspect.signature(factory).bind(task_count, **options)
+    except TypeError as error:
+        raise ConfigError(f"bad options {sorted(options)} for balancer {name!r}: {error}") from None
+    try:
+        return factory(task_count, **options)
+    except ImportError as error:
+        raise ConfigError(f"balancer {name!r} needs optional packages: {error}") from None
+
+
+class JacobianAggregationBalancer(Balancer):
+    """Aggregates the per-task gradients of the shared parameters with a TorchJD aggregator.
+
+    ``parallel_chunk_size`` is passed to :func:`torchjd.autojac.jac` (``None``: all tasks at
+    once through ``torch.vmap``; 1: one task at a time, for models vmap cannot handle).
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        aggregator: WeightedAggregator,
+        parallel_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(tasks)
+        self.aggregator = aggregator
+        self.parallel_chunk_size = parallel_chunk_size
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unweighted sum of the losses (the total to log; the aggregation is in backward)."""
+        stacked = torch.stack(ordered_losses(losses, self.task_names))
+        self.last_weights = {name: 1.0 for name in self.task_names}
+        return stacked.sum()
+
+    def backward(
+        self,
+        losses: dict[str, torch.Tensor],
+        shared_parameters: Sequence[nn.Parameter],
+        scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
+    ) -> torch.Tensor:
+        """Task-specific grads from ``scale(Σ L_t)``; shared grads ``+= A(J)`` of the scaled losses.
+
+        The plain backward of the sum also runs DDP's hooks, so the reducer finishes its round
+        and task-specific gradients are averaged over processes as usual; the shared gradients
+        it leaves are then replaced by the (process-averaged) aggregation.
+        """
+        total = self(losses)
+        shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
+        if not shared:
+            raise ValueError("Jacobian aggregation needs at least one shared parameter that requires grad")
+        scaled = [scale(loss) for loss in ordered_losses(losses, self.task_names)]
+        aggregated, weights = self._aggregate(scaled, shared)
+        previous = [None if parameter.grad is None else parameter.grad.clone() for parameter in shared]
+        if total.requires_grad:
+            scale(total).backward()
+        self._store_shared_gradients(shared, previous, aggregated)
+        self.last_weights = dict(zip(self.task_names, weights.tolist()))
+        return total.detach()
+
+    def _aggregate(
+        self, scaled_losses: list[torch.Tensor], shared: list[nn.Parameter]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per shared parameter its slice of ``wᵀ J``, and w per task (0 for the left-out ones)."""
+        weights = torch.zeros(len(scaled_losses))
+        differentiable = [index for index, loss in enumerate(scaled_losses) if loss.requires_grad]
+        if not differentiable:
+            return [torch.zeros_like(parameter) for parameter in shared], weights
+        jacobians = jac(
+            [scaled_losses[index] for index in differentiable],
+            shared,
+            retain_graph=True,
+            parallel_chunk_size=self.parallel_chunk_size,
+        )
+        matrix = torch.cat([jacobian.flatten(1) for jacobian in jacobians], dim=1).float()
+        informative = matrix.norm(dim=1) > 0
+        if not informative.any():
+            return [torch.zeros_like(parameter) for parameter in shared], weights
+        rows = matrix[informative]
+        row_weights = self.aggregator.weighting(rows)
+        gradient = row_weights @ rows
+        kept = torch.tensor(differentiable)[informative.cpu()]
+        weights[kept] = row_weights.detach().cpu().float()
+        pieces = gradient.split([parameter.numel() for parameter in shared])
+        return [piece.view_as(parameter).to(parameter.dtype) for piece, parameter in zip(pieces, shared)], weights
+
+    @staticmethod
+    def _store_shared_gradients(
+        shared: list[nn.Parameter],
+        previous: list[torch.Tensor | None],
+        aggregated: list[torch.Tensor],
+    ) -> None:
+        """``grad = previous grad + process-averaged aggregation``, in place (DDP bucket views)."""
+        average_across_processes(aggregated)
+        for parameter, before, piece in zip(shared, previous, aggregated):
+            new_gradient = piece if before is None else before + piece
+            if parameter.grad is None:
+                parameter.grad = new_gradient
+            else:
+                parameter.grad.copy_(new_gradient)
+
+
+def aggregation_balancer_factory(name: str) -> Callable[..., JacobianAggregationBalancer]:
+    """``factory(tasks, parallel_chunk_size=None, **aggregator_options)`` for registry entry ``name``."""
+
+    def create(
+        tasks: Sequence[Task], parallel_chunk_size: int | None = None, **options: float
+    ) -> JacobianAggregationBalancer:
+        aggregator = build_aggregator(name, len(tasks), **options)
+        return JacobianAggregationBalancer(tasks, aggregator, parallel_chunk_size)
+
+    create.__name__ = f"create_{name}_balancer"
+    return create
