@@ -1,0 +1,547 @@
+"""The generic folder format: one folder of images and one folder per task (``docs/data.md``).
+
+::
+
+    root/
+      dataset.json            {"format": "densetasks-folder", "version": 1, "tasks": [...],
+                               "task_options": {"semseg": {"num_classes": K, "class_names": [...]}}}
+      images/<name>.png|.jpg  RGB
+      semseg/<name>.png       8-bit class ids, 255 = ignore          (parts/ alike)
+      depth/<name>.npy        float32 [H, W] metres, 0 = invalid      or depth/<name>.png:
+                              16-bit millimetres, 0 = invalid
+      normals/<name>.npy      float32 [H, W, 3] unit vectors, zero vector = invalid, or
+                              normals/<name>.png: RGB (n + 1) / 2 · 255, (128, 128, 128) = invalid
+      edges/<name>.png        8-bit 0 / 1, 255 = ignore               (saliency/ alike)
+      instance/<name>.png     16-bit ids, 0 = no instance
+      intrinsics/<name>.json  {"K": 3x3}   or one intrinsics.json for every image
+      splits/<split>.txt      one name per line
+
+A sample lacking a task's file simply lacks that key. Everything that can be checked without
+reading every file is checked when the dataset is opened; each file is checked when loaded.
+"""
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.io import (
+    read_image,
+    read_json,
+    read_npy,
+    read_png_array,
+    write_image,
+    write_json,
+    write_npy,
+    write_png_array,
+    write_text,
+)
+from densetasks.data.sample import IGNORE_INDEX
+from densetasks.errors import DataError
+
+FORMAT_NAME = "densetasks-folder"
+FORMAT_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NORMALS_PNG_INVALID = (128, 128, 128)
+"""The colour of an invalid normal in a PNG: it decodes to (almost) the zero vector."""
+
+TaskOptions = dict[str, Any]
+_Reader = Callable[[Path, TaskOptions], torch.Tensor]
+_Writer = Callable[[Path, torch.Tensor, TaskOptions], None]
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How one task's label is stored in one file type."""
+
+    suffix: str
+    read: _Reader
+    write: _Writer
+
+
+# ---------------------------------------------------------------- label encodings
+
+
+def _read_class_ids(path: Path, options: TaskOptions) -> torch.Tensor:
+    ids = read_png_array(path)
+    _check_class_ids(ids, _num_classes(options), str(path))
+    return torch.from_numpy(ids)
+
+
+def _write_class_ids(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    ids = label.cpu().numpy()
+    _check_class_ids(ids, _num_classes(options), str(path))
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > 255:
+        raise DataError(f"{path}: class ids must be in 0..255 for an 8-bit PNG")
+    write_png_array(path, ids.astype(np.uint8))
+
+
+def _read_binary(path: Path, options: TaskOptions) -> torch.Tensor:
+    values = read_png_array(path)
+    unexpected = np.setdiff1d(np.unique(values), [0, 1, IGNORE_INDEX])
+    if unexpected.size:
+        raise DataError(
+            f"{path}: binary labels must be 0, 1 or {IGNORE_INDEX} (ignore), "
+            f"found {unexpected[:5].tolist()}"
+        )
+    return torch.from_numpy(values.astype(np.uint8))
+
+
+def _write_binary(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    values = label.cpu().numpy()
+    if np.setdiff1d(np.unique(values), [0, 1, IGNORE_INDEX]).size:
+        raise DataError(f"{path}: binary labels must be 0, 1 or {IGNORE_INDEX}")
+    write_png_array(path, values.astype(np.uint8))
+
+
+def _read_depth_png(path: Path, options: TaskOptions) -> torch.Tensor:
+    millimetres = read_png_array(path)
+    return torch.from_numpy(millimetres.astype(np.float32) / 1000.0)[None]
+
+
+def _write_depth_png(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    metres = label[0].cpu().double().numpy()
+    _check_depth(metres, str(path))
+    millimetres = np.round(metres * 1000.0)
+    if millimetres.max(initial=0) > np.iinfo(np.uint16).max:
+        raise DataError(
+            f"{path}: depth {metres.max():.3f} m exceeds the 65.535 m a 16-bit PNG in "
+            "millimetres holds; store depth as .npy"
+        )
+    write_png_array(path, millimetres.astype(np.uint16))
+
+
+def _read_depth_npy(path: Path, options: TaskOptions) -> torch.Tensor:
+    array = read_npy(path)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(
+            f"{path}: depth must be a numeric [H, W] or [1, H, W] array, "
+            f"got {array.dtype} {list(array.shape)}"
+        )
+    _check_depth(array, str(path))
+    return torch.from_numpy(array.astype(np.float32))[None]
+
+
+def _write_depth_npy(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    metres = label[0].cpu().numpy().astype(np.float32)
+    _check_depth(metres, str(path))
+    write_npy(path, metres)
+
+
+def _read_normals_png(path: Path, options: TaskOptions) -> torch.Tensor:
+    colours = read_png_array(path, channels=3)
+    vectors = torch.from_numpy(colours.astype(np.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)
+    length = vectors.norm(dim=0, keepdim=True)
+    unit = (length > 0.5) & (length < 1.5)  # invalid colours decode far from unit length
+    return torch.where(unit, vectors / length.clamp_min(1e-6), torch.zeros_like(vectors))
+
+
+def _write_normals_png(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    vectors = label.cpu().float()
+    _check_finite(vectors.numpy(), str(path), "normals")
+    colours = ((vectors + 1.0) / 2.0 * 255.0).round().clamp(0, 255).to(torch.uint8)
+    invalid = vectors.abs().sum(dim=0) == 0
+    colours[:, invalid] = torch.tensor(NORMALS_PNG_INVALID, dtype=torch.uint8)[:, None]
+    write_png_array(path, colours.permute(1, 2, 0).numpy())
+
+
+def _read_normals_npy(path: Path, options: TaskOptions) -> torch.Tensor:
+    array = read_npy(path)
+    if array.ndim != 3 or array.shape[2] != 3 or not np.issubdtype(array.dtype, np.floating):
+        raise DataError(
+            f"{path}: normals must be a float [H, W, 3] array, got {array.dtype} "
+            f"{list(array.shape)}"
+        )
+    _check_finite(array, str(path), "normals")
+    return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1).contiguous()
+
+
+def _write_normals_npy(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    array = label.cpu().float().permute(1, 2, 0).numpy()
+    _check_finite(array, str(path), "normals")
+    write_npy(path, np.ascontiguousarray(array))
+
+
+def _read_instance(path: Path, options: TaskOptions) -> torch.Tensor:
+    return torch.from_numpy(read_png_array(path))
+
+
+def _write_instance(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    ids = label.cpu().numpy()
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > np.iinfo(np.uint16).max:
+        raise DataError(f"{path}: instance ids must be in 0..65535 for a 16-bit PNG")
+    write_png_array(path, ids.astype(np.uint16))
+
+
+_CLASS_IDS = _Encoding(".png", _read_class_ids, _write_class_ids)
+_BINARY = _Encoding(".png", _read_binary, _write_binary)
+LABEL_ENCODINGS: dict[str, dict[str, _Encoding]] = {
+    "semseg": {"png": _CLASS_IDS},
+    "parts": {"png": _CLASS_IDS},
+    "depth": {
+        "npy": _Encoding(".npy", _read_depth_npy, _write_depth_npy),
+        "png": _Encoding(".png", _read_depth_png, _write_depth_png),
+    },
+    "normals": {
+        "npy": _Encoding(".npy", _read_normals_npy, _write_normals_npy),
+        "png": _Encoding(".png", _read_normals_png, _write_normals_png),
+    },
+    "edges": {"png": _BINARY},
+    "saliency": {"png": _BINARY},
+    "instance": {"png": _Encoding(".png", _read_instance, _write_instance)},
+}
+"""Task name -> file type -> encoding; the first file type is the one written by default."""
+
+KNOWN_TASKS = tuple(LABEL_ENCODINGS)
+
+
+# ---------------------------------------------------------------- reader
+
+
+class FolderDataset(DenseDataset):
+    """A dataset in the folder format (see the module docstring and ``docs/data.md``).
+
+    ``split`` names ``splits/<split>.txt``; ``None`` takes every image, sorted by name.
+    ``tasks`` selects labels (default: the tasks listed in ``dataset.json``, or every task
+    folder present when there is no ``dataset.json``). ``task_options`` is
+    ``dataset.json``'s, e.g. ``{"semseg": {"num_classes": K, "class_names": [...]}}``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "train",
+        tasks: Sequence[str] | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        super().__init__(transform)
+        self.root = Path(root)
+        description = read_dataset_description(self.root)
+        self.tasks = self._select_tasks(description, tasks)
+        options = description.get("task_options", {})
+        self.task_options = {task: dict(options.get(task, {})) for task in self.tasks}
+        self._images = _index_files(self.root / "images", IMAGE_SUFFIXES)
+        self.names = self._select_names(split)
+        self._labels = {task: self._index_labels(task) for task in self.tasks}
+        self._intrinsics_files = _index_files(self.root / "intrinsics", (".json",), optional=True)
+        shared = self.root / "intrinsics.json"
+        self._shared_intrinsics = _read_intrinsics(shared) if shared.is_file() else None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> Sample:
+        name = self.names[index]
+        image_path = self._images[name]
+        image = read_image(image_path)
+        meta: dict[str, Any] = {"name": name}
+        intrinsics = self.intrinsics(name)
+        if intrinsics is not None:
+            meta["intrinsics"] = intrinsics
+        sample: Sample = {"image": image, "meta": meta}
+        for task in self.tasks:
+            path = self._labels[task].get(name)
+            if path is None:
+                continue
+            encoding = _encoding_for(task, path)
+            label = encoding.read(path, self.task_options[task])
+            if tuple(label.shape[-2:]) != tuple(image.shape[-2:]):
+                raise DataError(
+                    f"{path}: label size {tuple(label.shape[-2:])} differs from image "
+                    f"{image_path} size {tuple(image.shape[-2:])}"
+                )
+            sample[task] = label
+        return sample
+
+    def intrinsics(self, name: str) -> torch.Tensor | None:
+        """The ``[3, 3]`` intrinsics of image ``name`` (its own file, else the shared one)."""
+        path = self._intrinsics_files.get(name)
+        if path is not None:
+            return _read_intrinsics(path)
+        return None if self._shared_intrinsics is None else self._shared_intrinsics.clone()
+
+    def _select_tasks(self, description: dict[str, Any], tasks: Sequence[str] | None):
+        if tasks is None:
+            return tuple(description["tasks"])
+        for task in tasks:
+            if task not in LABEL_ENCODINGS:
+                known = ", ".join(KNOWN_TASKS)
+                raise DataError(f"{self.root}: unknown task {task!r}; known tasks: {known}")
+            if not (self.root / task).is_dir():
+                raise DataError(f"{self.root / task}: no such task folder")
+        return tuple(tasks)
+
+    def _select_names(self, split: str | None) -> list[str]:
+        if split is None:
+            return sorted(self._images)
+        split_file = self.root / "splits" / f"{split}.txt"
+        if not split_file.is_file():
+            raise DataError(f"{split_file}: split file not found")
+        names = read_split(split_file)
+        missing = [name for name in names if name not in self._images]
+        if missing:
+            raise DataError(
+                f"{split_file}: {len(missing)} names have no image in {self.root / 'images'}, "
+                f"e.g. {missing[:3]}"
+            )
+        return names
+
+    def _index_labels(self, task: str) -> dict[str, Path]:
+        suffixes = tuple(encoding.suffix for encoding in LABEL_ENCODINGS[task].values())
+        return _index_files(self.root / task, suffixes, optional=True)
+
+
+def read_dataset_description(root: Path) -> dict[str, Any]:
+    """``dataset.json`` of a folder dataset, or one inferred from its task folders.
+
+    Checks that ``root`` and ``root/images`` exist, the format version, and that every
+    listed task is known.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if not (root / "images").is_dir():
+        raise DataError(f"{root / 'images'}: images folder not found")
+    path = root / "dataset.json"
+    if not path.is_file():
+        present = [task for task in KNOWN_TASKS if (root / task).is_dir()]
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": present}
+    description = read_json(path)
+    if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
+        raise DataError(f"{path}: not a {FORMAT_NAME} description (key 'format')")
+    if description.get("version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format version {description.get('version')!r} is not supported "
+            f"(this densetasks reads version {FORMAT_VERSION})"
+        )
+    unknown = [task for task in description.get("tasks", []) if task not in LABEL_ENCODINGS]
+    if unknown:
+        raise DataError(f"{path}: unknown tasks {unknown}; known tasks: {', '.join(KNOWN_TASKS)}")
+    description.setdefault("tasks", [])
+    description.setdefault("task_options", {})
+    return description
+
+
+def read_split(path: Path) -> list[str]:
+    """The names in a split file: one per line, blank lines skipped, duplicates an error."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read split file ({error})") from None
+    names = [line.strip() for line in lines if line.strip()]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path}: names listed twice: {duplicates[:3]}")
+    return names
+
+
+# ---------------------------------------------------------------- writer
+
+
+def write_folder_dataset(
+    samples: Iterable[Sample],
+    root: str | Path,
+    split: str,
+    class_names: dict[str, list[str]] | None = None,
+    intrinsics_per_sample: bool = True,
+    formats: dict[str, str] | None = None,
+) -> int:
+    """Write samples into the folder format and return how many were written.
+
+    Every label present in a sample is written in its task's encoding; ``formats`` picks
+    the file type per task where there is a choice (``{"depth": "png"}``; default ``npy``
+    for depth and normals, exact). Images are written as 8-bit PNG. A sample is named by
+    ``meta["name"]`` (else ``<split>_<index>``); ``meta["intrinsics"]`` goes to
+    ``intrinsics/<name>.json``, or with ``intrinsics_per_sample=False`` to one
+    ``intrinsics.json`` (all samples must then share it). ``splits/<split>.txt`` gains the
+    names, ``dataset.json`` the tasks and ``class_names`` (as ``task_options``). Every file is
+    written atomically.
+    """
+    root = Path(root)
+    chosen = _check_formats(formats or {})
+    existing = read_dataset_description(root) if (root / "images").is_dir() else None
+    task_options = dict(existing["task_options"]) if existing else {}
+    for task, names in (class_names or {}).items():
+        task_options[task] = {"num_classes": len(names), "class_names": list(names)}
+    written_names: list[str] = []
+    written_tasks: set[str] = set()
+    shared_intrinsics: torch.Tensor | None = None
+    for index, sample in enumerate(samples):
+        meta = sample.get("meta", {})
+        name = str(meta.get("name", f"{split}_{index:06d}"))
+        _check_name(name)
+        _remove_other_encodings(root / "images" / f"{name}.png", IMAGE_SUFFIXES)
+        write_image(root / "images" / f"{name}.png", sample["image"])
+        for task, label in sample.items():
+            if task in ("image", "meta"):
+                continue
+            write_label(root, task, name, label, chosen.get(task), task_options.get(task, {}))
+            written_tasks.add(task)
+        intrinsics = meta.get("intrinsics")
+        if intrinsics is not None and intrinsics_per_sample:
+            write_json(root / "intrinsics" / f"{name}.json", {"K": intrinsics.tolist()})
+        elif intrinsics is not None:
+            if shared_intrinsics is not None and not torch.equal(intrinsics, shared_intrinsics):
+                raise DataError(
+                    f"{root / 'intrinsics.json'}: sample {name!r} has other intrinsics than "
+                    "the samples before it; use intrinsics_per_sample=True"
+                )
+            shared_intrinsics = intrinsics
+        written_names.append(name)
+    if shared_intrinsics is not None:
+        write_json(root / "intrinsics.json", {"K": shared_intrinsics.tolist()})
+    _extend_split(root / "splits" / f"{split}.txt", written_names)
+    register_tasks(root, written_tasks, task_options)
+    return len(written_names)
+
+
+def write_label(
+    root: Path,
+    task: str,
+    name: str,
+    label: torch.Tensor,
+    file_format: str | None = None,
+    options: TaskOptions | None = None,
+) -> Path:
+    """Write one label as ``root/<task>/<name>.<suffix>`` and return the path.
+
+    A file of the same name with another suffix (a stale encoding) is removed, so a name
+    never has two files for one task.
+    """
+    if task not in LABEL_ENCODINGS:
+        raise DataError(f"label {task!r} of {name!r} has no folder encoding; known: {KNOWN_TASKS}")
+    encodings = LABEL_ENCODINGS[task]
+    encoding = encodings[file_format or next(iter(encodings))]
+    path = root / task / f"{name}{encoding.suffix}"
+    _remove_other_encodings(path, tuple(other.suffix for other in encodings.values()))
+    encoding.write(path, label, options or {})
+    return path
+
+
+def register_tasks(
+    root: Path, tasks: Iterable[str], task_options: dict[str, TaskOptions] | None = None
+) -> None:
+    """Add ``tasks`` (and replace their ``task_options``) in ``root/dataset.json``."""
+    path = root / "dataset.json"
+    description = (
+        read_dataset_description(root)
+        if path.is_file()
+        else {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": [], "task_options": {}}
+    )
+    present = set(description["tasks"]) | set(tasks)
+    description["tasks"] = [task for task in KNOWN_TASKS if task in present]
+    description["task_options"] = {
+        **description["task_options"],
+        **{task: options for task, options in (task_options or {}).items() if task in present},
+    }
+    write_json(path, description)
+
+
+# ---------------------------------------------------------------- checks and helpers
+
+
+def _num_classes(options: TaskOptions) -> int | None:
+    if "num_classes" in options:
+        return int(options["num_classes"])
+    if "class_names" in options:
+        return len(options["class_names"])
+    return None
+
+
+def _check_class_ids(ids: np.ndarray, num_classes: int | None, where: str) -> None:
+    if num_classes is None:
+        return
+    values = np.unique(ids)
+    bad = values[((values >= num_classes) | (values < 0)) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise DataError(
+            f"{where}: class id {int(bad[0])} is not in 0..{num_classes - 1} "
+            f"({num_classes} classes) nor the ignore value {IGNORE_INDEX}"
+        )
+
+
+def _check_finite(array: np.ndarray, where: str, what: str) -> None:
+    if not np.isfinite(array).all():
+        raise DataError(f"{where}: {what} contains NaN or infinite values")
+
+
+def _check_depth(metres: np.ndarray, where: str) -> None:
+    _check_finite(metres, where, "depth")
+    if (metres < 0).any():
+        raise DataError(f"{where}: depth has negative values (0 marks invalid pixels)")
+
+
+def _check_formats(formats: dict[str, str]) -> dict[str, str]:
+    for task, file_format in formats.items():
+        choices = LABEL_ENCODINGS.get(task, {})
+        if file_format not in choices:
+            raise DataError(
+                f"formats[{task!r}] = {file_format!r}; choices: {sorted(choices) or 'none'}"
+            )
+    return formats
+
+
+def _check_name(name: str) -> None:
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise DataError(f"sample name {name!r} cannot be a file name")
+
+
+def _encoding_for(task: str, path: Path) -> _Encoding:
+    """The encoding of an indexed label file (the index only holds known suffixes)."""
+    by_suffix = {encoding.suffix: encoding for encoding in LABEL_ENCODINGS[task].values()}
+    return by_suffix[path.suffix.lower()]
+
+
+def _index_files(
+    folder: Path, suffixes: tuple[str, ...], optional: bool = False
+) -> dict[str, Path]:
+    """Stem -> path of the files with ``suffixes`` in ``folder``; two files of one stem fail."""
+    if not folder.is_dir():
+        if optional:
+            return {}
+        raise DataError(f"{folder}: folder not found")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in suffixes or path.name.startswith("."):
+            continue
+        if path.stem in files:
+            raise DataError(f"{folder}: {files[path.stem].name} and {path.name} share a name")
+        files[path.stem] = path
+    return files
+
+
+def _read_intrinsics(path: Path) -> torch.Tensor:
+    content = read_json(path)
+    matrix = content.get("K") if isinstance(content, dict) else None
+    try:
+        intrinsics = torch.tensor(matrix, dtype=torch.float32)
+    except (TypeError, ValueError):
+        intrinsics = None
+    if intrinsics is None or intrinsics.shape != (3, 3) or not all(
+        math.isfinite(value) for value in intrinsics.flatten().tolist()
+    ):
+        raise DataError(f"{path}: key 'K' must be a finite 3x3 matrix")
+    return intrinsics
+
+
+def _remove_other_encodings(path: Path, suffixes: tuple[str, ...]) -> None:
+    """Remove files that share ``path``'s stem under another of ``suffixes``."""
+    for suffix in suffixes:
+        other = path.with_suffix(suffix)
+        if other != path:
+            other.unlink(missing_ok=True)
+
+
+def _extend_split(path: Path, names: list[str]) -> None:
+    """Append ``names`` not yet in the split file (order kept), atomically."""
+    listed = read_split(path) if path.is_file() else []
+    for name in names:
+        if name not in listed:
+            listed.append(name)
+    write_text(path, "\n".join(listed) + "\n")

@@ -1,0 +1,121 @@
+"""Reading and writing the files of a dataset: images, label PNGs, ``.npy`` arrays, JSON.
+
+Every reader raises :class:`~densetasks.errors.DataError` naming the file when it is missing,
+unreadable, truncated or of the wrong kind, so a bad file in a dataset of thousands is found
+in one line. Every writer is atomic: it writes to a temporary name in the target folder and
+then renames (``os.replace``), so an interrupted run never leaves a half-written file under
+the final name.
+"""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from densetasks.errors import DataError
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An RGB image file as float32 ``[3, H, W]`` in ``[0, 1]`` (grey images become RGB)."""
+    array = np.asarray(_open_image(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def read_png_array(path: Path, channels: int = 1) -> np.ndarray:
+    """The raw integer values of a PNG: ``[H, W]`` for ``channels=1``, else ``[H, W, channels]``.
+
+    8-bit grey, palette (the indices, not the colours) and 16-bit grey PNGs are read as their
+    stored integers; a PNG with the wrong number of channels is an error naming the file.
+    """
+    image = _open_image(path)
+    if channels == 1 and image.mode not in ("L", "P", "I", "I;16", "I;16B", "1"):
+        raise DataError(f"{path}: expected a single-channel PNG, got mode {image.mode}")
+    if channels == 3 and image.mode != "RGB":
+        raise DataError(f"{path}: expected an RGB PNG, got mode {image.mode}")
+    return np.asarray(image).astype(np.int64)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array (no pickles); unreadable or truncated files name the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: cannot read .npy array ({error})") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a syntax error names the file, line and column."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: invalid JSON ({error})") from None
+
+
+def write_image(path: Path, image: torch.Tensor) -> None:
+    """Write a float ``[3, H, W]`` image in ``[0, 1]`` as an 8-bit RGB file (format by suffix)."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"{path}: image must be [3, H, W], got shape {tuple(image.shape)}")
+    array = (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    write_png_array(path, array.permute(1, 2, 0).numpy())
+
+
+def write_png_array(path: Path, array: np.ndarray) -> None:
+    """Write ``uint8`` ``[H, W]`` / ``[H, W, 3]`` or ``uint16`` ``[H, W]`` values losslessly.
+
+    The format follows the suffix (``.png``; ``.jpg`` only for RGB images, lossy).
+    """
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: PNG values must be uint8 or uint16, got {array.dtype}")
+    image = Image.fromarray(np.ascontiguousarray(array))
+    image_format = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    _write_atomically(path, lambda handle: image.save(handle, format=image_format))
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write an array as ``.npy``."""
+    _write_atomically(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def write_json(path: Path, content: Any) -> None:
+    """Write JSON, indented, keys in the given order."""
+    write_text(path, json.dumps(content, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text."""
+    _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file, so a truncated file fails here, named."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from None
+    return image
+
+
+def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
+    """Run ``write(binary_file)`` on a temporary file beside ``path``, then rename it over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
