@@ -1,0 +1,126 @@
+"""The one place where the config meets objects: datasets, loaders, tasks, model, balancer.
+
+Every other engine module receives built objects and never reads the config's nouns.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from densetasks.balancers import create_balancer
+from densetasks.balancers.base import Balancer
+from densetasks.data.collate import collate_samples
+from densetasks.data.dataset import DenseDataset
+from densetasks.data.registry import create_dataset
+from densetasks.data.transforms import Compose, build_transforms, label_kinds
+from densetasks.engine.config import RunConfig
+from densetasks.engine.distributed import ProcessInfo
+from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
+from densetasks.errors import ConfigError
+from densetasks.models import create_model
+from densetasks.models.base import Architecture
+from densetasks.tasks.base import Task
+from densetasks.tasks.registry import create_task
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def open_dataset(config: RunConfig, split: str) -> DenseDataset:
+    """The configured dataset's ``split``, without transform (see :func:`attach_transform`)."""
+    options: dict[str, Any] = dict(config.data.options)
+    if config.data.root is not None:
+        options["root"] = config.data.root
+    return create_dataset(config.data.dataset, split, **options)
+
+
+def build_tasks(config: RunConfig, dataset: DenseDataset) -> dict[str, Task]:
+    """Each configured task, with its config options merged over the dataset's."""
+    tasks = {}
+    for name, options in config.tasks.items():
+        if dataset.tasks and name not in dataset.tasks:
+            raise ConfigError(
+                f"tasks.{name}: dataset {config.data.dataset!r} has no such labels; "
+                f"it provides {list(dataset.tasks)}"
+            )
+        tasks[name] = create_task(name, **{**dataset.task_options.get(name, {}), **options})
+    return tasks
+
+
+def rebuild_tasks(task_options: Mapping[str, Mapping[str, Any]]) -> dict[str, Task]:
+    """Tasks from the options a checkpoint stored (no dataset needed)."""
+    return {name: create_task(name, **options) for name, options in task_options.items()}
+
+
+def eval_transform(config: RunConfig, tasks: Mapping[str, Task]) -> Compose:
+    """Deterministic evaluation transform: resize to ``data.eval_size`` (if set), normalise."""
+    kinds = label_kinds({name: task.label_kind for name, task in tasks.items()})
+    return build_transforms(train=False, size=config.data.eval_size, kinds=kinds)
+
+
+def attach_transform(
+    config: RunConfig, dataset: DenseDataset, tasks: Mapping[str, Task], train: bool
+) -> DenseDataset:
+    """Set the training (random scale-crop, flip, jitter) or evaluation transform."""
+    if not train:
+        dataset.transform = eval_transform(config, tasks)
+        return dataset
+    data = config.data
+    kinds = label_kinds({name: task.label_kind for name, task in tasks.items()})
+    dataset.transform = build_transforms(
+        train=True, size=data.crop_size, scale_range=data.scale_range, flip=data.flip,
+        color_jitter=data.color_jitter, kinds=kinds,
+    )
+    return dataset
+
+
+def train_loader(
+    config: RunConfig, dataset: DenseDataset, start_step: int, process: ProcessInfo
+) -> DataLoader:
+    """Batches of steps ``start_step ..`` in the order fixed by (seed, step); see sampling."""
+    sampler = StepSampler(
+        len(dataset), config.data.batch_size, config.train.steps, config.seed,
+        start_step=start_step, rank=process.rank, world_size=process.world_size,
+    )
+    return DataLoader(
+        SeededSamples(dataset), batch_size=config.data.batch_size, sampler=sampler,
+        num_workers=config.data.workers, collate_fn=collate_samples,
+        persistent_workers=config.data.workers > 0, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator(),  # worker seeds never draw from the global stream
+    )
+
+
+def eval_loader(config: RunConfig, dataset: DenseDataset, process: ProcessInfo) -> DataLoader:
+    """This process's shard of an evaluation split, in order, every sample once."""
+    shard = Subset(dataset, shard_indices(len(dataset), process.rank, process.world_size))
+    return DataLoader(
+        shard, batch_size=config.eval.batch_size or config.data.batch_size, shuffle=False,
+        num_workers=config.data.workers, collate_fn=collate_samples,
+        generator=torch.Generator(),
+    )
+
+
+def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
+    model = config.model
+    return create_model(
+        model.architecture, {name: task.channels for name, task in tasks.items()},
+        encoder=model.encoder, pretrained=model.pretrained, output_stride=model.output_stride,
+        bottleneck=model.bottleneck, head=model.head, **model.options,
+    )
+
+
+def build_balancer(config: RunConfig, tasks: Mapping[str, Task]) -> Balancer:
+    options = dict(config.balancer.options)
+    if config.balancer.weights:
+        options["weights"] = dict(config.balancer.weights)
+    return create_balancer(config.balancer.name, list(tasks.values()), **options)

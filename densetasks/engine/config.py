@@ -1,0 +1,184 @@
+"""The typed run configuration: one YAML file validated into strict pydantic models.
+
+Every section forbids unknown keys, so a typo fails before anything starts, with the key's
+dotted path in the message. ``--set a.b=value`` overrides are applied to the raw mapping
+before validation (values are parsed as YAML scalars or lists). The meaning of every key is
+documented in ``docs/config.md``.
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from densetasks.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Section):
+    dataset: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+    crop_size: tuple[int, int] | None = None
+    eval_size: tuple[int, int] | None = None
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    flip: bool = True
+    color_jitter: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(8, ge=1)
+    workers: int = Field(0, ge=0)
+
+
+class ModelConfig(_Section):
+    architecture: str = "hard_sharing"
+    encoder: str = "resnet18"
+    pretrained: bool = False
+    output_stride: int = 16
+    bottleneck: str = "aspp"
+    head: str = "deeplab"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BalancerConfig(_Section):
+    name: str = "fixed"
+    weights: dict[str, float] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(1000, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(1e-2, gt=0.0)
+    encoder_lr: float | None = Field(None, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    schedule: Literal["poly", "step", "multistep", "plateau", "constant"] = "poly"
+    power: float = 0.9
+    step_size: int = Field(1000, ge=1)
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0.0)
+    patience: int = Field(3, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    clip_grad_norm: float | None = Field(None, gt=0.0)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    eval_every: int = Field(500, ge=1)
+    log_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    images_every: int | None = Field(None, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "TrainConfig":
+        if self.optimizer == "sgd" and self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class EvalConfig(_Section):
+    batch_size: int | None = Field(None, ge=1)
+    best: str = "mean_relative"
+    num_images: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _best_is_known(self) -> "EvalConfig":
+        if self.best != "mean_relative" and self.best.count(".") != 1:
+            raise ValueError("best must be 'mean_relative' or '<task>.<metric>'")
+        return self
+
+
+class RunConfig(_Section):
+    seed: int = 0
+    tasks: dict[str, dict[str, Any]]
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    balancer: BalancerConfig = Field(default_factory=BalancerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _names_refer_to_tasks(self) -> "RunConfig":
+        if not self.tasks:
+            raise ValueError("at least one task is needed")
+        for name in self.balancer.weights:
+            if name not in self.tasks:
+                raise ValueError(f"balancer.weights.{name}: not one of the tasks {list(self.tasks)}")
+        if self.eval.best != "mean_relative" and self.eval.best.split(".")[0] not in self.tasks:
+            raise ValueError(f"eval.best {self.eval.best!r} names no task of {list(self.tasks)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-able data (tuples become lists), for run dirs and checkpoints."""
+        return self.model_dump(mode="json")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", "tasks.depth={}"]`` -> ``{"train.lr": 0.001, ...}`` (YAML values)."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {key}: value {text!r} is not YAML: {error}") from None
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set every dotted key of ``overrides`` in a copy of ``raw``; creates missing mappings."""
+    result = yaml.safe_load(yaml.safe_dump(raw))
+    for dotted, value in overrides.items():
+        node = result
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                path = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {dotted}: {path} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def validate_config(raw: Any, source: str = "config") -> RunConfig:
+    """Validate a raw mapping; errors name every bad key by its dotted path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+            problems.append(f"{path}: {item['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = apply_overrides(raw, parse_overrides(overrides or []))
+    return validate_config(raw, source=str(path))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config as YAML (what ``load_config`` reads back identically)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

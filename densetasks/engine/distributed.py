@@ -1,0 +1,87 @@
+"""Distributed data parallel through ``torchrun``: process group, sums, gradient averaging.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is one
+process and every function here is a no-op. The backend is nccl on CUDA and gloo on the CPU.
+Only rank 0 writes files; metric states are sums, so a distributed evaluation is one
+all-reduce per state.
+"""
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from densetasks.metrics.base import Metric
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device_type: str) -> ProcessInfo:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return ProcessInfo()
+    info = ProcessInfo(
+        rank=int(os.environ["RANK"]),
+        world_size=world_size,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return info
+
+
+def cleanup_distributed(info: ProcessInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_metric(metric: Metric, info: ProcessInfo) -> None:
+    """Sum every state of ``metric`` over all processes (in place; via the GPU under nccl)."""
+    if not info.distributed:
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    for name, state in metric.states().items():
+        summed = state.to(device or state.device, copy=True)
+        dist.all_reduce(summed)
+        metric.set_state(name, summed.to(state.device))
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], info: ProcessInfo) -> None:
+    """Average ``.grad`` over processes for parameters outside the DDP wrapper (balancer)."""
+    if not info.distributed:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= info.world_size
+
+
+def all_reduce_mean(values: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
+    """Mean of a tensor over processes (per-task losses for logs and the NaN check)."""
+    if not info.distributed:
+        return values
+    summed = values.detach().clone()
+    dist.all_reduce(summed)
+    return summed / info.world_size
+
+
+def barrier(info: ProcessInfo) -> None:
+    if info.distributed:
+        dist.barrier()

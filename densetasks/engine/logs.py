@@ -1,0 +1,133 @@
+"""What a run reports while it trains: progress bar, ``events.jsonl``, TensorBoard, pictures.
+
+Only the main process (rank 0) creates a :class:`RunLog` that writes; the others get one
+with ``enabled=False`` whose methods do nothing. ``events.jsonl`` holds one JSON object per
+line (``{"type": "train", ...}`` every ``log_every`` steps, ``{"type": "eval", ...}`` per
+evaluation); on resume, lines after the resumed step are dropped so the file reads as one
+uninterrupted run.
+"""
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from densetasks.tasks.base import Task
+
+LOGGER = logging.getLogger("densetasks.engine")
+
+
+class RunLog:
+    """Progress bar + JSONL events + TensorBoard scalars for one run directory."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.events_path = run_dir / "events.jsonl"
+        self._bar = None
+        self._writer = None
+        if not enabled:
+            return
+        truncate_events(self.events_path, start_step)
+        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        from torch.utils.tensorboard import SummaryWriter  # slow import, main process only
+
+        self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def advance(self, loss: float, images_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+
+    def train(
+        self, step: int, losses: Mapping[str, float], total: float,
+        weights: Mapping[str, float], learning_rates: Mapping[str, float], images_per_s: float,
+    ) -> None:
+        if not self.enabled:
+            return
+        self._append({
+            "type": "train", "step": step, "losses": dict(losses), "total": total,
+            "weights": dict(weights), "lr": dict(learning_rates), "images_per_s": images_per_s,
+        })
+        scalars = {"loss/total": total, "speed/images_per_s": images_per_s}
+        scalars.update({f"loss/{name}": value for name, value in losses.items()})
+        scalars.update({f"weight/{name}": value for name, value in weights.items()})
+        scalars.update({f"lr/{name}": value for name, value in learning_rates.items()})
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, step)
+
+    def evaluation(self, split: str, step: int, metrics: Mapping[str, Mapping[str, float]]) -> None:
+        if not self.enabled:
+            return
+        self._append({"type": "eval", "split": split, "step": step, "metrics": metrics})
+        for task, values in metrics.items():
+            for name, value in values.items():
+                self._writer.add_scalar(f"{split}/{task}/{name}", value, step)
+        summary = ", ".join(
+            f"{task}.{name}={value:.4g}" for task, values in metrics.items()
+            for name, value in values.items()
+        )
+        self.message(f"step {step} {split}: {summary}")
+
+    def message(self, text: str) -> None:
+        """A line for people, printed above the progress bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        LOGGER.info(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _append(self, event: dict[str, Any]) -> None:
+        with self.events_path.open("a") as stream:
+            stream.write(json.dumps(event) + "\n")
+
+
+def truncate_events(path: Path, last_step: int) -> None:
+    """Keep only the events up to ``last_step`` (those a resumed run will not repeat)."""
+    if not path.is_file():
+        return
+    kept = [
+        line for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= last_step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def display_image(image: torch.Tensor) -> np.ndarray:
+    """A normalised ``[3, H, W]`` input -> ``uint8 [H, W, 3]``, stretched to its own range."""
+    low, high = image.min(), image.max()
+    scaled = (image - low) / (high - low).clamp_min(1e-8)
+    return (scaled.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def write_prediction_images(
+    folder: Path,
+    tasks: Mapping[str, Task],
+    batch: Mapping[str, Any],
+    predictions: Mapping[str, torch.Tensor],
+    count: int,
+) -> None:
+    """``<k>_input.png``, ``<k>_<task>_label.png`` and ``<k>_<task>_pred.png`` per sample.
+
+    ``predictions`` are decoded (the task's ``decode``), batched like ``batch``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(min(count, batch["image"].shape[0])):
+        Image.fromarray(display_image(batch["image"][index])).save(folder / f"{index}_input.png")
+        for name, task in tasks.items():
+            picture = task.visualize(predictions[name][index].cpu())
+            Image.fromarray(picture).save(folder / f"{index}_{name}_pred.png")
+            if name in batch:
+                label = task.visualize(batch[name][index].cpu())
+                Image.fromarray(label).save(folder / f"{index}_{name}_label.png")

@@ -1,0 +1,353 @@
+"""Top level: ``train`` a run directory, ``evaluate_run`` its best checkpoint, ``load_run``.
+
+Run directory layout (``docs/engine.md``)::
+
+    RUN_DIR/config.yaml                 the resolved config
+    RUN_DIR/checkpoints/last.pt         every ``checkpoint_every`` steps and at the end
+    RUN_DIR/checkpoints/best.pt         the best validation result so far (eval.best)
+    RUN_DIR/metrics_<split>.json        the best checkpoint on val and test
+    RUN_DIR/events.jsonl                train and eval events, one JSON object per line
+    RUN_DIR/tensorboard/                TensorBoard scalars
+    RUN_DIR/images/step_<n>/            input, label and prediction pictures per evaluation
+"""
+
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from densetasks.engine import build
+from densetasks.engine.checkpoint import (
+    capture_rng_states,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
+from densetasks.engine.config import RunConfig, save_config, validate_config
+from densetasks.engine.distributed import ProcessInfo, barrier, cleanup_distributed, setup_distributed
+from densetasks.engine.logs import RunLog, write_prediction_images
+from densetasks.engine.loop import StepParts, evaluate, predict, to_device, train_step
+from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.selection import primary_values, selection_score
+from densetasks.errors import ConfigError, DataError
+from densetasks.metrics.base import Metric
+from densetasks.tasks.base import Task
+
+LOGGER = logging.getLogger("densetasks.engine")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to predict: what ``predict``, ``report`` and ``serve`` need."""
+
+    run_dir: Path
+    config: RunConfig
+    model: nn.Module
+    tasks: dict[str, Task]
+    transform: Any
+    step: int
+    device: torch.device
+
+
+@dataclass
+class Selection:
+    """Best-checkpoint bookkeeping (``docs/engine.md``, "best checkpoint")."""
+
+    baseline: dict[str, float] | None = None
+    best_score: float | None = None
+    best_step: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "best_score": self.best_score, "best_step": self.best_step}
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (CPU and every GPU) random states from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def metrics_payload(step: int, split: str, metrics: Mapping[str, Metric], tasks: Mapping[str, Task]) -> dict[str, Any]:
+    """The content of ``metrics_<split>.json`` and of eval events."""
+    values = {name: metric.compute() for name, metric in metrics.items()}
+    return {
+        "step": step,
+        "split": split,
+        "metrics": values,
+        "higher_is_better": {
+            name: {key: bool(type(metrics[name]).higher_is_better[key]) for key in values[name]}
+            for name in values
+        },
+        "primary": {name: task.primary_metric for name, task in tasks.items()},
+    }
+
+
+def _differing_keys(left: Any, right: Any, prefix: str = "") -> list[str]:
+    if isinstance(left, dict) and isinstance(right, dict):
+        keys = sorted(set(left) | set(right))
+        return [
+            found for key in keys
+            for found in _differing_keys(left.get(key), right.get(key), f"{prefix}{key}.")
+        ]
+    return [] if left == right else [prefix.rstrip(".")]
+
+
+class _Trainer:
+    """State of one training process; :func:`train` is its only user."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.checkpoints = run_dir / "checkpoints"
+        self.device = build.resolve_device(config.train.device)
+        self.process = setup_distributed(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.process.local_rank)
+            torch.cuda.set_device(self.device)
+        self._check_run_dir(resume)
+        seed_everything(config.seed)
+
+        train_set = build.open_dataset(config, config.data.train_split)
+        self.tasks = build.build_tasks(config, train_set)
+        self.train_set = build.attach_transform(config, train_set, self.tasks, train=True)
+        val_set = build.open_dataset(config, config.data.val_split)
+        self.val_set = build.attach_transform(config, val_set, self.tasks, train=False)
+
+        self.model = build.build_model(config, self.tasks).to(self.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.balancer = build.build_balancer(config, self.tasks).to(self.device)
+        self.optimizer = build_optimizer(
+            config.train, self.model.encoder_parameters(), self.model.decoder_parameters(),
+            self.balancer.parameters(),
+        )
+        self.schedule = LearningRateSchedule(self.optimizer, config.train)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+        self.selection = Selection()
+        self.step = 0
+        if resume:
+            self._restore(load_checkpoint(self.checkpoints / "last.pt"))
+        if self.process.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+        self.log = RunLog(run_dir, config.train.steps, self.step, enabled=self.process.is_main)
+        if config.train.amp != "none" and self.amp_dtype is None:
+            self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
+
+    def _check_run_dir(self, resume: bool) -> None:
+        last = self.checkpoints / "last.pt"
+        if resume and not last.is_file():
+            raise DataError(f"cannot resume: {last} does not exist")
+        if not resume and last.is_file():
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or --out "
+                "to start a new one"
+            )
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.config.train.amp == "none" or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if self.config.train.amp == "bf16" else torch.float16
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        changed = _differing_keys(payload["config"], self.config.to_dict())
+        if changed:
+            raise ConfigError(
+                f"cannot resume with a different config; changed keys: {', '.join(changed)}"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.balancer.load_state_dict(payload["balancer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.selection = Selection(**payload["selection"])
+        self.step = int(payload["step"])
+        restore_rng_states(payload["rng"])
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "selection": self.selection.state_dict(),
+            "rng": capture_rng_states(),
+            "config": self.config.to_dict(),
+            "task_options": {name: task.options() for name, task in self.tasks.items()},
+        }
+
+    def _save(self, name: str) -> None:
+        if self.process.is_main:
+            save_checkpoint(self._payload(), self.checkpoints / f"{name}.pt")
+
+    def run(self) -> None:
+        config = self.config
+        called = self.model
+        if self.process.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            called = DistributedDataParallel(self.model, device_ids=device_ids)
+        parts = StepParts(
+            model=called, tasks=self.tasks, balancer=self.balancer, optimizer=self.optimizer,
+            schedule=self.schedule, scaler=self.scaler,
+            shared_parameters=self.model.shared_parameters(),
+            aux_weights=self.model.aux_weights, device=self.device, amp_dtype=self.amp_dtype,
+            channels_last=config.train.channels_last, clip_grad_norm=config.train.clip_grad_norm,
+            process=self.process,
+        )
+        val_loader = build.eval_loader(config, self.val_set, self.process)
+        images_per_step = config.data.batch_size * self.process.world_size
+        window_start, window_steps = time.perf_counter(), 0
+        loader = build.train_loader(config, self.train_set, self.step, self.process)
+        for batch in loader:
+            step_start = time.perf_counter()
+            batch = to_device(batch, self.device, config.train.channels_last)
+            result = train_step(parts, batch, self.step)
+            self.step += 1
+            window_steps += 1
+            self.log.advance(result.total, images_per_step / (time.perf_counter() - step_start))
+            if self.step % config.train.log_every == 0:
+                speed = images_per_step * window_steps / (time.perf_counter() - window_start)
+                self.log.train(
+                    self.step, result.losses, result.total, self.balancer.weights(),
+                    self.schedule.learning_rates(), speed,
+                )
+            last_step = self.step == config.train.steps
+            if self.step % config.train.eval_every == 0 or last_step:
+                self._validate(val_loader)
+            if self.step % config.train.checkpoint_every == 0 or last_step:
+                self._save("last")
+            if self.step % config.train.log_every == 0:
+                window_start, window_steps = time.perf_counter(), 0
+        barrier(self.process)
+        self._final_evaluations(val_loader)
+
+    def _validate(self, val_loader) -> None:
+        metrics = evaluate(
+            self.model, self.tasks, val_loader, self.device, self.amp_dtype,
+            self.config.train.channels_last, self.process,
+        )
+        payload = metrics_payload(self.step, self.config.data.val_split, metrics, self.tasks)
+        self.log.evaluation("val", self.step, payload["metrics"])
+        if self.selection.baseline is None:
+            self.selection.baseline = primary_values(payload["metrics"], payload["primary"])
+        score = selection_score(
+            self.config.eval.best, payload["metrics"], payload["higher_is_better"],
+            payload["primary"], self.selection.baseline,
+        )
+        self.schedule.observe(score)
+        if self.selection.best_score is None or score > self.selection.best_score:
+            self.selection.best_score, self.selection.best_step = score, self.step
+            self._save("best")
+            self.log.message(f"step {self.step}: new best checkpoint (score {score:.4g})")
+        if self.process.is_main and self._images_due():
+            self._write_images(val_loader)
+
+    def _images_due(self) -> bool:
+        every = self.config.train.images_every
+        return every is None or (every > 0 and self.step % every == 0)
+
+    def _write_images(self, val_loader) -> None:
+        count = self.config.eval.num_images
+        if count == 0:
+            return
+        batch = to_device(next(iter(val_loader)), self.device, self.config.train.channels_last)
+        outputs = predict(self.model, batch["image"], self.device, self.amp_dtype)
+        decoded = {name: task.decode(outputs[name]) for name, task in self.tasks.items()}
+        folder = self.run_dir / "images" / f"step_{self.step}"
+        write_prediction_images(folder, self.tasks, batch, decoded, count)
+
+    def _final_evaluations(self, val_loader) -> None:
+        """Best checkpoint on val and (if the dataset has one) test -> ``metrics_<split>.json``."""
+        best = load_checkpoint(self.checkpoints / "best.pt")
+        self.model.load_state_dict(best["model"])
+        splits = {"val": val_loader}
+        test_split = self.config.data.test_split
+        if test_split is not None:
+            try:
+                test_set = build.open_dataset(self.config, test_split)
+            except DataError as error:
+                self.log.message(f"no test evaluation: {error}")
+            else:
+                build.attach_transform(self.config, test_set, self.tasks, train=False)
+                splits["test"] = build.eval_loader(self.config, test_set, self.process)
+        for split, loader in splits.items():
+            metrics = evaluate(
+                self.model, self.tasks, loader, self.device, self.amp_dtype,
+                self.config.train.channels_last, self.process,
+            )
+            split_name = self.config.data.val_split if split == "val" else test_split
+            payload = metrics_payload(int(best["step"]), split_name, metrics, self.tasks)
+            if self.process.is_main:
+                (self.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
+            if split == "test":
+                self.log.evaluation("test", int(best["step"]), payload["metrics"])
+
+    def close(self) -> None:
+        self.log.close()
+        cleanup_distributed(self.process)
+
+
+def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) the run in ``out_dir``; returns the run dir.
+
+    Under ``torchrun`` every process calls this; only rank 0 writes files.
+    """
+    run_dir = Path(out_dir)
+    trainer = _Trainer(config, run_dir, resume)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return run_dir
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedRun:
+    """The model of a run's ``checkpoint`` ("best" or "last"), its tasks and eval transform."""
+    run_dir = Path(run_dir)
+    payload = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    config = validate_config(payload["config"], source=f"{run_dir} checkpoint {checkpoint}")
+    tasks = build.rebuild_tasks(payload["task_options"])
+    torch_device = build.resolve_device(device)
+    model = build.build_model(config, tasks)
+    model.load_state_dict(payload["model"])
+    model.to(torch_device).eval()
+    return LoadedRun(
+        run_dir=run_dir, config=config, model=model, tasks=tasks,
+        transform=build.eval_transform(config, tasks), step=int(payload["step"]),
+        device=torch_device,
+    )
+
+
+def evaluate_run(
+    run_dir: str | Path, split: str = "val", device: str = "cpu", checkpoint: str = "best"
+) -> dict[str, Any]:
+    """Metrics of a run's checkpoint on ``split`` ("val" or "test"); writes ``metrics_<split>.json``."""
+    loaded = load_run(run_dir, device=device, checkpoint=checkpoint)
+    data = loaded.config.data
+    split_names = {"val": data.val_split, "test": data.test_split}
+    if split not in split_names or split_names[split] is None:
+        raise ConfigError(f"split {split!r}: this run has {[k for k, v in split_names.items() if v]}")
+    dataset = build.open_dataset(loaded.config, split_names[split])
+    dataset.transform = loaded.transform
+    loader = build.eval_loader(loaded.config, dataset, ProcessInfo())
+    metrics = evaluate(loaded.model, loaded.tasks, loader, loaded.device)
+    payload = metrics_payload(loaded.step, split_names[split], metrics, loaded.tasks)
+    (loaded.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
+    return payload

@@ -1,0 +1,41 @@
+"""Which validation result is "best": the rule that picks ``best.pt``.
+
+``mean_relative`` (the default): the mean over tasks of the sign-corrected relative change of
+each task's primary metric against the run's first evaluation,
+``1/T Σ_t (−1)^{g_t} (m_t − b_t) / |b_t|`` with ``g_t = 1`` when lower is better — the Δm of
+paper 001 (Sec. 4) with the first evaluation as the reference, so tasks on different scales
+count alike. ``"<task>.<metric>"``: that one number, negated when lower is better. Higher
+scores are better in both cases. Only validation results are ever scored.
+"""
+
+from densetasks.errors import ConfigError
+
+Metrics = dict[str, dict[str, float]]
+
+
+def primary_values(metrics: Metrics, primary: dict[str, str]) -> dict[str, float]:
+    """``{task: value of its primary metric}``."""
+    return {task: metrics[task][name] for task, name in primary.items()}
+
+
+def selection_score(
+    criterion: str,
+    metrics: Metrics,
+    higher_is_better: dict[str, dict[str, bool]],
+    primary: dict[str, str],
+    baseline: dict[str, float],
+) -> float:
+    """The score of one validation result under ``criterion`` (higher is better)."""
+    if criterion == "mean_relative":
+        changes = []
+        for task, name in primary.items():
+            value, reference = metrics[task][name], baseline[task]
+            sign = 1.0 if higher_is_better[task][name] else -1.0
+            changes.append(sign * (value - reference) / max(abs(reference), 1e-12))
+        return sum(changes) / len(changes)
+    task, name = criterion.split(".")
+    if task not in metrics or name not in metrics[task]:
+        known = sorted(f"{t}.{m}" for t, values in metrics.items() for m in values)
+        raise ConfigError(f"eval.best {criterion!r} is not a computed metric; known: {known}")
+    sign = 1.0 if higher_is_better[task][name] else -1.0
+    return sign * metrics[task][name]

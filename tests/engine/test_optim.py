@@ -1,0 +1,78 @@
+import pytest
+import torch
+from torch import nn
+
+from densetasks.engine.config import TrainConfig
+from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+
+
+def make(config: TrainConfig):
+    encoder, decoder, balancer = nn.Linear(2, 2), nn.Linear(2, 2), nn.Parameter(torch.zeros(2))
+    optimizer = build_optimizer(config, encoder.parameters(), decoder.parameters(), [balancer])
+    return optimizer, LearningRateSchedule(optimizer, config)
+
+
+def test_groups_have_their_own_learning_rates_and_sgd_settings():
+    optimizer, _ = make(TrainConfig(lr=0.1, encoder_lr=0.01, nesterov=True, schedule="constant"))
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert groups["encoder"]["lr"] == pytest.approx(0.01)
+    assert groups["decoder"]["lr"] == pytest.approx(0.1)
+    assert groups["balancer"]["weight_decay"] == 0.0
+    assert groups["decoder"]["weight_decay"] == pytest.approx(1e-4)
+    assert isinstance(optimizer, torch.optim.SGD) and groups["decoder"]["nesterov"]
+
+
+def test_adamw_gets_betas():
+    optimizer, _ = make(TrainConfig(optimizer="adamw", betas=(0.9, 0.98)))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+
+
+def lrs(config: TrainConfig, steps: int) -> list[float]:
+    optimizer, schedule = make(config)
+    seen = []
+    for _ in range(steps):
+        seen.append(schedule.learning_rates()["decoder"])
+        schedule.step()
+    return seen
+
+
+def test_poly_follows_paper_000_appendix():
+    seen = lrs(TrainConfig(lr=2.5e-3, steps=10, schedule="poly", power=0.9), 10)
+    expected = [2.5e-3 * (1 - step / 10) ** 0.9 for step in range(10)]
+    assert seen == pytest.approx(expected)
+
+
+def test_step_multistep_and_warmup():
+    assert lrs(TrainConfig(lr=1.0, schedule="step", step_size=2, gamma=0.5), 5) == pytest.approx(
+        [1, 1, 0.5, 0.5, 0.25]
+    )
+    assert lrs(TrainConfig(lr=1.0, schedule="multistep", milestones=[1, 3]), 4) == pytest.approx(
+        [1, 0.1, 0.1, 0.01]
+    )
+    assert lrs(TrainConfig(lr=1.0, schedule="constant", warmup_steps=4), 6) == pytest.approx(
+        [0.25, 0.5, 0.75, 1, 1, 1]
+    )
+
+
+def test_plateau_decays_after_patience_and_resumes_exactly():
+    optimizer, schedule = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
+    for score in [1.0, 0.5, 0.4]:
+        schedule.observe(score)
+    assert schedule.learning_rates()["decoder"] == pytest.approx(0.5)
+    optimizer2, schedule2 = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
+    schedule2.load_state_dict(schedule.state_dict())
+    assert schedule2.learning_rates() == schedule.learning_rates()
+    schedule.observe(0.9)
+    schedule2.observe(0.9)
+    schedule.observe(0.9)
+    schedule2.observe(0.9)
+    assert schedule2.learning_rates()["decoder"] == pytest.approx(0.25)
+    assert schedule.learning_rates() == schedule2.learning_rates()
+
+
+def test_non_plateau_schedules_ignore_scores():
+    _, schedule = make(TrainConfig(lr=1.0, schedule="constant", patience=0))
+    for score in [1.0, 0.0, 0.0]:
+        schedule.observe(score)
+    assert schedule.learning_rates()["decoder"] == 1.0
