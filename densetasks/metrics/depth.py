@@ -32,7 +32,9 @@ def align_disparity(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     det = count * sum_pp - sum_p * sum_p
     singular = det <= 1e-12 * count.clamp(min=1) ** 2
     safe_det = torch.where(singular, torch.ones_like(det), det)
-    scale = torch.where(singular, torch.zeros_like(det), (count * sum_pd - sum_p * sum_d) / safe_det)
+    scale = torch.where(
+        singular, torch.zeros_like(det), (count * sum_pd - sum_p * sum_d) / safe_det
+    )
     shift = torch.where(
         singular,
         sum_d / count.clamp(min=1),

@@ -14,7 +14,7 @@ Three losses, one per paper, each fixing what the head's channel means:
     term (``w = ssi_depth_weight``, "0.25 × the depth loss") keeps values in fp16 range.
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import matplotlib
 import numpy as np
@@ -27,7 +27,7 @@ from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
 
 DepthLoss = Literal["l1_inverse", "berhu", "ssi"]
-DEPTH_LOSSES: tuple[str, ...] = ("l1_inverse", "berhu", "ssi")
+DEPTH_LOSSES: tuple[str, ...] = get_args(DepthLoss)
 
 MIN_OUTPUT = 1e-6
 """Outputs are clamped to at least this before inversion, so decoded depth stays finite."""
