@@ -1,0 +1,110 @@
+"""``densetasks predict``: run a trained network on image files and draw every task's output.
+
+For each image ``<stem>.<ext>`` it writes ``<stem>_<task>.png`` per task (the task's own
+visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and every task
+side by side, each panel labelled.
+"""
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from densetasks.cli.parsing import parse_size
+from densetasks.data.io import read_image
+from densetasks.data.transforms import resize
+
+if TYPE_CHECKING:
+    from densetasks.engine.run import LoadedRun
+
+SHEET_MIN_HEIGHT = 128
+"""Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
+LABEL_HEIGHT = 16
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict every task of a trained run on image files",
+        description="Load a run's checkpoint and, for each image, write one PNG per task "
+        "(<stem>_<task>.png) and a labelled side-by-side sheet (<stem>_sheet.png) to --out.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a trained run directory")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    parser.add_argument(
+        "--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)"
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=None,
+        help="resize every image to HxW before the run's own evaluation transform",
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to run (default cpu)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densetasks.engine import load_run
+
+    loaded = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
+    for path in args.images:
+        written = predict_image(loaded, path, args.out, args.size)
+        print(f"{path}: wrote {', '.join(file.name for file in written)}")
+    return 0
+
+
+def predict_image(
+    loaded: "LoadedRun", path: Path, out_dir: Path, size: tuple[int, int] | None = None
+) -> list[Path]:
+    """Predict every task of a loaded run on one image file; returns the files written.
+
+    An unreadable image raises :class:`~densetasks.errors.DataError` naming the file.
+    """
+    sample = {"image": read_image(path), "meta": {"name": path.stem}}
+    if size is not None:
+        sample = resize(sample, size)
+    shown = sample["image"]
+    batch = loaded.transform(sample)["image"].unsqueeze(0).to(loaded.device)
+    loaded.model.eval()
+    with torch.no_grad():
+        outputs = loaded.model(batch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels = [("input", _to_uint8(shown))]
+    written = []
+    for name, task in loaded.tasks.items():
+        picture = task.visualize(task.decode(outputs[name])[0].cpu())
+        target = out_dir / f"{path.stem}_{name}.png"
+        Image.fromarray(picture).save(target)
+        written.append(target)
+        panels.append((name, picture))
+    sheet = out_dir / f"{path.stem}_sheet.png"
+    Image.fromarray(contact_sheet(panels)).save(sheet)
+    return [*written, sheet]
+
+
+def contact_sheet(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Labelled ``uint8`` RGB panels side by side, all brought to the first panel's height."""
+    height = panels[0][1].shape[0]
+    scale = max(1, math.ceil(SHEET_MIN_HEIGHT / height))
+    images = []
+    for label, picture in panels:
+        image = Image.fromarray(picture)
+        width = round(picture.shape[1] * height / picture.shape[0])
+        image = image.resize((width * scale, height * scale), Image.Resampling.NEAREST)
+        panel = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), "white")
+        panel.paste(image, (0, LABEL_HEIGHT))
+        ImageDraw.Draw(panel).text((3, 2), label, fill="black")
+        images.append(np.asarray(panel))
+    return np.concatenate(images, axis=1)
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Float ``[3, H, W]`` in [0, 1] -> ``uint8 [H, W, 3]``."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -1,0 +1,90 @@
+"""``densetasks predict``: per-task PNGs and a labelled sheet per image, clear errors."""
+
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from densetasks.cli import predict as predict_command
+from densetasks.cli.predict import LABEL_HEIGHT, SHEET_MIN_HEIGHT, contact_sheet, predict_image
+from densetasks.data.transforms import build_transforms
+from densetasks.errors import DataError
+from densetasks.tasks.depth import Depth
+from densetasks.tasks.semseg import SemanticSegmentation
+
+
+class TwoHeads(nn.Module):
+    """Semseg logits that make class 1 win where the red channel is bright; constant depth."""
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        red = image[:, :1]
+        return {"semseg": torch.cat([-red, red, torch.zeros_like(red)], dim=1),
+                "depth": torch.full_like(red, 0.5)}
+
+
+@pytest.fixture
+def loaded() -> SimpleNamespace:
+    """What ``load_run`` returns, built by hand: model, tasks, eval transform, device."""
+    return SimpleNamespace(
+        model=TwoHeads(),
+        tasks={"semseg": SemanticSegmentation(num_classes=3), "depth": Depth()},
+        transform=build_transforms(train=False, size=None),
+        device=torch.device("cpu"),
+    )
+
+
+def write_image(path: Path, height: int = 24, width: int = 32) -> Path:
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2, 0] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_writes_one_png_per_task_and_a_sheet(loaded, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "room.png")
+    written = predict_image(loaded, image, tmp_path / "out")
+    assert [path.name for path in written] == ["room_semseg.png", "room_depth.png", "room_sheet.png"]
+    semseg = np.asarray(Image.open(tmp_path / "out" / "room_semseg.png"))
+    expected = loaded.tasks["semseg"].visualize(
+        torch.cat([torch.ones(24, 16), torch.zeros(24, 16)], dim=1).long()
+    )
+    np.testing.assert_array_equal(semseg, expected)
+    sheet = Image.open(tmp_path / "out" / "room_sheet.png")
+    scale = -(-SHEET_MIN_HEIGHT // 24)
+    assert sheet.size == (3 * 32 * scale, 24 * scale + LABEL_HEIGHT)
+
+
+def test_size_option_resizes_before_predicting(loaded, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "room.png")
+    predict_image(loaded, image, tmp_path, size=(16, 20))
+    assert Image.open(tmp_path / "room_depth.png").size == (20, 16)
+
+
+def test_contact_sheet_labels_every_panel() -> None:
+    panels = [(name, np.full((130, 40, 3), 200, dtype=np.uint8)) for name in ("input", "semseg")]
+    sheet = contact_sheet(panels)
+    assert sheet.shape == (130 + LABEL_HEIGHT, 80, 3)
+    # the label strip has dark text pixels in both panels
+    assert (sheet[:LABEL_HEIGHT, :40] < 100).any() and (sheet[:LABEL_HEIGHT, 40:] < 100).any()
+
+
+def test_unreadable_image_names_the_file(loaded, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.jpg"):
+        predict_image(loaded, broken, tmp_path)
+
+
+def test_parser_options() -> None:
+    parser = argparse.ArgumentParser()
+    predict_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["predict", "run", "a.png", "b.png", "--out", "o", "--checkpoint", "last", "--size", "64x48"]
+    )
+    assert args.images == [Path("a.png"), Path("b.png")]
+    assert (args.checkpoint, args.size, args.device) == ("last", (64, 48), "cpu")
