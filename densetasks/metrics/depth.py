@@ -19,28 +19,22 @@ def align_disparity(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     """Per image, the least-squares ``s·pred + t`` closest to ``target`` on ``valid`` pixels.
 
     ``pred``, ``target``: float ``[B, H, W]`` (disparities), ``valid`` bool ``[B, H, W]``.
-    Solves the 2×2 normal equations of ``min Σ (s·p + t − d)²`` per image (MiDaS, Ranftl et
-    al. 2020, eq. 4); differentiable. When the prediction is constant on the valid pixels
-    (singular system) the scale is 0 and the shift is the mean target.
+    Least squares of ``min Σ (s·p + t − d)²`` per image (MiDaS, Ranftl et al. 2020, eq. 4)
+    in its centred form ``s = cov(p, d) / var(p)``, ``t = mean d − s · mean p``, which stays
+    accurate in float32; differentiable. When the prediction is constant on the valid
+    pixels (variance below 1e-12) the scale is 0 and the shift is the mean target.
     """
     weight = valid.to(pred.dtype)
-    count = weight.sum((-2, -1))
-    sum_p = (weight * pred).sum((-2, -1))
-    sum_d = (weight * target).sum((-2, -1))
-    sum_pp = (weight * pred * pred).sum((-2, -1))
-    sum_pd = (weight * pred * target).sum((-2, -1))
-    det = count * sum_pp - sum_p * sum_p
-    singular = det <= 1e-12 * count.clamp(min=1) ** 2
-    safe_det = torch.where(singular, torch.ones_like(det), det)
-    scale = torch.where(
-        singular, torch.zeros_like(det), (count * sum_pd - sum_p * sum_d) / safe_det
-    )
-    shift = torch.where(
-        singular,
-        sum_d / count.clamp(min=1),
-        (sum_pp * sum_d - sum_p * sum_pd) / safe_det,
-    )
-    return scale[:, None, None] * pred + shift[:, None, None]
+    count = weight.sum((-2, -1), keepdim=True).clamp(min=1)
+    mean_p = (weight * pred).sum((-2, -1), keepdim=True) / count
+    mean_d = (weight * target).sum((-2, -1), keepdim=True) / count
+    centred_p = weight * (pred - mean_p)
+    variance = (centred_p**2).sum((-2, -1), keepdim=True) / count
+    covariance = (centred_p * (target - mean_d)).sum((-2, -1), keepdim=True) / count
+    constant = variance <= 1e-12
+    scale = torch.where(constant, 0.0, covariance / torch.where(constant, 1.0, variance))
+    shift = mean_d - scale * mean_p
+    return scale * pred + shift
 
 
 class DepthMetrics(Metric):
