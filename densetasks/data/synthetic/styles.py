@@ -1,0 +1,63 @@
+"""Appearance styles: two visual domains over the same geometry (for domain adaptation).
+
+A style fixes the colour statistics of the surfaces, the texture families, the light and
+the camera's tone curve and sensor grain. Every surface draws its colours from the same
+distribution whatever its class, so the class is not readable from colour alone.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a scene looks; geometry is not affected."""
+
+    name: str
+    patterns: tuple[str, ...]
+    """Texture families drawn per surface (names of :data:`render.PATTERNS`)."""
+    saturation: tuple[float, float]
+    value: tuple[float, float]
+    contrast: tuple[float, float]
+    """How far a texture's second colour is from its base colour (0 = plain)."""
+    frequency: tuple[float, float]
+    """Texture frequency range in cycles per metre."""
+    light_colour: tuple[float, float, float]
+    light_intensity: float
+    ambient: tuple[float, float, float]
+    gamma: float
+    grain: float
+    """Standard deviation of per-pixel Gaussian sensor noise."""
+
+
+STYLES: dict[str, Style] = {
+    style.name: style
+    for style in (
+        Style(
+            name="default",
+            patterns=("plain", "stripes", "checker", "waves"),
+            saturation=(0.25, 0.9),
+            value=(0.45, 1.0),
+            contrast=(0.2, 0.6),
+            frequency=(1.5, 6.0),
+            light_colour=(1.0, 0.98, 0.92),
+            light_intensity=1.3,
+            ambient=(0.3, 0.3, 0.32),
+            gamma=1.0,
+            grain=0.0,
+        ),
+        Style(
+            name="dusk",
+            patterns=("plain", "rings", "grain"),
+            saturation=(0.05, 0.45),
+            value=(0.35, 0.85),
+            contrast=(0.1, 0.4),
+            frequency=(3.0, 12.0),
+            light_colour=(1.0, 0.62, 0.33),
+            light_intensity=1.7,
+            ambient=(0.1, 0.12, 0.24),
+            gamma=1.1,
+            grain=0.02,
+        ),
+    )
+}
+"""Known styles by name."""
