@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from densetasks.data.io import (
+    read_image,
+    read_json,
+    read_npy,
+    read_png_array,
+    write_image,
+    write_json,
+    write_npy,
+    write_png_array,
+)
+from densetasks.errors import DataError
+
+
+def test_image_round_trip_within_quantisation(tmp_path):
+    image = torch.rand(3, 6, 7)
+    write_image(tmp_path / "a.png", image)
+    assert (read_image(tmp_path / "a.png") - image).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_png_arrays_8_and_16_bit_round_trip(tmp_path):
+    ids = np.array([[0, 3], [255, 7]], dtype=np.uint8)
+    millimetres = np.array([[0, 65535], [1234, 1]], dtype=np.uint16)
+    write_png_array(tmp_path / "ids.png", ids)
+    write_png_array(tmp_path / "mm.png", millimetres)
+    assert np.array_equal(read_png_array(tmp_path / "ids.png"), ids)
+    assert np.array_equal(read_png_array(tmp_path / "mm.png"), millimetres)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_png_channel_count_is_checked(tmp_path):
+    write_png_array(tmp_path / "rgb.png", np.zeros((2, 2, 3), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"rgb.png: expected a single-channel PNG"):
+        read_png_array(tmp_path / "rgb.png")
+    write_png_array(tmp_path / "grey.png", np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"grey.png: expected an RGB PNG"):
+        read_png_array(tmp_path / "grey.png", channels=3)
+
+
+def test_truncated_and_missing_files_are_named(tmp_path):
+    write_image(tmp_path / "a.png", torch.rand(3, 32, 32))
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut.png: cannot read image"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(DataError, match=r"nope.png: file not found"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match=r"bad.npy: cannot read"):
+        read_npy(tmp_path / "bad.npy")
+
+
+def test_npy_and_json_round_trip(tmp_path):
+    array = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    write_npy(tmp_path / "x.npy", array)
+    assert np.array_equal(read_npy(tmp_path / "x.npy"), array)
+    write_json(tmp_path / "x.json", {"K": [[1, 0], [0, 1]]})
+    assert read_json(tmp_path / "x.json") == {"K": [[1, 0], [0, 1]]}
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError, match=r"broken.json: invalid JSON"):
+        read_json(tmp_path / "broken.json")
+
+
+def test_write_failing_midway_leaves_old_file_and_no_temporary(tmp_path):
+    write_npy(tmp_path / "a.npy", np.zeros(2))
+    with pytest.raises(ValueError):  # object arrays need pickles, refused inside np.save
+        write_npy(tmp_path / "a.npy", np.array([object()], dtype=object))
+    assert np.array_equal(read_npy(tmp_path / "a.npy"), np.zeros(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
