@@ -8,7 +8,6 @@ uninterrupted run.
 """
 
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from densetasks.tasks.base import Task
-
-LOGGER = logging.getLogger("densetasks.engine")
-
 
 class RunLog:
     """Progress bar + JSONL events + TensorBoard scalars for one run directory."""
@@ -76,11 +72,8 @@ class RunLog:
 
     def message(self, text: str) -> None:
         """A line for people, printed above the progress bar."""
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.write(text)
-        LOGGER.info(text)
+        if self.enabled:
+            tqdm.write(text)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -12,7 +12,6 @@ Run directory layout (``docs/engine.md``)::
 """
 
 import json
-import logging
 import random
 import time
 from collections.abc import Mapping
@@ -42,7 +41,6 @@ from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.base import Metric
 from densetasks.tasks.base import Task
 
-LOGGER = logging.getLogger("densetasks.engine")
 CHECKPOINT_FORMAT = 1
 
 

@@ -1,0 +1,38 @@
+"""``densetasks train CONFIG``: train a multi-task network described by one YAML file."""
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a network from a YAML config (also under torchrun)",
+        description="Validate CONFIG (with --set overrides), then train, evaluating on the "
+        "validation split and keeping the best checkpoint; writes everything to the run "
+        "directory. Under torchrun every process runs this same command.",
+    )
+    parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set train.lr=1e-3 (repeatable)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="run directory (default runs/<config file stem>)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its last checkpoint, exactly",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densetasks.engine import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    out = args.out if args.out is not None else Path("runs") / args.config.stem
+    run_dir = train(config, out, resume=args.resume)
+    print(f"run finished: {run_dir}")
+    return 0
