@@ -89,7 +89,8 @@ def sample_appearance(rng: np.random.Generator, style: Style, surfaces: int) -> 
     )
     base = hsv_to_rgb(hsv)
     contrast = rng.uniform(*style.contrast, surfaces)[:, None]
-    shifted = np.clip(base + contrast * rng.choice([-1.0, 1.0], (surfaces, 1)) * rng.uniform(0.5, 1.0, (surfaces, 3)), 0, 1)
+    shift = contrast * rng.choice([-1.0, 1.0], (surfaces, 1)) * rng.uniform(0.5, 1.0, (surfaces, 3))
+    shifted = np.clip(base + shift, 0.0, 1.0)
     direction = rng.normal(size=(surfaces, 3))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     return Appearance(
