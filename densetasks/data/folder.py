@@ -311,7 +311,9 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not path.is_file():
         present = [task for task in KNOWN_TASKS if (root / task).is_dir()]
-        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": present}
+        return {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": present, "task_options": {}
+        }
     description = read_json(path)
     if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
         raise DataError(f"{path}: not a {FORMAT_NAME} description (key 'format')")
@@ -428,19 +430,14 @@ def register_tasks(
     root: Path, tasks: Iterable[str], task_options: dict[str, TaskOptions] | None = None
 ) -> None:
     """Add ``tasks`` (and replace their ``task_options``) in ``root/dataset.json``."""
-    path = root / "dataset.json"
-    description = (
-        read_dataset_description(root)
-        if path.is_file()
-        else {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": [], "task_options": {}}
-    )
+    description = read_dataset_description(root)
     present = set(description["tasks"]) | set(tasks)
     description["tasks"] = [task for task in KNOWN_TASKS if task in present]
     description["task_options"] = {
         **description["task_options"],
         **{task: options for task, options in (task_options or {}).items() if task in present},
     }
-    write_json(path, description)
+    write_json(root / "dataset.json", description)
 
 
 # ---------------------------------------------------------------- checks and helpers
