@@ -90,25 +90,29 @@ def _run_entry(
     primary: dict[str, str],
 ) -> dict[str, Any]:
     compared = [task for task in record.metrics if task in by_task]
-    metrics = {task: record.metrics[task] for task in compared}
     baselines = {task: by_task[task].metrics[task] for task in compared}
+    # A zero baseline (e.g. delta1 = 0 of an untrained network) has no relative gain: it is
+    # left out of "all metrics" and named; a zero primary baseline leaves the task out.
+    zero = {task: [name for name, value in baselines[task].items() if value == 0] for task in compared}
+    usable = {
+        task: {n: v for n, v in record.metrics[task].items() if n not in zero[task]}
+        for task in compared
+    }
+    primary_tasks = [task for task in compared if primary.get(task) not in zero[task]]
     try:
+        deltas = {
+            "primary": delta_m(
+                {task: usable[task] for task in primary_tasks}, baselines, higher_is_better, primary
+            ) if primary_tasks else None,
+            "all": delta_m(usable, baselines, higher_is_better) if compared else None,
+        }
         gains = {
             task: {
                 name: 100.0 * relative_gain(value, baselines[task][name], higher_is_better[task][name])
                 for name, value in values.items()
-                if name in baselines[task]
             }
-            for task, values in metrics.items()
+            for task, values in usable.items()
         }
-        deltas = (
-            {
-                "primary": delta_m(metrics, baselines, higher_is_better, primary),
-                "all": delta_m(metrics, baselines, higher_is_better),
-            }
-            if compared
-            else {"primary": None, "all": None}
-        )
     except (ValueError, KeyError) as error:
         raise DataError(f"run {record.path}: cannot compare with its baselines: {error}") from None
     return {
@@ -123,6 +127,7 @@ def _run_entry(
             **deltas,
             "tasks": compared,
             "missing_baselines": [task for task in record.metrics if task not in by_task],
+            "zero_baselines": {task: names for task, names in zero.items() if names},
         },
     }
 
@@ -153,6 +158,24 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
             + [_signed(run["delta_m_percent"][key]) for run in runs]
         )
     return header, rows
+
+
+def delta_notes(report: Report) -> list[str]:
+    """One sentence per run and reason a task or metric is left out of Δm."""
+    notes = []
+    for run in report["runs"]:
+        delta = run["delta_m_percent"]
+        if delta["missing_baselines"]:
+            notes.append(
+                f"{run['name']}: no baseline for {', '.join(delta['missing_baselines'])} "
+                "(left out of Δm)."
+            )
+        for task, names in delta["zero_baselines"].items():
+            notes.append(
+                f"{run['name']}: baseline {task} {', '.join(names)} is 0, so its relative gain "
+                "is undefined (left out of Δm)."
+            )
+    return notes
 
 
 def _task_metric_order(report: Report) -> dict[str, list[str]]:
@@ -222,7 +245,8 @@ def write_report(
     samples = _copy_samples([*runs, *baselines], out_dir / "samples")
     (out_dir / "report.md").write_text(_markdown(report, figures, samples, out_dir))
     (out_dir / "report.html").write_text(
-        render_html(report, comparison_table(report), TABLE_LEGEND, figures, samples)
+        render_html(report, comparison_table(report), [TABLE_LEGEND, *delta_notes(report)],
+                    figures, samples)
     )
     return report
 
@@ -261,10 +285,7 @@ def _markdown(report: Report, figures: Sequence, samples: dict[str, list[Path]],
         "",
         TABLE_LEGEND,
     ]
-    for run in report["runs"]:
-        missing = run["delta_m_percent"]["missing_baselines"]
-        if missing:
-            lines += ["", f"`{run['name']}`: no baseline for {', '.join(missing)} (left out of Δm)."]
+    lines += [f"\n{note}" for note in delta_notes(report)]
     for figure in figures:
         lines += ["", f"## {figure.title}", "", f"![{figure.title}](plots/{figure.slug}.png)"]
     if samples:

@@ -26,11 +26,11 @@ img.sample { image-rendering: pixelated; width: 160px; }
 def render_html(
     report: dict[str, Any],
     table: tuple[list[str], list[list[str]]],
-    legend: str,
+    notes: Sequence[str],
     figures: Sequence[Figure],
     samples: dict[str, list[Path]],
 ) -> str:
-    """The page: summary, comparison table, plots, sample pictures per run."""
+    """The page: summary, comparison table with its notes, plots, sample pictures per run."""
     header, rows = table
     parts = [
         "<!DOCTYPE html>",
@@ -44,14 +44,8 @@ def render_html(
     for row in rows:
         css = ' class="delta"' if row[0].startswith("Δm") else ""
         parts.append(f"<tr{css}>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
-    parts += ["</tbody></table>", f'<p class="legend">{escape(legend)}</p>']
-    for run in report["runs"]:
-        missing = run["delta_m_percent"]["missing_baselines"]
-        if missing:
-            parts.append(
-                f"<p>{escape(run['name'])}: no baseline for {escape(', '.join(missing))} "
-                "(left out of Δm).</p>"
-            )
+    parts.append("</tbody></table>")
+    parts += [f'<p class="legend">{escape(note)}</p>' for note in notes]
     for figure in figures:
         parts += [f"<h2>{escape(figure.title)}</h2>", _img(figure.png, figure.title, "")]
     if samples:

@@ -203,3 +203,14 @@ def test_bad_event_line_names_file_and_line(tmp_path: Path) -> None:
     events.write_text('{"type": "train", "step": 1}\nnot json\n')
     with pytest.raises(DataError, match=r"events.jsonl:2"):
         read_events(events)
+
+
+def test_zero_baseline_metric_is_left_out_and_named(tmp_path: Path) -> None:
+    stl = write_run(tmp_path, "stl", {"depth": {"rmse": 2.0, "abs_rel": 0.0}}, "single_task")
+    mtl = write_run(tmp_path, "mtl", {"depth": {"rmse": 1.0, "abs_rel": 0.1}}, "hard_sharing")
+    report = build_report(load_records([mtl], "test"), load_records([stl], "test"), "test")
+    delta = report["runs"][0]["delta_m_percent"]
+    assert delta["all"] == pytest.approx(50.0) and delta["primary"] == pytest.approx(50.0)
+    assert delta["zero_baselines"] == {"depth": ["abs_rel"]}
+    write_report([mtl], [stl], tmp_path / "out", split="test")
+    assert "baseline depth abs_rel is 0" in (tmp_path / "out" / "report.md").read_text()
