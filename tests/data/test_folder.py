@@ -38,7 +38,8 @@ def full_sample(name: str, seed: int = 0) -> dict:
 @pytest.fixture
 def root(tmp_path):
     samples = [full_sample("a", 0), {"image": torch.rand(3, H, W), "meta": {"name": "b"}}]
-    count = write_folder_dataset(samples, tmp_path, "train", class_names={"semseg": ["x", "y", "z"]})
+    names = {"semseg": ["x", "y", "z"]}
+    count = write_folder_dataset(samples, tmp_path, "train", class_names=names)
     assert count == 2
     return tmp_path
 
@@ -162,7 +163,9 @@ def test_writer_rejects_what_it_cannot_encode(tmp_path):
     with pytest.raises(DataError, match=r"65.535 m"):
         write_folder_dataset([too_deep], tmp_path, "train", formats={"depth": "png"})
     with pytest.raises(DataError, match=r"class id 2 is not in 0..1"):
-        write_folder_dataset([full_sample("a")], tmp_path, "train", class_names={"semseg": ["x", "y"]})
+        write_folder_dataset(
+            [full_sample("a")], tmp_path, "train", class_names={"semseg": ["x", "y"]}
+        )
     unknown = {"image": torch.rand(3, H, W), "flow": torch.zeros(2, H, W)}
     with pytest.raises(DataError, match=r"'flow'.*no folder encoding"):
         write_folder_dataset([unknown], tmp_path, "train")

@@ -132,7 +132,8 @@ def test_resize_keeps_only_existing_ids_and_values():
 def test_resize_scales_intrinsics_and_doubling_repeats_pixels():
     sample = make_sample()
     out = resize(sample, (2 * H, 2 * W))
-    assert torch.equal(out["semseg"], sample["semseg"].repeat_interleave(2, 0).repeat_interleave(2, 1))
+    doubled = sample["semseg"].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert torch.equal(out["semseg"], doubled)
     expected = torch.tensor([[40.0, 0.0, 14.5], [0.0, 44.0, 11.5], [0.0, 0.0, 1.0]])
     assert torch.allclose(out["meta"]["intrinsics"], expected)
 
@@ -152,7 +153,8 @@ def test_crop_keeps_alignment_and_pads_with_invalid_values():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_random_scale_crop_moves_marker_identically_everywhere(seed):
-    transform = RandomScaleCrop((0.7, 1.6), (10, 10), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    transform = RandomScaleCrop((0.7, 1.6), (10, 10), generator=generator)
     sample = marker_sample()
     sample["image"][:, 4:6, 6:8] = 1.0  # 2x2 block so the marker survives downscaling
     for key, value in MARKERS.items():
@@ -168,9 +170,10 @@ def test_random_scale_crop_moves_marker_identically_everywhere(seed):
     if marker.any():  # bilinear image: its bright blob is centred on the label marker
         rows, columns = marker.nonzero(as_tuple=True)
         weights = out["image"][0]
-        grid_rows, grid_columns = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
-        assert (weights * grid_rows).sum() / weights.sum() == pytest.approx(rows.float().mean(), abs=0.5)
-        assert (weights * grid_columns).sum() / weights.sum() == pytest.approx(columns.float().mean(), abs=0.5)
+        grid = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
+        for axis, marked in zip(grid, (rows, columns)):
+            centre = (weights * axis).sum() / weights.sum()
+            assert centre == pytest.approx(marked.float().mean(), abs=0.5)
 
 
 def test_scale_crop_intrinsics_project_marker_consistently():
@@ -223,7 +226,8 @@ def test_label_of_other_size_is_an_error():
 
 def test_build_transforms_train_and_eval():
     sample = make_sample()
-    train = build_transforms(True, (8, 8), color_jitter=0.3, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    train = build_transforms(True, (8, 8), color_jitter=0.3, generator=generator)
     out = train(sample)
     assert out["image"].shape == (3, 8, 8) and out["semseg"].shape == (8, 8)
     names = [type(step).__name__ for step in train.transforms]
