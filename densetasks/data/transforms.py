@@ -11,7 +11,9 @@ binary values, depth values and normal vectors are only ever copied, never blend
 uses each kind's invalid value (``LabelKind.empty``). A horizontal flip negates the x
 component of normals (the OpenCV camera frame's x points right). Random transforms draw from
 ``generator`` when one is given, otherwise from torch's global generator (which DataLoader
-workers seed per worker), so a fixed seed gives a fixed sequence.
+workers seed per worker), so a fixed seed gives a fixed sequence. Give a generator only for
+single-process loading (tests, scripts): each DataLoader worker would get a copy of it in
+the same state and repeat the other workers' draws.
 """
 
 from collections.abc import Callable, Mapping, Sequence
