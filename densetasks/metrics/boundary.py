@@ -35,15 +35,18 @@ _EPS = float(np.finfo(np.float64).eps)
 
 
 def _triangle_smooth(image: torch.Tensor, radius: int) -> torch.Tensor:
-    """Separable triangle filter ``[1, 2, …, r + 1, …, 2, 1]`` (Dollár's ``convTri``), ``[B, H, W]``."""
+    """Separable triangle filter ``[1, 2, …, r + 1, …, 2, 1]`` (Dollár's ``convTri``).
+
+    ``image`` is ``[B, H, W]``; borders are replicated.
+    """
     ramp = torch.arange(1, radius + 2, dtype=image.dtype)
     kernel = torch.cat([ramp, ramp.flip(0)[1:]])
     kernel = kernel / kernel.sum()
+    horizontal = (kernel.view(1, 1, 1, -1), (radius, radius, 0, 0))
+    vertical = (kernel.view(1, 1, -1, 1), (0, 0, radius, radius))
     smoothed = image[:, None]
-    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):
-        weights = kernel.view(shape)
-        pad = (radius, radius, 0, 0) if shape[-1] == -1 else (0, 0, radius, radius)
-        smoothed = F.conv2d(F.pad(smoothed, pad, mode="replicate"), weights)
+    for weights, padding in (horizontal, vertical):
+        smoothed = F.conv2d(F.pad(smoothed, padding, mode="replicate"), weights)
     return smoothed[:, 0]
 
 

@@ -25,17 +25,17 @@ class OffsetErrorMetric(Metric):
         self.add_state("pixels", torch.zeros((), dtype=torch.int64))
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add offsets ``pred`` (float ``[B, 2, H, W]``) and instance ids ``target`` ``[B, H, W]``."""
-        if pred.ndim != 4 or pred.shape[1] != 2 or pred.shape[-2:] != target.shape[-2:] or (
-            pred.shape[0] != target.shape[0]
-        ):
+        """Add offsets ``pred`` (float ``[B, 2, H, W]``) and ids ``target`` (int ``[B, H, W]``)."""
+        expected = (target.shape[0], 2, *target.shape[-2:])
+        if target.ndim != 3 or pred.shape != expected:
             raise ValueError(
                 f"offset prediction {tuple(pred.shape)} must be [B, 2, H, W] for ids "
                 f"{tuple(target.shape)}"
             )
         true_offsets, instance = centroid_offsets(target.detach().cpu())
-        error = (pred.detach().cpu().double() - true_offsets.double()).norm(dim=1)
-        self.set_state("error_sum", self.error_sum + error[instance].sum())
+        difference = pred.detach().cpu().double() - true_offsets.double()
+        error = torch.hypot(difference[:, 0][instance], difference[:, 1][instance])
+        self.set_state("error_sum", self.error_sum + error.sum())
         self.set_state("pixels", self.pixels + instance.sum())
 
     def compute(self) -> dict[str, float]:

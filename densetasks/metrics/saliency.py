@@ -30,7 +30,11 @@ class SaliencyMetrics(Metric):
     higher_is_better = {"maxF": True, "maxIoU": True}
 
     def __init__(
-        self, thresholds: int = 15, low: float = 0.2, high: float = 0.9, beta_squared: float = SALIENCY_BETA_SQUARED
+        self,
+        thresholds: int = 15,
+        low: float = 0.2,
+        high: float = 0.9,
+        beta_squared: float = SALIENCY_BETA_SQUARED,
     ) -> None:
         super().__init__()
         if thresholds < 1 or not 0.0 <= low <= high <= 1.0:

@@ -29,8 +29,8 @@ def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pixels. Returns float32 offsets ``[B, 2, H, W]`` (channel 0 = dx = centroid x − x,
     channel 1 = dy), zero outside instances, and the bool mask ``ids > 0`` ``[B, H, W]``.
 
-    Vectorised: one ``scatter_add`` per coordinate over (image, id) groups, no loop over
-    instances.
+    Vectorised: (image, id) pairs are numbered by ``torch.unique`` and the coordinates of
+    each pair summed by one ``scatter_add``; there is no loop over instances.
     """
     if ids.ndim != 3 or ids.is_floating_point():
         raise ValueError(
@@ -48,8 +48,7 @@ def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.arange(width, dtype=torch.float64, device=ids.device),
         indexing="ij",
     )
-    positions = torch.stack([xs, ys]).expand(batch, -1, -1, -1).permute(1, 0, 2, 3)  # [2,B,H,W]
-    positions = positions.reshape(2, -1)
+    positions = torch.stack([xs, ys])[:, None].expand(-1, batch, -1, -1).reshape(2, -1)
     totals = torch.zeros(2, groups, dtype=torch.float64, device=ids.device)
     totals.scatter_add_(1, group.expand(2, -1), positions)
     sizes = torch.bincount(group, minlength=groups).to(torch.float64)
