@@ -4,6 +4,7 @@ It exists so that tests can parametrise over everything registered; there is no
 import-time discovery: each noun's ``__init__`` lists its members explicitly.
 """
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -31,6 +32,16 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items))
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def create(self, name: str, *args, config_path: str, **options) -> T:
+        """Build ``name`` with ``options``; options its factory does not take are a
+        ConfigError naming ``config_path`` (the config section they came from)."""
+        factory = self.get(name)
+        try:
+            inspect.signature(factory).bind(*args, **options)
+        except TypeError as error:
+            raise ConfigError(f"{config_path}: {error}") from None
+        return factory(*args, **options)
 
     def names(self) -> list[str]:
         return sorted(self._items)

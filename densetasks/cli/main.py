@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from densetasks.cli import data_normals, data_synth, demo, evaluate, predict, report, train
 from densetasks.errors import DenseTasksError
 
 
@@ -30,13 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_command_modules() -> list:
-    from densetasks.cli import data_synth
-
-    return [data_synth]
+    return [data_synth, data_normals]
 
 
 def _command_modules() -> list:
-    return []
+    return [train, evaluate, predict, report, demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,69 @@
+"""Datasets by name: the built-in synthetic scenes, the generic folder format, real readers.
+
+``create_dataset(name, split, transform=None, **options)`` is what the engine calls with the
+``data`` section of a run's config.
+"""
+
+from collections.abc import Sequence
+
+from densetasks._registry import Registry
+from densetasks.data.dataset import DenseDataset, Transform
+from densetasks.data.folder import FolderDataset
+from densetasks.data.synthetic import SyntheticScenes
+from densetasks.errors import ConfigError
+
+DATASETS: Registry[DenseDataset] = Registry("dataset")
+
+SPLITS = ("train", "val", "test")
+
+
+def _synthetic(
+    split: str,
+    transform: Transform | None = None,
+    n_train: int = 256,
+    n_val: int = 64,
+    n_test: int = 64,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 128),
+    style: str = "default",
+    num_objects: tuple[int, int] = (3, 6),
+    persons: tuple[int, int] = (0, 2),
+    tasks: Sequence[str] | None = None,
+) -> SyntheticScenes:
+    """Three disjoint synthetic splits: each split renders its scenes from its own seed
+    (``seed * 3 + split index``), so no scene is shared between train, val and test."""
+    if split not in SPLITS:
+        raise ConfigError(f"data: synthetic splits are {SPLITS}, got {split!r}")
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    return SyntheticScenes(
+        n=counts[split],
+        size=tuple(size),
+        seed=seed * len(SPLITS) + SPLITS.index(split),
+        style=style,
+        num_objects=tuple(num_objects),
+        persons=tuple(persons),
+        tasks=tasks,
+        transform=transform,
+    )
+
+
+def _folder(
+    split: str,
+    transform: Transform | None = None,
+    root: str | None = None,
+    tasks: Sequence[str] | None = None,
+) -> FolderDataset:
+    if root is None:
+        raise ConfigError("data.root: the folder dataset needs a root directory")
+    return FolderDataset(root, split=split, tasks=tasks, transform=transform)
+
+
+DATASETS.register("synthetic", _synthetic)
+DATASETS.register("folder", _folder)
+
+
+def create_dataset(
+    name: str, split: str, transform: Transform | None = None, **options
+) -> DenseDataset:
+    """Build dataset ``name`` for ``split`` with its options (``root`` for datasets on disk)."""
+    return DATASETS.create(name, split, transform=transform, config_path="data", **options)

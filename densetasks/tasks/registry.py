@@ -1,0 +1,30 @@
+"""The seven dense tasks by name. Adding a task: its file, its test, one line here."""
+
+from densetasks._registry import Registry
+from densetasks.tasks.base import Task
+from densetasks.tasks.depth import Depth
+from densetasks.tasks.edges import Edges
+from densetasks.tasks.instance import InstanceOffsets
+from densetasks.tasks.normals import SurfaceNormals
+from densetasks.tasks.parts import HumanParts
+from densetasks.tasks.saliency import Saliency
+from densetasks.tasks.semseg import SemanticSegmentation
+
+TASKS: Registry[Task] = Registry("task")
+for _task_class in (
+    SemanticSegmentation,
+    Depth,
+    SurfaceNormals,
+    Edges,
+    Saliency,
+    HumanParts,
+    InstanceOffsets,
+):
+    TASKS.register(_task_class.name, _task_class)
+
+TASK_NAMES: tuple[str, ...] = tuple(TASKS.names())
+
+
+def create_task(name: str, **options) -> Task:
+    """Build task ``name`` with its keyword options; a bad option is a ConfigError."""
+    return TASKS.create(name, config_path=f"tasks.{name}", **options)
