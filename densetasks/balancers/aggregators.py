@@ -28,45 +28,51 @@ aggregators (mean, fixed weights) and differ for the others, as the per-process 
 noisier. Aggregating the global Jacobian would need an all-reduce of the full T×|θ| Jacobian.
 """
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchjd.aggregation import MGDA, CAGrad, NashMTL, PCGrad, UPGrad, WeightedAggregator
-from torchjd.autojac import jac
 
 from densetasks.balancers._common import average_across_processes, ordered_losses
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
 from densetasks.tasks.base import Task
 
-AGGREGATORS: dict[str, Callable[..., WeightedAggregator]] = {
-    "upgrad": lambda task_count: UPGrad(),
-    "mgda": lambda task_count: MGDA(),
-    "pcgrad": lambda task_count: PCGrad(),
-    "cagrad": lambda task_count, c=0.4: CAGrad(c=c),
-    "nashmtl": lambda task_count, max_norm=1.0, update_weights_every=1, optim_niter=20: NashMTL(
-        n_tasks=task_count,
-        max_norm=max_norm,
-        update_weights_every=update_weights_every,
-        optim_niter=optim_niter,
-    ),
+if TYPE_CHECKING:
+    from torchjd.aggregation import WeightedAggregator
+
+AGGREGATORS: dict[str, str] = {
+    "upgrad": "UPGrad",
+    "mgda": "MGDA",
+    "pcgrad": "PCGrad",
+    "cagrad": "CAGrad",
+    "nashmtl": "NashMTL",
 }
-"""Aggregator name -> factory(task count, **options)."""
+"""Balancer name -> class in ``torchjd.aggregation``, imported on first use: importing
+torchjd's aggregators pulls cvxpy where it is installed, which takes seconds."""
+
+_DEFAULT_OPTIONS: dict[str, dict[str, float]] = {"cagrad": {"c": 0.4}}
+_TASK_COUNT_OPTION = {"nashmtl": "n_tasks"}
+"""Aggregators that must be told the number of tasks, and the keyword for it."""
 
 
-def build_aggregator(name: str, task_count: int, **options: float) -> WeightedAggregator:
+def build_aggregator(name: str, task_count: int, **options: float) -> "WeightedAggregator":
     """The TorchJD aggregator ``name`` (a key of :data:`AGGREGATORS`) with its options."""
     if name not in AGGREGATORS:
         raise ConfigError(f"unknown aggregator {name!r}; known: {', '.join(sorted(AGGREGATORS))}")
-    factory = AGGREGATORS[name]
+    aggregator_class = getattr(importlib.import_module("torchjd.aggregation"), AGGREGATORS[name])
+    arguments = {**_DEFAULT_OPTIONS.get(name, {}), **options}
+    if name in _TASK_COUNT_OPTION:
+        arguments[_TASK_COUNT_OPTION[name]] = task_count
     try:
-        inspect.signature(factory).bind(task_count, **options)
+        inspect.signature(aggregator_class).bind(**arguments)
     except TypeError as error:
         raise ConfigError(f"bad options {sorted(options)} for balancer {name!r}: {error}") from None
     try:
-        return factory(task_count, **options)
+        return aggregator_class(**arguments)
     except ImportError as error:
         raise ConfigError(f"balancer {name!r} needs optional packages: {error}") from None
 
@@ -81,7 +87,7 @@ class JacobianAggregationBalancer(Balancer):
     def __init__(
         self,
         tasks: Sequence[Task],
-        aggregator: WeightedAggregator,
+        aggregator: "WeightedAggregator",
         parallel_chunk_size: int | None = None,
     ) -> None:
         super().__init__(tasks)
@@ -127,6 +133,8 @@ class JacobianAggregationBalancer(Balancer):
         differentiable = [index for index, loss in enumerate(scaled_losses) if loss.requires_grad]
         if not differentiable:
             return [torch.zeros_like(parameter) for parameter in shared], weights
+        from torchjd.autojac import jac  # deferred like the aggregators, see AGGREGATORS
+
         jacobians = jac(
             [scaled_losses[index] for index in differentiable],
             shared,

@@ -20,3 +20,9 @@ def two_tasks() -> list[StandInTask]:
         StandInTask("seg", Likelihood.CLASSIFICATION),
         StandInTask("depth", Likelihood.REGRESSION),
     ]
+
+
+@pytest.fixture
+def make_task():
+    """Build a stand-in task: ``make_task(name, Likelihood.X)``."""
+    return StandInTask
