@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
-from densetasks.errors import ConfigError
+from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.boundary import BoundaryMetrics
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
@@ -60,6 +60,11 @@ class BinaryMapTask(Task):
                 f"{self.name} output has shape {tuple(output.shape)}, expected {expected}"
             )
         valid = self.valid(label, mask)
+        if (valid & (label > 1)).any():
+            raise DataError(
+                f"{self.name} label has values other than 0, 1 and {IGNORE_INDEX} "
+                f"(found {label[valid].max().item()})"
+            )
         target = (label == 1) & valid
         positive, negative = self.class_weights(target, valid)
         weight = torch.where(

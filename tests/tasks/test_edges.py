@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from densetasks.data.sample import IGNORE_INDEX
-from densetasks.errors import ConfigError
+from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.boundary import BoundaryMetrics
 from densetasks.tasks.edges import IGNORE_COLOUR, Edges
 
@@ -41,6 +41,11 @@ def test_gradients_flow_and_empty_batch_gives_zero_with_graph():
 def test_wrong_output_shape_names_the_shapes():
     with pytest.raises(ValueError, match=r"\(2, 2, 8, 8\)"):
         Edges().loss(torch.zeros(2, 2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.uint8))
+
+
+def test_label_values_other_than_binary_are_data_errors():
+    with pytest.raises(DataError, match="found 3"):
+        Edges().loss(torch.zeros(1, 1, 2, 2), torch.tensor([[[0, 3], [1, 0]]], dtype=torch.uint8))
 
 
 def test_bad_options_are_config_errors():
