@@ -1,0 +1,133 @@
+import pytest
+import torch
+from torch import nn
+
+from densetasks.balancers import create_balancer
+from densetasks.engine.config import TrainConfig
+from densetasks.engine.distributed import ProcessInfo
+from densetasks.engine.loop import StepParts, check_finite, evaluate, task_losses, train_step
+from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.errors import TrainingError
+from densetasks.tasks.registry import create_task
+
+
+class TwoHeads(nn.Module):
+    """A stand-in model: a shared 1×1 conv, one head per task and an aux output."""
+
+    aux_weights = {"half": 0.5}
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Conv2d(3, 4, 1)
+        self.semseg = nn.Conv2d(4, 3, 1)
+        self.depth = nn.Conv2d(4, 1, 1)
+
+    def forward(self, image):
+        features = torch.relu(self.shared(image))
+        half = nn.functional.avg_pool2d(features, 2)
+        return {"semseg": self.semseg(features), "depth": self.depth(features),
+                "semseg@half": self.semseg(half)}
+
+
+@pytest.fixture
+def tasks():
+    return {"semseg": create_task("semseg", num_classes=3), "depth": create_task("depth")}
+
+
+def batch(size=8):
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "image": torch.randn(2, 3, size, size, generator=generator),
+        "semseg": torch.randint(0, 3, (2, size, size), generator=generator),
+        "depth": torch.rand(2, 1, size, size, generator=generator) + 0.5,
+    }
+
+
+def test_aux_outputs_are_resized_and_weighted_into_their_task(tasks):
+    model = TwoHeads()
+    data = batch()
+    outputs = model(data["image"])
+    losses = task_losses(tasks, outputs, data, model.aux_weights)
+    upsampled = nn.functional.interpolate(outputs["semseg@half"], size=(8, 8), mode="bilinear")
+    expected = tasks["semseg"].loss(outputs["semseg"], data["semseg"]) + 0.5 * tasks["semseg"].loss(
+        upsampled, data["semseg"]
+    )
+    assert losses["semseg"].item() == pytest.approx(expected.item())
+    assert losses["depth"].item() == pytest.approx(tasks["depth"].loss(outputs["depth"], data["depth"]).item())
+
+
+def test_a_task_without_labels_gets_zero_loss_that_reaches_its_head(tasks):
+    model = TwoHeads()
+    data = batch()
+    del data["depth"]
+    losses = task_losses(tasks, model(data["image"]), data, model.aux_weights)
+    assert losses["depth"].item() == 0.0
+    losses["depth"].backward()
+    assert model.depth.weight.grad is not None
+
+
+def test_check_finite_names_the_bad_tasks():
+    check_finite({"semseg": 1.0, "depth": 2.0}, 0)
+    with pytest.raises(TrainingError, match=r"step 8 for task\(s\) depth=inf"):
+        check_finite({"semseg": 1.0, "depth": float("inf")}, 7)
+
+
+def parts_for(model, tasks, clip):
+    config = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0,
+                         schedule="constant", clip_grad_norm=clip)
+    balancer = create_balancer("equal", list(tasks.values()))
+    optimizer = build_optimizer(config, [model.shared.weight, model.shared.bias],
+                                list(model.semseg.parameters()) + list(model.depth.parameters()))
+    return StepParts(
+        model=model, tasks=tasks, balancer=balancer, optimizer=optimizer,
+        schedule=LearningRateSchedule(optimizer, config),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        shared_parameters=list(model.shared.parameters()), aux_weights=model.aux_weights,
+        device=torch.device("cpu"), amp_dtype=None, channels_last=False,
+        clip_grad_norm=clip, process=ProcessInfo(),
+    )
+
+
+def test_train_step_is_plain_sgd_on_the_summed_loss(tasks):
+    model = TwoHeads()
+    reference = TwoHeads()
+    reference.load_state_dict(model.state_dict())
+    data = batch()
+    result = train_step(parts_for(model, tasks, clip=None), data, 0)
+    losses = task_losses(tasks, reference(data["image"]), data, reference.aux_weights)
+    total = sum(losses.values())
+    total.backward()
+    assert result.total == pytest.approx(total.item())
+    for (name, after), before in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(after, before - 0.1 * before.grad, atol=1e-6), name
+
+
+def test_clipping_bounds_the_update(tasks):
+    model = TwoHeads()
+    start = [p.detach().clone() for p in model.parameters()]
+    train_step(parts_for(model, tasks, clip=1e-3), batch(), 0)
+    step = torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start)])
+    assert step.norm().item() == pytest.approx(0.1 * 1e-3, rel=1e-3)
+
+
+def test_a_nan_loss_raises_before_any_update(tasks):
+    model = TwoHeads()
+    with torch.no_grad():
+        model.depth.bias.fill_(float("nan"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TrainingError, match=r"task\(s\) depth=nan"):
+        train_step(parts_for(model, tasks, clip=None), batch(), 0)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0, equal_nan=True)
+
+
+def test_evaluate_over_batches_equals_one_big_batch(tasks):
+    model = TwoHeads()
+    first, second = batch(), batch()
+    second = {key: value.flip(0) for key, value in second.items()}
+    second["image"] = second["image"] + 0.1
+    split = evaluate(model, tasks, [first, second], torch.device("cpu"))
+    joined = {k: torch.cat([first[k], second[k]]) for k in first}
+    whole = evaluate(model, tasks, [joined], torch.device("cpu"))
+    for name in tasks:
+        assert split[name].compute() == pytest.approx(whole[name].compute())
