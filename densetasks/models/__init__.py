@@ -9,7 +9,13 @@ from pathlib import Path
 from densetasks.models._options import call_with_options
 from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
 from densetasks.models.base import Architecture, Encoder, FeatureSpec
-from densetasks.models.bottlenecks import ASPP, BOTTLENECKS, Bottleneck, NoBottleneck, create_bottleneck
+from densetasks.models.bottlenecks import (
+    ASPP,
+    BOTTLENECKS,
+    Bottleneck,
+    NoBottleneck,
+    create_bottleneck,
+)
 from densetasks.models.encoders import ENCODERS, TimmEncoder, TinyEncoder, create_encoder
 from densetasks.models.heads import HEADS, DeepLabHead, MultiScaleHead, create_head
 

@@ -19,7 +19,9 @@ ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
 """Dilation rates of the three 3×3 ASPP branches at output stride 8 (paper 000, App. A)."""
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1
+) -> nn.Sequential:
     """Convolution (no bias, "same" padding) + BatchNorm + ReLU: the unit of ASPP and heads."""
     return nn.Sequential(
         nn.Conv2d(
@@ -80,7 +82,9 @@ class ASPP(Bottleneck):
     Like every BatchNorm after global pooling, training needs a batch of at least 2.
     """
 
-    def __init__(self, feature_info: list[FeatureSpec], channels: int = 256, project: bool = False) -> None:
+    def __init__(
+        self, feature_info: list[FeatureSpec], channels: int = 256, project: bool = False
+    ) -> None:
         concatenated = 5 * channels
         super().__init__(feature_info, channels if project else concatenated)
         deepest = feature_info[-1]
@@ -103,6 +107,9 @@ BOTTLENECKS.register("aspp", ASPP)
 BOTTLENECKS.register("none", NoBottleneck)
 
 
-def create_bottleneck(name: str, feature_info: list[FeatureSpec], **options: object) -> Bottleneck:
+def create_bottleneck(
+    name: str, feature_info: list[FeatureSpec], **options: object
+) -> Bottleneck:
     """The registered bottleneck ``name`` on an encoder described by ``feature_info``."""
-    return call_with_options(BOTTLENECKS.get(name), f"bottleneck {name!r}", feature_info, **options)
+    factory = BOTTLENECKS.get(name)
+    return call_with_options(factory, f"bottleneck {name!r}", feature_info, **options)

@@ -54,7 +54,9 @@ def load_weights_file(module: nn.Module, path: str | Path, what: str) -> None:
             f"cannot read pretrained weights file {str(path)!r} for {what}: {error}"
         ) from error
     own_modules = {name for name, _ in module.named_children()}
-    state_dict = {key: value for key, value in state_dict.items() if key.split(".")[0] in own_modules}
+    state_dict = {
+        key: value for key, value in state_dict.items() if key.split(".")[0] in own_modules
+    }
     own_state = module.state_dict()
     missing = sorted(set(own_state) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own_state))

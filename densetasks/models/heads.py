@@ -28,7 +28,11 @@ class DeepLabHead(nn.Module):
     """
 
     def __init__(
-        self, feature_info: list[FeatureSpec], out_channels: int, channels: int = 256, kernel_size: int = 3
+        self,
+        feature_info: list[FeatureSpec],
+        out_channels: int,
+        channels: int = 256,
+        kernel_size: int = 3,
     ) -> None:
         super().__init__()
         self.hidden = conv_bn_relu(feature_info[-1].channels, channels, kernel_size)
@@ -48,11 +52,18 @@ class MultiScaleHead(nn.Module):
     """
 
     def __init__(
-        self, feature_info: list[FeatureSpec], out_channels: int, channels: int = 128, finest_stride: int = 4
+        self,
+        feature_info: list[FeatureSpec],
+        out_channels: int,
+        channels: int = 128,
+        finest_stride: int = 4,
     ) -> None:
         super().__init__()
-        skips = [index for index, spec in enumerate(feature_info[:-1]) if spec.stride >= finest_stride]
-        self.skip_indices = skips[::-1]
+        self.skip_indices = [
+            index
+            for index in reversed(range(len(feature_info) - 1))
+            if feature_info[index].stride >= finest_stride
+        ]
         self.top = conv_bn_relu(feature_info[-1].channels, channels)
         self.laterals = nn.ModuleList(
             nn.Conv2d(feature_info[index].channels, channels, 1) for index in self.skip_indices
@@ -62,7 +73,8 @@ class MultiScaleHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         decoded = self.top(features[-1])
-        for index, lateral, refine in zip(self.skip_indices, self.laterals, self.refines, strict=True):
+        steps = zip(self.skip_indices, self.laterals, self.refines, strict=True)
+        for index, lateral, refine in steps:
             skip = features[index]
             decoded = refine(upsample(decoded, skip.shape[-2:]) + lateral(skip))
         return upsample(self.classifier(decoded), size)
@@ -75,6 +87,9 @@ HEADS.register("deeplab", DeepLabHead)
 HEADS.register("multiscale", MultiScaleHead)
 
 
-def create_head(name: str, feature_info: list[FeatureSpec], out_channels: int, **options: object) -> nn.Module:
+def create_head(
+    name: str, feature_info: list[FeatureSpec], out_channels: int, **options: object
+) -> nn.Module:
     """The registered head ``name`` for features ``feature_info`` and ``out_channels``."""
-    return call_with_options(HEADS.get(name), f"head {name!r}", feature_info, out_channels, **options)
+    factory = HEADS.get(name)
+    return call_with_options(factory, f"head {name!r}", feature_info, out_channels, **options)

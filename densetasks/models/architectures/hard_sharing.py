@@ -40,9 +40,10 @@ class HardSharing(Architecture):
         self.bottleneck = create_bottleneck(
             bottleneck, self.encoder.feature_info, **(bottleneck_options or {})
         )
+        head_options = head_options or {}
         self.heads = nn.ModuleDict(
             {
-                task: create_head(head, self.bottleneck.feature_info, channels, **(head_options or {}))
+                task: create_head(head, self.bottleneck.feature_info, channels, **head_options)
                 for task, channels in task_channels.items()
             }
         )

@@ -14,7 +14,8 @@ class SingleTask(HardSharing):
     def check_tasks(cls, task_channels: dict[str, int]) -> None:
         if len(task_channels) != 1:
             raise ConfigError(
-                f"architecture 'single_task' predicts exactly one task, got {sorted(task_channels)}; "
-                "train one single_task model per task or use a multi-task architecture"
+                "architecture 'single_task' predicts exactly one task, "
+                f"got {sorted(task_channels)}; train one single_task model per task "
+                "or use a multi-task architecture"
             )
         super().check_tasks(task_channels)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from densetasks.errors import ConfigError
+from densetasks.models import ASPP, BOTTLENECKS, FeatureSpec, create_bottleneck
+
+SPECS_AT = {
+    8: [FeatureSpec(4, 4), FeatureSpec(16, 8)],
+    16: [FeatureSpec(4, 4), FeatureSpec(16, 16)],
+}
+
+
+def _atrous_dilations(aspp: ASPP) -> list[int]:
+    return [branch[0].dilation[0] for branch in aspp.branches[1:4]]
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "rates"), [(8, (12, 24, 36)), (16, (6, 12, 18)), (32, (3, 6, 9))]
+)
+def test_aspp_rates_follow_the_paper_at_each_output_stride(output_stride, rates):
+    aspp = ASPP([FeatureSpec(16, output_stride)])
+    assert aspp.rates == rates
+    assert _atrous_dilations(aspp) == list(rates)
+    assert [branch[0].padding[0] for branch in aspp.branches[1:4]] == list(rates)
+    assert aspp.branches[0][0].kernel_size == (1, 1)
+    assert all(branch[0].kernel_size == (3, 3) for branch in aspp.branches[1:4])
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_aspp_concatenates_five_256_channel_branches(output_stride):
+    torch.manual_seed(0)
+    specs = SPECS_AT[output_stride]
+    aspp = ASPP(specs)
+    skip, deepest = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 5, 6)
+    out_skip, out = aspp([skip, deepest])
+    assert out.shape == (2, 1280, 5, 6)
+    assert out_skip is skip  # shallower features pass through as skips
+    assert aspp.feature_info == [FeatureSpec(4, 4), FeatureSpec(1280, output_stride)]
+    assert (out >= 0).all()  # every branch ends in ReLU
+    pooled = out[:, 1024:]  # the image-pooling branch is constant over space
+    torch.testing.assert_close(pooled, pooled[:, :, :1, :1].expand_as(pooled))
+
+
+def test_aspp_projection_is_optional_and_off_by_default():
+    specs = SPECS_AT[16]
+    assert isinstance(ASPP(specs).project, torch.nn.Identity)
+    projected = ASPP(specs, project=True)
+    assert projected.feature_info[-1] == FeatureSpec(256, 16)
+    features = [torch.randn(2, 4, 8, 8), torch.randn(2, 16, 4, 4)]
+    assert projected(features)[-1].shape == (2, 256, 4, 4)
+
+
+def test_none_bottleneck_passes_features_through():
+    specs = SPECS_AT[8]
+    bottleneck = create_bottleneck("none", specs)
+    features = [torch.randn(1, 4, 8, 8), torch.randn(1, 16, 4, 4)]
+    assert all(a is b for a, b in zip(bottleneck(features), features, strict=True))
+    assert bottleneck.feature_info == specs
+    assert list(bottleneck.parameters()) == []
+
+
+@pytest.mark.parametrize("name", BOTTLENECKS.names())
+def test_every_bottleneck_keeps_spatial_size_and_passes_gradients(name):
+    torch.manual_seed(0)
+    bottleneck = create_bottleneck(name, SPECS_AT[16])
+    deepest = torch.randn(2, 16, 4, 4, requires_grad=True)
+    out = bottleneck([torch.randn(2, 4, 8, 8), deepest])[-1]
+    assert out.shape == (2, bottleneck.feature_info[-1].channels, 4, 4)
+    out.square().mean().backward()
+    assert deepest.grad is not None and deepest.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in bottleneck.parameters())
+
+
+def test_unknown_bottleneck_or_option_raises_config_error():
+    with pytest.raises(ConfigError, match="unknown bottleneck 'easpp'; known: aspp, none"):
+        create_bottleneck("easpp", SPECS_AT[8])
+    expected = r"does not take option\(s\) \['rate'\]; it takes: channels, project"
+    with pytest.raises(ConfigError, match=expected):
+        create_bottleneck("aspp", SPECS_AT[8], rate=3)
