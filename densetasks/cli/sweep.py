@@ -1,0 +1,70 @@
+"""``densetasks sweep CONFIG --grid key=v1,v2 ...``: one run per combination, compared.
+
+Reproduces paper 000's Fig. 2 for any dotted config key; see ``docs/sweep.md``.
+"""
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train one run per combination of config values and compare them (Pareto front)",
+        description="Expand the Cartesian product of the --grid options, validate every "
+        "resulting config, train each combination into OUT/runs/<key=value,...> (a finished "
+        "run is skipped, an interrupted one resumed), then write OUT/sweep.json, OUT/sweep.md "
+        "(one row per combination, each task's primary metric, the Pareto-optimal runs) and "
+        "OUT/sweep.png (metrics against the setting, as paper 000 Fig. 2, and Pareto fronts).",
+    )
+    parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
+    parser.add_argument(
+        "--grid", action="append", default=[], required=True, metavar="KEY=V1,V2,...",
+        help="a dotted config key and its values (YAML scalars), e.g. "
+        "--grid balancer.weights.semseg=1,10,50 (repeatable; the runs are the product)",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value for every run, e.g. --set train.steps=500 (repeatable)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="sweep folder")
+    parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="runs trained at once in separate processes (default 1: sequential)",
+    )
+    parser.add_argument(
+        "--split", default="val", choices=["val", "test"],
+        help="metrics compared in the table and plots (default val)",
+    )
+    parser.add_argument(
+        "--mark", nargs="+", default=[], type=Path, metavar="RUN_DIR",
+        help="finished runs added to the table and plots, drawn distinctly "
+        "(e.g. the uncertainty-weighted run)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densetasks.engine.config import load_config
+    from densetasks.engine.sweep import (
+        collect_results,
+        format_sweep_table,
+        parse_grid,
+        plan_grid,
+        run_sweep,
+        write_sweep,
+    )
+    from densetasks.errors import ConfigError
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    grid = parse_grid(args.grid)
+    base = load_config(args.config, args.overrides).to_dict()
+    planned = plan_grid(base, grid, args.out / "runs")
+    print(f"sweep: {len(planned)} runs into {args.out / 'runs'}")
+    run_sweep(planned, jobs=args.jobs, split=args.split)
+    result = collect_results(planned, args.split, marked=args.mark, keys=list(grid))
+    write_sweep(result, args.out)
+    print(format_sweep_table(result))
+    print(f"sweep written to {args.out / 'sweep.md'}")
+    return 0

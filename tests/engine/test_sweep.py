@@ -1,0 +1,211 @@
+"""Sweep building blocks: grid parsing and expansion, names, planning, Pareto front, outputs."""
+
+import json
+
+import pytest
+import yaml
+
+from densetasks.engine.sweep import (
+    collect_results,
+    combination_name,
+    expand_grid,
+    format_sweep_table,
+    is_finished,
+    pareto_front,
+    parse_grid,
+    plan_grid,
+    plan_runs,
+    write_sweep,
+)
+from densetasks.errors import ConfigError
+
+BASE = {
+    "tasks": {"semseg": {}, "depth": {}},
+    "balancer": {"name": "fixed"},
+    "train": {"steps": 5},
+}
+
+
+def test_parse_grid_reads_yaml_scalars_in_order():
+    grid = parse_grid(["balancer.weights.semseg=1, 10,0.5", "model.pretrained=true,off", "x=a,null"])
+    assert grid == {
+        "balancer.weights.semseg": [1, 10, 0.5],
+        "model.pretrained": [True, False],
+        "x": ["a", None],
+    }
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("balancer.weights.semseg", "not of the form"),
+        ("=1,2", "not of the form"),
+        ("train.lr=1e-3,,1e-2", "empty value"),
+        ("train.lr=[1", "not YAML"),
+        ("tasks={a: 1}", "not a scalar"),
+    ],
+)
+def test_parse_grid_rejects_malformed_items(item, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_grid([item])
+
+
+def test_parse_grid_rejects_a_repeated_key():
+    with pytest.raises(ConfigError, match="train.lr: the key is given twice"):
+        parse_grid(["train.lr=1", "train.lr=2"])
+
+
+def test_expand_grid_is_the_cartesian_product_last_key_fastest():
+    grid = {"a": [1, 2], "b": ["x", "y", "z"]}
+    combos = expand_grid(grid)
+    assert len(combos) == 6
+    assert combos[:4] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"}, {"a": 2, "b": "x"}]
+    assert expand_grid({}) == [{}]
+
+
+def test_combination_name_is_readable_and_file_system_safe():
+    assert combination_name({"balancer.weights.semseg": 10, "train.lr": 0.01}) == (
+        "balancer.weights.semseg=10,train.lr=0.01"
+    )
+    assert combination_name({"model.pretrained": True, "data.root": "/d a/t"}) == (
+        "model.pretrained=true,data.root=_d_a_t"
+    )
+    assert combination_name({}) == "base"
+
+
+def test_plan_grid_validates_every_combination(tmp_path):
+    planned = plan_grid(BASE, {"balancer.weights.semseg": [1, 10], "train.lr": [0.1]}, tmp_path)
+    assert [run.name for run in planned] == [
+        "balancer.weights.semseg=1,train.lr=0.1", "balancer.weights.semseg=10,train.lr=0.1",
+    ]
+    assert planned[1].config.balancer.weights == {"semseg": 10.0}
+    assert planned[1].config.train.lr == 0.1
+    assert planned[1].run_dir == tmp_path / "balancer.weights.semseg=10,train.lr=0.1"
+    assert BASE["balancer"] == {"name": "fixed"}  # the base config is not modified
+
+
+def test_a_bad_key_fails_before_anything_trains_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.lrr"):
+        plan_grid(BASE, {"train.lrr": [1, 2]}, tmp_path)
+    with pytest.raises(ConfigError, match=r"balancer\.weights\.normals: not one of the tasks"):
+        plan_grid(BASE, {"balancer.weights.normals": [1]}, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_plan_runs_rejects_a_name_that_is_not_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="not a folder name"):
+        plan_runs(BASE, {"a/b": {}}, tmp_path)
+
+
+def test_pareto_front_by_hand():
+    points = [
+        {"iou": 0.5, "err": 1.0},  # 0: front (best err)
+        {"iou": 0.6, "err": 1.5},  # 1: front
+        {"iou": 0.55, "err": 1.6},  # 2: dominated by 1
+        {"iou": 0.7, "err": 3.0},  # 3: front (best iou)
+        {"iou": 0.5, "err": 1.2},  # 4: dominated by 0 (equal iou, worse err)
+        {"iou": 0.6, "err": 1.5},  # 5: equal to 1, so both stay
+    ]
+    assert pareto_front(points, {"iou": True, "err": False}) == [0, 1, 3, 5]
+    # Flipping a direction changes the answer: now low iou and high err are good.
+    assert pareto_front(points, {"iou": False, "err": True}) == [2, 3, 4]
+    assert pareto_front(points, {"iou": True}) == [3]
+    assert pareto_front([], {"iou": True}) == []
+
+
+def test_pareto_front_rejects_a_point_without_an_objective():
+    with pytest.raises(ValueError, match=r"point 1 lacks \['err'\]"):
+        pareto_front([{"iou": 1.0, "err": 1.0}, {"iou": 1.0}], {"iou": True, "err": False})
+    with pytest.raises(ValueError, match="at least one objective"):
+        pareto_front([{"iou": 1.0}], {})
+
+
+def fake_run(run_dir, tasks, metrics, split="val"):
+    """A run directory as the engine leaves it, with just the files a sweep reads."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"tasks": {t: {} for t in tasks}}))
+    payload = {
+        "step": 5,
+        "split": split,
+        "metrics": {task: metrics[task] for task in tasks},
+        "higher_is_better": {
+            "semseg": {"miou": True, "pixel_acc": True},
+            "depth": {"rmse": False},
+        },
+        "primary": {"semseg": "miou", "depth": "rmse"},
+    }
+    payload["higher_is_better"] = {t: payload["higher_is_better"][t] for t in tasks}
+    payload["primary"] = {t: payload["primary"][t] for t in tasks}
+    (run_dir / f"metrics_{split}.json").write_text(json.dumps(payload))
+
+
+@pytest.fixture
+def finished_sweep(tmp_path):
+    grid = {"balancer.weights.semseg": [1, 10, 50]}
+    planned = plan_grid(BASE, grid, tmp_path / "runs")
+    values = [(0.40, 2.0), (0.50, 2.5), (0.45, 3.0)]
+    for run, (miou, rmse) in zip(planned, values, strict=True):
+        fake_run(run.run_dir, ["semseg", "depth"],
+                 {"semseg": {"miou": miou, "pixel_acc": 0.9}, "depth": {"rmse": rmse}})
+    fake_run(tmp_path / "uncertainty", ["semseg", "depth"],
+             {"semseg": {"miou": 0.55, "pixel_acc": 0.9}, "depth": {"rmse": 2.2}})
+    return planned, grid, tmp_path
+
+
+def test_collect_results_marks_the_pareto_front_including_marked_runs(finished_sweep):
+    planned, grid, tmp_path = finished_sweep
+    assert all(is_finished(run.run_dir) for run in planned)
+    result = collect_results(planned, "val", marked=[tmp_path / "uncertainty"], keys=list(grid))
+    names = [entry.name for entry in result.entries]
+    assert names == [run.name for run in planned] + ["uncertainty"]
+    assert [entry.marked for entry in result.entries] == [False, False, False, True]
+    # (0.40, 2.0) has the best rmse; uncertainty (0.55, 2.2) dominates w=10 and w=50.
+    assert [entry.pareto for entry in result.entries] == [True, False, False, True]
+    assert result.primary == {"semseg": "miou", "depth": "rmse"}
+    assert result.primary_directions() == {"semseg": True, "depth": False}
+
+
+def test_collect_results_compares_only_the_tasks_every_run_has(finished_sweep):
+    planned, grid, tmp_path = finished_sweep
+    fake_run(tmp_path / "stl_semseg", ["semseg"], {"semseg": {"miou": 0.6, "pixel_acc": 0.9}})
+    result = collect_results(planned, "val", marked=[tmp_path / "stl_semseg"])
+    assert result.primary == {"semseg": "miou"}
+    assert [entry.pareto for entry in result.entries] == [False, False, False, True]
+    assert result.keys == ["balancer.weights.semseg"]
+
+
+def test_write_sweep_writes_json_table_and_figure(finished_sweep):
+    planned, grid, tmp_path = finished_sweep
+    result = collect_results(planned, "val", marked=[tmp_path / "uncertainty"], keys=list(grid))
+    write_sweep(result, tmp_path / "out")
+    stored = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [run["overrides"] for run in stored["runs"]] == [
+        {"balancer.weights.semseg": 1}, {"balancer.weights.semseg": 10},
+        {"balancer.weights.semseg": 50}, {},
+    ]
+    assert stored["runs"][1]["metrics"]["depth"] == {"rmse": 2.5}
+    assert [run["pareto"] for run in stored["runs"]] == [True, False, False, True]
+    table = format_sweep_table(result).splitlines()
+    assert table[0] == "| run | balancer.weights.semseg | semseg miou ↑ | depth rmse ↓ | Pareto |"
+    assert table[2] == "| balancer.weights.semseg=1 | 1 | 0.4 | 2 | ✓ |"
+    assert table[5] == "| uncertainty (marked) | — | 0.55 | 2.2 | ✓ |"
+    assert "sweep.png" in (tmp_path / "out" / "sweep.md").read_text()
+    assert (tmp_path / "out" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
+    """Several keys: one tick per run, labelled with its values."""
+    from densetasks.engine.sweep_plots import _staircase
+
+    planned = plan_grid(BASE, {"balancer.weights.semseg": [1, 2], "train.lr": [0.1, 0.2]}, tmp_path)
+    for index, run in enumerate(planned):
+        fake_run(run.run_dir, ["semseg", "depth"],
+                 {"semseg": {"miou": 0.1 * index, "pixel_acc": 0.5}, "depth": {"rmse": 1.0 + index}})
+    result = collect_results(planned, "val")
+    write_sweep(result, tmp_path / "out")
+    assert (tmp_path / "out" / "sweep.png").stat().st_size > 1000
+    # Staircase through a front (higher a and lower b are better): best a first.
+    front = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": 3.0}, {"a": 0.6, "b": 2.0}]
+    assert _staircase(front, "a", "b", {"a": True, "b": False}) == (
+        [0.7, 0.6, 0.6, 0.5, 0.5], [3.0, 3.0, 2.0, 2.0, 1.0]
+    )
