@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from densetasks.cli import data_normals, data_synth, demo, evaluate, predict, report, train
+from densetasks.cli import data_check, data_normals, data_synth, demo, evaluate, predict, report, train
 from densetasks.errors import DenseTasksError
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_command_modules() -> list:
-    return [data_synth, data_normals]
+    return [data_synth, data_normals, data_check]
 
 
 def _command_modules() -> list:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from densetasks._registry import Registry
 from densetasks.data.dataset import DenseDataset, Transform
 from densetasks.data.folder import FolderDataset
+from densetasks.data.readers import READERS
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.errors import ConfigError
 
@@ -60,10 +61,12 @@ def _folder(
 
 DATASETS.register("synthetic", _synthetic)
 DATASETS.register("folder", _folder)
+for _reader_name in READERS.names():
+    DATASETS.register(_reader_name, READERS.get(_reader_name))
 
 
 def create_dataset(
     name: str, split: str, transform: Transform | None = None, **options
 ) -> DenseDataset:
     """Build dataset ``name`` for ``split`` with its options (``root`` for datasets on disk)."""
-    return DATASETS.create(name, split, transform=transform, config_path="data", **options)
+    return DATASETS.create(name, split=split, transform=transform, config_path="data", **options)
