@@ -9,7 +9,6 @@ import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,9 +17,7 @@ from PIL import Image, ImageDraw
 from densetasks.cli.parsing import parse_size
 from densetasks.data.io import read_image
 from densetasks.data.transforms import resize
-
-if TYPE_CHECKING:
-    from densetasks.engine.run import LoadedRun
+from densetasks.engine.run import LoadedRun, load_run
 
 SHEET_MIN_HEIGHT = 128
 """Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
@@ -51,8 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densetasks.engine import load_run
-
     loaded = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
     for path in args.images:
         written = predict_image(loaded, path, args.out, args.size)
@@ -61,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict_image(
-    loaded: "LoadedRun", path: Path, out_dir: Path, size: tuple[int, int] | None = None
+    loaded: LoadedRun, path: Path, out_dir: Path, size: tuple[int, int] | None = None
 ) -> list[Path]:
     """Predict every task of a loaded run on one image file; returns the files written.
 
