@@ -1,14 +1,12 @@
 """Instant test (detectron2 style): train 20 steps on synthetic data through the commands."""
 
-import argparse
 import json
 
 import pytest
 import torch
 import yaml
 
-from densetasks.cli import evaluate as eval_command
-from densetasks.cli import train as train_command
+from densetasks.cli.main import main
 from densetasks.engine import load_run
 from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.errors import ConfigError, TrainingError
@@ -42,12 +40,8 @@ def one_thread():
 
 
 def command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers()
-    train_command.add_parser(subparsers)
-    eval_command.add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The ``densetasks`` command; ``--debug`` lets errors reach ``pytest.raises``."""
+    return main(["--debug", *argv])
 
 
 def write_config(tmp_path, config=CONFIG):
@@ -174,6 +168,14 @@ def test_config_errors_name_the_key_before_anything_starts(tmp_path, override, k
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         command(["train", str(write_config(tmp_path)), "--out", str(tmp_path / "r"), "--set", override])
     assert not (tmp_path / "r").exists()
+
+
+def test_the_command_prints_a_config_error_as_one_line(tmp_path, capsys):
+    path = write_config(tmp_path)
+    assert main(["train", str(path), "--out", str(tmp_path / "r"), "--set", "model.encodr=x"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("densetasks: error:") and "model.encodr" in error
+    assert len(error.splitlines()) == 1
 
 
 def test_a_nan_loss_stops_the_run_naming_the_task_and_keeps_the_checkpoint(tmp_path, monkeypatch):
