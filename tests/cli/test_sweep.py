@@ -1,0 +1,119 @@
+"""``densetasks sweep`` end to end: 2 combinations x 4 steps of the tiny encoder at 32 px."""
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from densetasks.cli import sweep as sweep_command
+from densetasks.errors import ConfigError
+
+CONFIG = {
+    "seed": 1,
+    "tasks": {"semseg": {}, "depth": {}},
+    "data": {
+        "options": {"n_train": 8, "n_val": 4, "n_test": 4, "size": [32, 32]},
+        "batch_size": 4,
+        "crop_size": [32, 32],
+        "workers": 0,
+    },
+    "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
+    "balancer": {"name": "fixed"},
+    "train": {
+        "steps": 4, "optimizer": "adam", "lr": 1e-3, "eval_every": 2, "log_every": 1,
+        "checkpoint_every": 2, "images_every": 0,
+    },
+}
+
+
+def command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    sweep_command.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = [str(config_file), "--grid", "balancer.weights.depth=0.1,10",
+            "--set", "balancer.weights.semseg=2", "--out", str(out)]
+    assert command(["sweep", *argv]) == 0
+    names = ["balancer.weights.depth=0.1", "balancer.weights.depth=10"]
+    assert sorted(path.name for path in (out / "runs").iterdir()) == names
+    for name, depth_weight in zip(names, [0.1, 10.0], strict=True):
+        resolved = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())
+        assert resolved["balancer"]["weights"] == {"semseg": 2.0, "depth": depth_weight}
+    stored = json.loads((out / "sweep.json").read_text())
+    assert [run["name"] for run in stored["runs"]] == names
+    assert [run["overrides"] for run in stored["runs"]] == [
+        {"balancer.weights.depth": 0.1}, {"balancer.weights.depth": 10},
+    ]
+    assert set(stored["runs"][0]["metrics"]) == {"semseg", "depth"}
+    assert any(run["pareto"] for run in stored["runs"])
+    table = [line for line in (out / "sweep.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 2  # header and one row per combination
+    assert (out / "sweep.png").stat().st_size > 1000
+
+    # A second call trains nothing: both runs already have their final metrics.
+    finished = {name: (out / "runs" / name / "metrics_val.json").stat().st_mtime_ns for name in names}
+    shutil.copytree(out / "runs" / names[0], tmp_path / "uncertainty")
+    capsys.readouterr()
+    assert command(["sweep", *argv, "--mark", str(tmp_path / "uncertainty")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already finished, skipped") == 2
+    assert "| uncertainty (marked) |" in printed
+    for name, stamp in finished.items():
+        assert (out / "runs" / name / "metrics_val.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_every_combination(config_file, tmp_path):
+    """Spawned processes each import torch: slow on a busy 2-core machine, hence ``slow``."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(config_file), "--grid", "train.lr=0.001,0.002", "--out", str(out),
+            "--jobs", "2"]
+    assert command(argv) == 0
+    stored = json.loads((out / "sweep.json").read_text())
+    assert [run["name"] for run in stored["runs"]] == ["train.lr=0.001", "train.lr=0.002"]
+    for name in ("train.lr=0.001", "train.lr=0.002"):
+        steps = [json.loads(line)["step"] for line in (out / "runs" / name / "events.jsonl")
+                 .read_text().splitlines() if json.loads(line)["type"] == "train"]
+        assert steps == [1, 2, 3, 4]
+
+
+def test_sweep_resumes_an_interrupted_run_and_evaluates_the_asked_split(config_file, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(config_file), "--grid", "train.lr=0.001", "--out", str(out)]
+    assert command(argv) == 0
+    run_dir = out / "runs" / "train.lr=0.001"
+    # Simulate a kill after the last checkpoint: the final metrics are missing.
+    for metrics in run_dir.glob("metrics_*.json"):
+        metrics.unlink()
+    assert command([*argv, "--split", "test"]) == 0
+    assert (run_dir / "metrics_val.json").is_file() and (run_dir / "metrics_test.json").is_file()
+    assert json.loads((out / "sweep.json").read_text())["split"] == "test"
+
+
+def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.stepz"):
+        command(["sweep", str(config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
