@@ -110,7 +110,9 @@ class RunConfig(_Section):
             raise ValueError("at least one task is needed")
         for name in self.balancer.weights:
             if name not in self.tasks:
-                raise ValueError(f"balancer.weights.{name}: not one of the tasks {list(self.tasks)}")
+                raise ValueError(
+                    f"balancer.weights.{name}: not one of the tasks {list(self.tasks)}"
+                )
         if self.eval.best != "mean_relative" and self.eval.best.split(".")[0] not in self.tasks:
             raise ValueError(f"eval.best {self.eval.best!r} names no task of {list(self.tasks)}")
         return self

@@ -56,7 +56,8 @@ def all_reduce_metric(metric: Metric, info: ProcessInfo) -> None:
     """Sum every state of ``metric`` over all processes (in place; via the GPU under nccl)."""
     if not info.distributed:
         return
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
     for name, state in metric.states().items():
         summed = state.to(device or state.device, copy=True)
         dist.all_reduce(summed)

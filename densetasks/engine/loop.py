@@ -8,6 +8,7 @@ The engine never names a task: everything iterates the ``tasks`` mapping.
 """
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from densetasks.balancers.base import Balancer
-from densetasks.engine.distributed import ProcessInfo, all_reduce_mean, all_reduce_metric, average_gradients
+from densetasks.engine.distributed import (
+    ProcessInfo,
+    all_reduce_mean,
+    all_reduce_metric,
+    average_gradients,
+)
 from densetasks.engine.optim import LearningRateSchedule
 from densetasks.errors import TrainingError
 from densetasks.metrics.base import Metric
@@ -102,7 +108,7 @@ def task_losses(
 
 def check_finite(losses: Mapping[str, float], step: int) -> None:
     """Raise :class:`TrainingError` naming every task whose loss is NaN or infinite."""
-    bad = [f"{name}={value}" for name, value in losses.items() if not torch.isfinite(torch.tensor(value))]
+    bad = [f"{name}={value}" for name, value in losses.items() if not math.isfinite(value)]
     if bad:
         raise TrainingError(
             f"loss is not finite at step {step + 1} for task(s) {', '.join(bad)}; "
@@ -116,7 +122,8 @@ def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     with autocast(parts.device, parts.amp_dtype):
         outputs = parts.model(batch["image"])
     losses = task_losses(parts.tasks, outputs, batch, parts.aux_weights)
-    values = all_reduce_mean(torch.stack([loss.detach() for loss in losses.values()]), parts.process)
+    stacked = torch.stack([loss.detach() for loss in losses.values()])
+    values = all_reduce_mean(stacked, parts.process)
     loss_values = dict(zip(losses, values.tolist(), strict=True))
     check_finite(loss_values, step)
 
@@ -125,7 +132,8 @@ def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     average_gradients(parts.balancer.parameters(), parts.process)
     if parts.clip_grad_norm is not None:
         parts.scaler.unscale_(parts.optimizer)
-        torch.nn.utils.clip_grad_norm_(_optimised_parameters(parts.optimizer), parts.clip_grad_norm)
+        parameters = _optimised_parameters(parts.optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, parts.clip_grad_norm)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.schedule.step()

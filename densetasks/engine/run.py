@@ -32,7 +32,12 @@ from densetasks.engine.checkpoint import (
     save_checkpoint,
 )
 from densetasks.engine.config import RunConfig, save_config, validate_config
-from densetasks.engine.distributed import ProcessInfo, barrier, cleanup_distributed, setup_distributed
+from densetasks.engine.distributed import (
+    ProcessInfo,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+)
 from densetasks.engine.logs import RunLog, write_prediction_images
 from densetasks.engine.loop import StepParts, evaluate, predict, to_device, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
@@ -66,7 +71,9 @@ class Selection:
     best_step: int = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "best_score": self.best_score, "best_step": self.best_step}
+        return {
+            "baseline": self.baseline, "best_score": self.best_score, "best_step": self.best_step
+        }
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +83,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def metrics_payload(step: int, split: str, metrics: Mapping[str, Metric], tasks: Mapping[str, Task]) -> dict[str, Any]:
+def metrics_payload(
+    step: int, split: str, metrics: Mapping[str, Metric], tasks: Mapping[str, Task]
+) -> dict[str, Any]:
     """The content of ``metrics_<split>.json`` and of eval events."""
     values = {name: metric.compute() for name, metric in metrics.items()}
     return {
@@ -336,12 +345,16 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
 def evaluate_run(
     run_dir: str | Path, split: str = "val", device: str = "cpu", checkpoint: str = "best"
 ) -> dict[str, Any]:
-    """Metrics of a run's checkpoint on ``split`` ("val" or "test"); writes ``metrics_<split>.json``."""
+    """Metrics of a run's checkpoint on ``split`` ("val" or "test").
+
+    Also writes them to ``RUN_DIR/metrics_<split>.json``.
+    """
     loaded = load_run(run_dir, device=device, checkpoint=checkpoint)
     data = loaded.config.data
     split_names = {"val": data.val_split, "test": data.test_split}
     if split not in split_names or split_names[split] is None:
-        raise ConfigError(f"split {split!r}: this run has {[k for k, v in split_names.items() if v]}")
+        known = [name for name, value in split_names.items() if value]
+        raise ConfigError(f"split {split!r}: this run has {known}")
     dataset = build.open_dataset(loaded.config, split_names[split])
     dataset.transform = loaded.transform
     loader = build.eval_loader(loaded.config, dataset, ProcessInfo())
