@@ -79,7 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "weighting on the CPU, evaluate them on the test split and print the comparison with "
         "Δm. Everything is written under --out (data/, runs/, report/).",
     )
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo"), help="output folder (default demo)"
+    )
     parser.add_argument(
         "--minutes", type=float, default=6.0,
         help="training time for all runs together, in minutes on a 2-core CPU (default 6)",
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     plans["mtl_hard_sharing"] = ("hard_sharing", list(DEMO_TASKS))
     run_dirs = {}
     for number, (name, (architecture, tasks)) in enumerate(plans.items(), start=1):
-        print(f"[{number}/{len(plans)}] {name}: {architecture} on {', '.join(tasks)} ...", flush=True)
+        print(f"[{number}/{len(plans)}] {name}: {architecture} on {', '.join(tasks)} ...",
+              flush=True)
         config = validate_config(
             demo_config(data_root, scale, architecture, tasks, steps), source=f"demo run {name}"
         )
@@ -129,8 +132,12 @@ def demo_steps(scale: DemoScale, minutes: float, runs: int) -> int:
 def write_demo_dataset(root: Path, scale: DemoScale) -> None:
     """Render the train / val / test scenes (disjoint seeds) into the folder format."""
     for split, count in scale.images.items():
-        scenes = SyntheticScenes(n=count, size=scale.size, seed=SPLIT_SEEDS[split], tasks=DEMO_TASKS)
-        class_names = {task: options["class_names"] for task, options in scenes.task_options.items()}
+        scenes = SyntheticScenes(
+            n=count, size=scale.size, seed=SPLIT_SEEDS[split], tasks=DEMO_TASKS
+        )
+        class_names = {
+            task: options["class_names"] for task, options in scenes.task_options.items()
+        }
         write_folder_dataset((scenes[i] for i in range(count)), root, split, class_names)
 
 

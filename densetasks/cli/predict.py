@@ -35,14 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
     parser.add_argument(
-        "--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)"
+        "--checkpoint", default="best", choices=["best", "last"],
+        help="which checkpoint (default best)",
     )
     parser.add_argument(
         "--size", type=parse_size, default=None,
         help="resize every image to HxW before the run's own evaluation transform",
     )
     parser.add_argument(
-        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to run (default cpu)"
+        "--device", default="cpu", choices=["auto", "cpu", "cuda"],
+        help="where to run (default cpu)",
     )
     parser.set_defaults(func=run)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from densetasks.engine.report_html import render_html
-from densetasks.engine.report_plots import report_figures
+from densetasks.engine.report_plots import Figure, report_figures
 from densetasks.engine.run_record import RunRecord, load_run_record
 from densetasks.errors import DataError
 from densetasks.metrics.delta_m import delta_m, relative_gain
@@ -93,7 +93,9 @@ def _run_entry(
     baselines = {task: by_task[task].metrics[task] for task in compared}
     # A zero baseline (e.g. delta1 = 0 of an untrained network) has no relative gain: it is
     # left out of "all metrics" and named; a zero primary baseline leaves the task out.
-    zero = {task: [name for name, value in baselines[task].items() if value == 0] for task in compared}
+    zero = {
+        task: [name for name, value in baselines[task].items() if value == 0] for task in compared
+    }
     usable = {
         task: {n: v for n, v in record.metrics[task].items() if n not in zero[task]}
         for task in compared
@@ -108,7 +110,8 @@ def _run_entry(
         }
         gains = {
             task: {
-                name: 100.0 * relative_gain(value, baselines[task][name], higher_is_better[task][name])
+                name: 100.0
+                * relative_gain(value, baselines[task][name], higher_is_better[task][name])
                 for name, value in values.items()
             }
             for task, values in usable.items()
@@ -269,7 +272,9 @@ def _safe_name(name: str) -> str:
     return "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
 
 
-def _markdown(report: Report, figures: Sequence, samples: dict[str, list[Path]], out_dir: Path) -> str:
+def _markdown(
+    report: Report, figures: Sequence[Figure], samples: dict[str, list[Path]], out_dir: Path
+) -> str:
     lines = [
         "# densetasks report",
         "",
@@ -292,5 +297,7 @@ def _markdown(report: Report, figures: Sequence, samples: dict[str, list[Path]],
         lines += ["", "## Sample predictions"]
         for name, images in samples.items():
             lines += ["", f"### {name}", ""]
-            lines += [f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images]
+            lines += [
+                f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images
+            ]
     return "\n".join(lines) + "\n"

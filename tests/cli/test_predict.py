@@ -48,7 +48,8 @@ def write_image(path: Path, height: int = 24, width: int = 32) -> Path:
 def test_writes_one_png_per_task_and_a_sheet(loaded, tmp_path: Path) -> None:
     image = write_image(tmp_path / "room.png")
     written = predict_image(loaded, image, tmp_path / "out")
-    assert [path.name for path in written] == ["room_semseg.png", "room_depth.png", "room_sheet.png"]
+    names = [path.name for path in written]
+    assert names == ["room_semseg.png", "room_depth.png", "room_sheet.png"]
     semseg = np.asarray(Image.open(tmp_path / "out" / "room_semseg.png"))
     expected = loaded.tasks["semseg"].visualize(
         torch.cat([torch.ones(24, 16), torch.zeros(24, 16)], dim=1).long()
@@ -84,7 +85,8 @@ def test_parser_options() -> None:
     parser = argparse.ArgumentParser()
     predict_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["predict", "run", "a.png", "b.png", "--out", "o", "--checkpoint", "last", "--size", "64x48"]
+        ["predict", "run", "a.png", "b.png", "--out", "o", "--checkpoint", "last",
+         "--size", "64x48"]
     )
     assert args.images == [Path("a.png"), Path("b.png")]
     assert (args.checkpoint, args.size, args.device) == ("last", (64, 48), "cpu")
