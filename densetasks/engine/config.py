@@ -6,6 +6,7 @@ before validation (values are parsed as YAML scalars or lists). The meaning of e
 documented in ``docs/config.md``.
 """
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,7 +139,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set every dotted key of ``overrides`` in a copy of ``raw``; creates missing mappings."""
-    result = yaml.safe_load(yaml.safe_dump(raw))
+    result = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         node = result
         parts = dotted.split(".")

@@ -58,7 +58,7 @@ def test_overrides_are_yaml_values_at_dotted_paths(tmp_path):
     assert config.train.lr == pytest.approx(1e-3)
     assert config.data.crop_size == (32, 48)
     assert config.train.nesterov is True
-    assert set(config.tasks) == {"semseg", "depth", "edges"}
+    assert list(config.tasks) == ["semseg", "depth", "edges"]  # the file's order is kept
 
 
 def test_override_errors_name_the_key():
