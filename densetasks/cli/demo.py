@@ -25,6 +25,7 @@ from densetasks.data.synthetic import SyntheticScenes
 from densetasks.engine.config import validate_config
 from densetasks.engine.report import format_text_table, write_report
 from densetasks.engine.run import train
+from densetasks.engine.run_record import load_run_record
 from densetasks.errors import ConfigError
 
 DEMO_TASKS = ("semseg", "depth", "normals")
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     scale = QUICK if args.quick else FULL
     steps = demo_steps(scale, args.minutes, runs=len(DEMO_TASKS) + 1)
     out: Path = args.out
+    if (out / "data").exists() or (out / "runs").exists():
+        raise ConfigError(f"{out} already holds a demo; pass another --out or delete it")
     start = time.perf_counter()
     print(f"densetasks demo: {len(DEMO_TASKS)} single-task runs + 1 multi-task run, "
           f"{steps} steps each at {scale.size[0]}x{scale.size[1]} px, output in {out}")
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             demo_config(data_root, scale, architecture, tasks, steps), source=f"demo run {name}"
         )
         run_dirs[name] = train(config, out / "runs" / name)
-        print(f"[{number}/{len(plans)}] {name}: done ({_elapsed(start)})", flush=True)
+        print(f"[{number}/{len(plans)}] {name}: done, test {_primary_summary(run_dirs[name])} "
+              f"({_elapsed(start)})", flush=True)
     baselines = [run_dirs[f"stl_{task}"] for task in DEMO_TASKS]
     report = write_report([run_dirs["mtl_hard_sharing"]], baselines, out / "report", split="test")
     print()
@@ -175,6 +179,15 @@ def demo_config(
         },
         "eval": {"num_images": 2},
     }
+
+
+def _primary_summary(run_dir: Path) -> str:
+    """``semseg miou 41.2, depth rmse 0.93`` from the run's test metrics."""
+    record = load_run_record(run_dir, "test")
+    return ", ".join(
+        f"{task} {metric} {record.metrics[task][metric]:.4g}"
+        for task, metric in record.primary.items()
+    )
 
 
 def _elapsed(start: float) -> str:

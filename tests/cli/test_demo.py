@@ -63,3 +63,11 @@ def test_steps_follow_the_time_budget() -> None:
     assert demo_steps(QUICK, minutes=8, runs=4) == QUICK.min_steps
     with pytest.raises(ConfigError, match="--minutes"):
         demo_steps(FULL, minutes=0, runs=4)
+
+
+def test_refuses_to_overwrite_an_earlier_demo(quick_demo) -> None:
+    out, printed = quick_demo
+    assert "done, test semseg miou" in printed
+    args = parse(demo_command, ["demo", "--quick", "--out", str(out)])
+    with pytest.raises(ConfigError, match="already holds a demo"):
+        args.func(args)
