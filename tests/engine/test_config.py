@@ -16,7 +16,7 @@ MINIMAL = {"tasks": {"semseg": {}, "depth": {"loss": "l1"}}}
 
 def write(tmp_path, data):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
