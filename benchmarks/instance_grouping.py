@@ -23,7 +23,9 @@ from densetasks.metrics.instance_ap import InstanceAPMetric
 from densetasks.tasks.instance import centroid_offsets
 from densetasks.tasks.instance_grouping import GroupingConfig, group_instances_batch
 
-INSTANCE_CLASSES = [SYNTHETIC_CLASSES.index(name) for name in ("box", "sphere", "cylinder", "person")]
+INSTANCE_CLASSES = [
+    SYNTHETIC_CLASSES.index(name) for name in ("box", "sphere", "cylinder", "person")
+]
 
 
 def run_condition(scenes: SyntheticScenes, noise: float, config: GroupingConfig) -> dict:
@@ -47,9 +49,8 @@ def run_condition(scenes: SyntheticScenes, noise: float, config: GroupingConfig)
             times[method].append(time.perf_counter() - start)
             metrics[method].update(grouped[method], truth)
         instance = truth > 0
-        agreement.append(
-            adjusted_rand_score(grouped["naive"][instance].numpy(), grouped["fast"][instance].numpy())
-        )
+        naive_ids, fast_ids = grouped["naive"][instance], grouped["fast"][instance]
+        agreement.append(adjusted_rand_score(naive_ids.numpy(), fast_ids.numpy()))
     return {
         "noise": noise,
         "time": {method: statistics.median(values) for method, values in times.items()},

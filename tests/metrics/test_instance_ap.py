@@ -102,7 +102,8 @@ def test_false_positive_ranked_first_lowers_precision():
 def test_matches_numpy_reference_on_random_small_cases(seed):
     generator = np.random.default_rng(seed)
     truths = generator.integers(0, 4, size=(3, 6, 7))
-    preds = np.where(generator.random((3, 6, 7)) < 0.75, truths, generator.integers(0, 5, (3, 6, 7)))
+    noise = generator.integers(0, 5, (3, 6, 7))
+    preds = np.where(generator.random((3, 6, 7)) < 0.75, truths, noise)
     metric = InstanceAPMetric(bins_per_octave=256)  # every pixel count below 42 in its own bin
     metric.update(torch.from_numpy(preds[:2]), torch.from_numpy(truths[:2]))
     metric.update(torch.from_numpy(preds[2:]), torch.from_numpy(truths[2:]))
