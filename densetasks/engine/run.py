@@ -113,15 +113,15 @@ def _differing_keys(left: Any, right: Any, prefix: str = "") -> list[str]:
 class _Trainer:
     """State of one training process; :func:`train` is its only user."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool) -> None:
+    def __init__(
+        self, config: RunConfig, run_dir: Path, resume: bool, device: torch.device,
+        process: ProcessInfo,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.checkpoints = run_dir / "checkpoints"
-        self.device = build.resolve_device(config.train.device)
-        self.process = setup_distributed(self.device.type)
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.process.local_rank)
-            torch.cuda.set_device(self.device)
+        self.device = device
+        self.process = process
         self._check_run_dir(resume)
         seed_everything(config.seed)
 
@@ -306,23 +306,26 @@ class _Trainer:
             if split == "test":
                 self.log.evaluation("test", int(best["step"]), payload["metrics"])
 
-    def close(self) -> None:
-        self.log.close()
-        cleanup_distributed(self.process)
-
 
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run in ``out_dir``; returns the run dir.
 
     Under ``torchrun`` every process calls this; only rank 0 writes files.
     """
-    run_dir = Path(out_dir)
-    trainer = _Trainer(config, run_dir, resume)
+    device = build.resolve_device(config.train.device)
+    process = setup_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", process.local_rank)
+        torch.cuda.set_device(device)
     try:
-        trainer.run()
+        trainer = _Trainer(config, Path(out_dir), resume, device, process)
+        try:
+            trainer.run()
+        finally:
+            trainer.log.close()
     finally:
-        trainer.close()
-    return run_dir
+        cleanup_distributed(process)
+    return Path(out_dir)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedRun:
