@@ -320,7 +320,8 @@ def format_sweep_table(result: SweepResult) -> str:
             for key in result.keys
         ]
         metrics = [f"{entry.metrics[task][n]:.4g}" for task, n in result.primary.items()]
-        lines.append("| " + " | ".join([name, *values, *metrics, "✓" if entry.pareto else ""]) + " |")
+        cells = [name, *values, *metrics, "✓" if entry.pareto else ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

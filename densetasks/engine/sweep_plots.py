@@ -20,7 +20,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from densetasks.engine.sweep import SweepEntry, SweepResult, format_value, pareto_front  # noqa: E402
+from densetasks.engine.sweep import (  # noqa: E402
+    SweepEntry,
+    SweepResult,
+    format_value,
+    pareto_front,
+)
 
 _MARK_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
@@ -105,7 +110,7 @@ def _marked(result: SweepResult) -> list[SweepEntry]:
 
 def _draw_pair(axis, result: SweepResult, task_a: str, task_b: str) -> None:
     entries = result.entries
-    points = [{task_a: _value(e, result, task_a), task_b: _value(e, result, task_b)} for e in entries]
+    points = [{task: _value(entry, result, task) for task in (task_a, task_b)} for entry in entries]
     directions = {task: result.primary_directions()[task] for task in (task_a, task_b)}
     front = pareto_front(points, directions)
     swept = [i for i, entry in enumerate(entries) if not entry.marked]

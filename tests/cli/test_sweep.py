@@ -74,7 +74,9 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
     assert (out / "sweep.png").stat().st_size > 1000
 
     # A second call trains nothing: both runs already have their final metrics.
-    finished = {name: (out / "runs" / name / "metrics_val.json").stat().st_mtime_ns for name in names}
+    finished = {
+        name: (out / "runs" / name / "metrics_val.json").stat().st_mtime_ns for name in names
+    }
     shutil.copytree(out / "runs" / names[0], tmp_path / "uncertainty")
     capsys.readouterr()
     assert command(["sweep", *argv, "--mark", str(tmp_path / "uncertainty")]) == 0
@@ -115,5 +117,6 @@ def test_sweep_resumes_an_interrupted_run_and_evaluates_the_asked_split(config_f
 
 def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.stepz"):
-        command(["sweep", str(config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")])
+        command(["sweep", str(config_file), "--grid", "train.stepz=1,2",
+                 "--out", str(tmp_path / "s")])
     assert not (tmp_path / "s").exists()

@@ -27,7 +27,9 @@ BASE = {
 
 
 def test_parse_grid_reads_yaml_scalars_in_order():
-    grid = parse_grid(["balancer.weights.semseg=1, 10,0.5", "model.pretrained=true,off", "x=a,null"])
+    grid = parse_grid(
+        ["balancer.weights.semseg=1, 10,0.5", "model.pretrained=true,off", "x=a,null"]
+    )
     assert grid == {
         "balancer.weights.semseg": [1, 10, 0.5],
         "model.pretrained": [True, False],
@@ -59,7 +61,9 @@ def test_expand_grid_is_the_cartesian_product_last_key_fastest():
     grid = {"a": [1, 2], "b": ["x", "y", "z"]}
     combos = expand_grid(grid)
     assert len(combos) == 6
-    assert combos[:4] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"}, {"a": 2, "b": "x"}]
+    assert combos[:4] == [
+        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"}, {"a": 2, "b": "x"},
+    ]
     assert expand_grid({}) == [{}]
 
 
@@ -186,7 +190,8 @@ def test_write_sweep_writes_json_table_and_figure(finished_sweep):
     assert stored["runs"][1]["metrics"]["depth"] == {"rmse": 2.5}
     assert [run["pareto"] for run in stored["runs"]] == [True, False, False, True]
     table = format_sweep_table(result).splitlines()
-    assert table[0] == "| run | balancer.weights.semseg | semseg miou ↑ | depth rmse ↓ | Pareto |"
+    header = "| run | balancer.weights.semseg | semseg miou ↑ | depth rmse ↓ | Pareto |"
+    assert table[0] == header
     assert table[2] == "| balancer.weights.semseg=1 | 1 | 0.4 | 2 | ✓ |"
     assert table[5] == "| uncertainty (marked) | — | 0.55 | 2.2 | ✓ |"
     assert "sweep.png" in (tmp_path / "out" / "sweep.md").read_text()
@@ -197,10 +202,13 @@ def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
     """Several keys: one tick per run, labelled with its values."""
     from densetasks.engine.sweep_plots import _staircase
 
-    planned = plan_grid(BASE, {"balancer.weights.semseg": [1, 2], "train.lr": [0.1, 0.2]}, tmp_path)
+    grid = {"balancer.weights.semseg": [1, 2], "train.lr": [0.1, 0.2]}
+    planned = plan_grid(BASE, grid, tmp_path)
     for index, run in enumerate(planned):
-        fake_run(run.run_dir, ["semseg", "depth"],
-                 {"semseg": {"miou": 0.1 * index, "pixel_acc": 0.5}, "depth": {"rmse": 1.0 + index}})
+        metrics = {
+            "semseg": {"miou": 0.1 * index, "pixel_acc": 0.5}, "depth": {"rmse": 1.0 + index}
+        }
+        fake_run(run.run_dir, ["semseg", "depth"], metrics)
     result = collect_results(planned, "val")
     write_sweep(result, tmp_path / "out")
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 1000

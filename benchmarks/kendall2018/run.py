@@ -1,0 +1,176 @@
+"""Paper 000 (Kendall, Gal, Cipolla, CVPR 2018), Table 1 and Fig. 2, on the synthetic scenes.
+
+One command trains, on ``configs/kendall2018_synthetic.yaml`` (semantic + instance + inverse
+depth, DeepLabV3-style ResNet-18 + ASPP, scaled down for the CPU):
+
+* the three single-task models (``model.architecture=single_task``), the baselines of Δm;
+* the unweighted sum of losses (``balancer.name=equal``), Table 1 "Unweighted sum of losses";
+* a small grid of fixed weights (``balancer.name=fixed``, semseg weight 1) through
+  ``densetasks.engine.sweep``, Table 1 "Approx. optimal weights": the grid run with the best
+  Δm on the validation split is kept;
+* uncertainty weighting (``balancer.name=uncertainty``), Table 1 "3 task uncertainty".
+
+Then it writes the comparison (``densetasks report``: per-task metrics and Δm against the
+single-task runs, on the test split) to ``--report-dir`` as report.md / report.html /
+report.json, and the sweep table and Fig. 2-style plot (val split, the equal and uncertainty
+runs marked) to ``--report-dir/sweep``. Finished runs are skipped, so an interrupted
+experiment continues where it stopped. See ``benchmarks/kendall2018/README.md``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from densetasks.engine.config import load_config
+from densetasks.engine.report import build_report, format_text_table, load_records, write_report
+from densetasks.engine.sweep import (
+    collect_results,
+    combination_name,
+    expand_grid,
+    parse_grid,
+    plan_runs,
+    run_sweep,
+    write_sweep,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
+# Initial losses of the synthetic config (untrained network, one batch): semseg CE ≈ 1.9,
+# instance L1 ≈ 16 px, inverse depth L1 ≈ 0.33. The grid brings instance and depth towards
+# the semantic loss's scale, around the paper's approximate optimum 0.89 : 0.01 : 0.1 (Table 1)
+# which also down-weights the pixel-scale instance loss.
+DEFAULT_GRID = ["balancer.weights.instance=0.02,0.1", "balancer.weights.depth=1,5"]
+QUICK = {  # a smoke test of the whole pipeline: the tiny encoder, a few steps, small scenes
+    "model.encoder": "tiny", "model.bottleneck": "none",
+    "data.options.n_train": 16, "data.options.n_val": 4, "data.options.n_test": 4,
+    "data.workers": 0,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base config")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run")
+    parser.add_argument("--size", type=int, default=None, help="square scene and crop size (px)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke test: tiny encoder, 16 training scenes, 10 steps at 64 px unless given, "
+        "one evaluation at the end",
+    )
+    parser.add_argument(
+        "--grid", action="append", default=None, metavar="KEY=V1,V2,...",
+        help=f"fixed-weight grid (repeatable; default {' '.join(DEFAULT_GRID)})",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value for every run",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument(
+        "--work-dir", type=Path, default=ROOT / "runs" / "kendall2018",
+        help="where the run directories go (default runs/kendall2018)",
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=None,
+        help="where report and sweep go (default benchmarks/kendall2018, with --quick "
+        "WORK_DIR/report so a smoke test never overwrites the committed results)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps = args.steps or 10
+        args.size = args.size or 64
+    if args.report_dir is None:
+        args.report_dir = args.work_dir / "report" if args.quick else Path(__file__).parent
+    return args
+
+
+def scale_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` strings for the scale options, before the user's own ``--set``."""
+    overrides = [f"{key}={value}" for key, value in (QUICK.items() if args.quick else [])]
+    if args.steps is not None:
+        every = args.steps if args.quick else max(1, args.steps // 5)
+        overrides += [f"train.steps={args.steps}", f"train.eval_every={every}",
+                      f"train.checkpoint_every={every}", f"train.log_every={max(1, every // 10)}"]
+    if args.size is not None:
+        overrides += [f"data.options.size=[{args.size}, {args.size}]",
+                      f"data.crop_size=[{args.size}, {args.size}]"]
+    return overrides + args.overrides
+
+
+def experiment_runs(base: dict) -> dict[str, dict]:
+    """Single-task baselines, the unweighted sum and uncertainty weighting, by run name."""
+    runs = {
+        f"stl_{task}": {
+            "tasks": {task: options}, "model.architecture": "single_task",
+            "balancer.name": "equal", "balancer.weights": {},
+        }
+        for task, options in base["tasks"].items()
+    }
+    runs["equal"] = {"balancer.name": "equal", "balancer.weights": {}}
+    runs["uncertainty"] = {"balancer.name": "uncertainty", "balancer.weights": {}}
+    return runs
+
+
+def grid_runs(grid_items: list[str]) -> dict[str, dict]:
+    """The fixed-weight runs: semseg weight 1, the other weights from the grid."""
+    fixed = {"balancer.name": "fixed", "balancer.weights.semseg": 1.0}
+    return {
+        f"fixed_{combination_name(combo)}": {**fixed, **combo}
+        for combo in expand_grid(parse_grid(grid_items))
+    }
+
+
+def best_by_delta_m(candidates: list[Path], baselines: list[Path], split: str) -> Path:
+    """The run with the highest Δm over each task's primary metric on ``split``."""
+    report = build_report(load_records(candidates, split), load_records(baselines, split), split)
+    scores = [run["delta_m_percent"]["primary"] for run in report["runs"]]
+    for path, score in zip(candidates, scores, strict=True):
+        print(f"grid: {path.name}: Δm {score:+.2f}% on {split}")
+    ranked = [(float("-inf") if s is None else s, index) for index, s in enumerate(scores)]
+    return candidates[max(ranked)[1]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    base = load_config(args.config, scale_overrides(args)).to_dict()
+    fixed = grid_runs(args.grid or DEFAULT_GRID)
+    planned = plan_runs(base, {**experiment_runs(base), **fixed}, args.work_dir / "runs")
+    by_name = {run.name: run for run in planned}
+    print(f"kendall2018: {len(planned)} runs into {args.work_dir / 'runs'}")
+    start = time.perf_counter()
+    trained = run_sweep(planned, jobs=args.jobs, split="test")
+    elapsed = time.perf_counter() - start
+    print(f"trained {len(trained)} runs in {elapsed:.0f} s")
+
+    baselines = [by_name[f"stl_{task}"].run_dir for task in base["tasks"]]
+    best = best_by_delta_m([by_name[name].run_dir for name in fixed], baselines, "val")
+    compared = [by_name["equal"].run_dir, best, by_name["uncertainty"].run_dir]
+    report = write_report(compared, baselines, args.report_dir, split="test")
+    print(format_text_table(report))
+
+    sweep = collect_results(
+        [by_name[name] for name in fixed], "val",
+        marked=[by_name["equal"].run_dir, by_name["uncertainty"].run_dir],
+        keys=list(parse_grid(args.grid or DEFAULT_GRID)),
+    )
+    write_sweep(sweep, args.report_dir / "sweep")
+    settings = {
+        "command": " ".join(["python", "benchmarks/kendall2018/run.py", *(argv or sys.argv[1:])]),
+        "overrides": scale_overrides(args),
+        "best_grid_run": best.name,
+        "trained_runs": trained,
+        "training_seconds": round(elapsed, 1),
+    }
+    (args.report_dir / "experiment.json").write_text(json.dumps(settings, indent=2) + "\n")
+    print(f"report: {args.report_dir / 'report.md'}; "
+          f"sweep: {args.report_dir / 'sweep' / 'sweep.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
