@@ -26,7 +26,7 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,7 +170,10 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def run_sweep(
-    planned: Sequence[PlannedRun], jobs: int = 1, split: str = "val", log=print
+    planned: Sequence[PlannedRun],
+    jobs: int = 1,
+    split: str = "val",
+    log: Callable[[str], None] = print,
 ) -> list[str]:
     """Train every unfinished run (resuming an interrupted one); returns the names trained.
 
@@ -180,10 +183,12 @@ def run_sweep(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    todo = [run for run in planned if not is_finished(run.run_dir)]
+    todo = []
     for run in planned:
-        if run not in todo:
+        if is_finished(run.run_dir):
             log(f"sweep: {run.name} already finished, skipped")
+        else:
+            todo.append(run)
     if jobs == 1 or len(todo) <= 1:
         for run in todo:
             log(f"sweep: training {run.name}")
