@@ -9,7 +9,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from densetasks.cli import data_check, data_normals, data_synth, demo, evaluate, predict, report, train
+from densetasks.cli import (
+    data_check,
+    data_normals,
+    data_synth,
+    demo,
+    evaluate,
+    predict,
+    report,
+    sweep,
+    train,
+)
 from densetasks.errors import DenseTasksError
 
 
@@ -35,7 +45,7 @@ def _data_command_modules() -> list:
 
 
 def _command_modules() -> list:
-    return [train, evaluate, predict, report, demo]
+    return [train, evaluate, predict, report, sweep, demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

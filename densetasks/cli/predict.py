@@ -18,6 +18,7 @@ from densetasks.cli.parsing import parse_size
 from densetasks.data.io import read_image
 from densetasks.data.transforms import resize
 from densetasks.engine.run import LoadedRun, load_run
+from densetasks.tasks.base import evaluation_inputs
 
 SHEET_MIN_HEIGHT = 128
 """Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
@@ -75,8 +76,9 @@ def predict_image(
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = [("input", _to_uint8(shown))]
     written = []
+    predictions = evaluation_inputs(loaded.tasks, outputs)
     for name, task in loaded.tasks.items():
-        picture = task.visualize(task.decode(outputs[name])[0].cpu())
+        picture = task.visualize(predictions[name][0].cpu())
         target = out_dir / f"{path.stem}_{name}.png"
         Image.fromarray(picture).save(target)
         written.append(target)

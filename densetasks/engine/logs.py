@@ -113,7 +113,8 @@ def write_prediction_images(
 ) -> None:
     """``<k>_input.png``, ``<k>_<task>_label.png`` and ``<k>_<task>_pred.png`` per sample.
 
-    ``predictions`` are decoded (the task's ``decode``), batched like ``batch``.
+    ``predictions`` are the tasks' evaluation inputs (``evaluation_inputs``), batched like
+    ``batch``.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, batch["image"].shape[0])):

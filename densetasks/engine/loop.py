@@ -27,7 +27,7 @@ from densetasks.engine.distributed import (
 from densetasks.engine.optim import LearningRateSchedule
 from densetasks.errors import TrainingError
 from densetasks.metrics.base import Metric
-from densetasks.tasks.base import Task
+from densetasks.tasks.base import Task, evaluation_inputs
 
 Batch = dict[str, Any]
 
@@ -169,9 +169,10 @@ def evaluate(
     for batch in batches:
         batch = to_device(batch, device, channels_last)
         outputs = predict(model, batch["image"], device, amp_dtype)
-        for name, task in tasks.items():
+        predictions = evaluation_inputs(tasks, outputs)
+        for name in tasks:
             if name in batch:
-                metrics[name].update(task.decode(outputs[name]).cpu(), batch[name].cpu())
+                metrics[name].update(predictions[name].cpu(), batch[name].cpu())
     for metric in metrics.values():
         all_reduce_metric(metric, process)
     return metrics

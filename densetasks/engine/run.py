@@ -44,7 +44,7 @@ from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.base import Metric
-from densetasks.tasks.base import Task
+from densetasks.tasks.base import Task, evaluation_inputs
 
 CHECKPOINT_FORMAT = 1
 
@@ -276,9 +276,9 @@ class _Trainer:
             return
         batch = to_device(next(iter(val_loader)), self.device, self.config.train.channels_last)
         outputs = predict(self.model, batch["image"], self.device, self.amp_dtype)
-        decoded = {name: task.decode(outputs[name]) for name, task in self.tasks.items()}
+        predictions = evaluation_inputs(self.tasks, outputs)
         folder = self.run_dir / "images" / f"step_{self.step}"
-        write_prediction_images(folder, self.tasks, batch, decoded, count)
+        write_prediction_images(folder, self.tasks, batch, predictions, count)
 
     def _final_evaluations(self, val_loader) -> None:
         """Best checkpoint on val and (if the dataset has one) test -> ``metrics_<split>.json``."""

@@ -14,6 +14,7 @@ gains are first averaged *within* each task and then *over* tasks, so a task tha
 five metrics weighs as much as a task that reports one.
 """
 
+import math
 from collections.abc import Mapping
 
 MetricTable = Mapping[str, Mapping[str, float]]
@@ -64,7 +65,13 @@ def _task_gain(
         known = ", ".join(sorted(baselines)) or "none"
         raise ValueError(f"task {task!r} has no single-task baseline (baselines: {known})")
     if primary is None:
-        names = list(task_metrics)
+        # A metric one side could not measure (NaN, e.g. instance AP of a run without
+        # semantic predictions) has no relative gain: it is left out of the average.
+        names = [
+            name
+            for name, value in task_metrics.items()
+            if not math.isnan(value) and not math.isnan(baselines.get(task, {}).get(name, 0.0))
+        ]
     elif task in primary:
         names = [primary[task]]
     else:

@@ -37,7 +37,8 @@ MAX_OCTAVES = 40
 
 
 class InstanceAPMetric(Metric):
-    """``ap`` (IoU 0.5:0.95), ``ap50`` and ``ap75`` in ``[0, 1]``; higher is better.
+    """``ap`` (IoU 0.5:0.95), ``ap50`` and ``ap75`` in percent (as every densetasks
+    metric of that kind); higher is better.
 
     States: ``hits`` int64 ``[T, S, 2]`` (per IoU threshold and score bin: false positives
     in ``[..., 0]``, true positives in ``[..., 1]``) and ``instances`` int64 (ground truth).
@@ -83,7 +84,7 @@ class InstanceAPMetric(Metric):
         return bins.clip(0, MAX_OCTAVES * self.bins_per_octave - 1)
 
     def compute(self) -> dict[str, float]:
-        """``ap``, ``ap50``, ``ap75``; NaN before any ground-truth instance was seen."""
+        """``ap``, ``ap50``, ``ap75`` in percent; NaN before any ground-truth instance."""
         instances = int(self.instances)
         if instances == 0:
             return {name: math.nan for name in self.higher_is_better}
@@ -91,9 +92,9 @@ class InstanceAPMetric(Metric):
             average_precision(self.hits[t].flip(0), instances) for t in range(len(IOU_THRESHOLDS))
         ]
         return {
-            "ap": float(np.mean(per_threshold)),
-            "ap50": per_threshold[IOU_THRESHOLDS.index(0.5)],
-            "ap75": per_threshold[IOU_THRESHOLDS.index(0.75)],
+            "ap": 100.0 * float(np.mean(per_threshold)),
+            "ap50": 100.0 * per_threshold[IOU_THRESHOLDS.index(0.5)],
+            "ap75": 100.0 * per_threshold[IOU_THRESHOLDS.index(0.75)],
         }
 
 

@@ -17,6 +17,7 @@ Tensor conventions (batched, NCHW):
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -78,6 +79,19 @@ class Task(ABC):
     def to_composite(self, label: torch.Tensor) -> torch.Tensor:
         """A batched label -> its point ``[B, 3, H, W]`` in the composite output space."""
 
+    @property
+    def context_tasks(self) -> tuple[str, ...]:
+        """Other tasks whose predictions this task's evaluation reads (none by default).
+
+        Instances grouped from centroid votes need the semantic prediction (paper 000, Sec. 4).
+        """
+        return ()
+
+    def evaluation_input(self, predictions: Mapping[str, torch.Tensor]) -> Any:
+        """What :meth:`metrics` and :meth:`visualize` receive as a prediction, given every
+        task's decoded prediction: by default this task's own. Indexable per image."""
+        return predictions[self.name]
+
     def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``[B, H, W]``: supervised pixels of ``label``, restricted by ``mask``."""
         valid = self.label_kind.valid(label)
@@ -89,3 +103,12 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options()})"
+
+
+def evaluation_inputs(
+    tasks: Mapping[str, Task], outputs: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Decode every task's raw output, then give each task its evaluation input (its own
+    prediction, combined with its ``context_tasks``' where it has any)."""
+    decoded = {name: task.decode(outputs[name]) for name, task in tasks.items()}
+    return {name: task.evaluation_input(decoded) for name, task in tasks.items()}

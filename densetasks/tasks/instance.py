@@ -1,7 +1,11 @@
 """Instance centroid offsets (paper 000, Sec. 4): each instance pixel regresses the vector
 ``(dx, dy)`` in pixels from itself to the centroid of its instance; L1 loss over instance
-pixels. The votes ``pixel + offset`` are later grouped into instances (OPTICS)."""
+pixels. With ``instance_classes`` set, evaluation groups the votes ``pixel + offset`` of the
+pixels predicted as an instance class into instances (OPTICS, ``instance_grouping.py``) and
+scores their masks with AP (see ``docs/instances.md``)."""
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,11 +14,12 @@ from matplotlib.colors import hsv_to_rgb
 
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError
+from densetasks.metrics.base import Metric
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
 
 if TYPE_CHECKING:
-    from densetasks.metrics.offsets import OffsetErrorMetric
+    from densetasks.tasks.instance_grouping import GroupingConfig
 
 GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 """Hue step between consecutive instance ids: neighbouring ids get well-separated colours."""
@@ -57,6 +62,21 @@ def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return offsets.view(2, batch, height, width).transpose(0, 1).float(), instance
 
 
+@dataclass(frozen=True)
+class InstancePrediction:
+    """Offsets ``[B, 2, H, W]`` with the semantic prediction ``[B, H, W]`` they are grouped
+    with (or one image of each, after indexing)."""
+
+    offsets: torch.Tensor
+    semantic: torch.Tensor
+
+    def __getitem__(self, index: int) -> "InstancePrediction":
+        return InstancePrediction(self.offsets[index], self.semantic[index])
+
+    def cpu(self) -> "InstancePrediction":
+        return InstancePrediction(self.offsets.cpu(), self.semantic.cpu())
+
+
 class InstanceOffsets(Task):
     """Per-pixel 2-D vector to the instance centroid, ``x`` first (paper 000, Sec. 4, Fig. 3).
 
@@ -74,17 +94,69 @@ class InstanceOffsets(Task):
     likelihood = Likelihood.REGRESSION
     primary_metric = "offset_error"
 
-    def __init__(self, *, composite_scale: float = 32.0) -> None:
+    def __init__(
+        self,
+        *,
+        composite_scale: float = 32.0,
+        instance_classes: Sequence[int] | None = None,
+        semantic_task: str = "semseg",
+        grouping: Mapping[str, Any] | None = None,
+    ) -> None:
         if composite_scale <= 0:
             raise ConfigError(f"{self.name}.composite_scale must be > 0, got {composite_scale}")
         self.composite_scale = composite_scale
+        self.instance_classes = None if instance_classes is None else list(instance_classes)
+        self.semantic_task = semantic_task
+        self.grouping = dict(grouping or {})
+        self._grouping_config = self._build_grouping_config()
+
+    def _build_grouping_config(self) -> "GroupingConfig":
+        from densetasks.tasks.instance_grouping import GroupingConfig
+
+        known = set(GroupingConfig.__dataclass_fields__)
+        unknown = sorted(set(self.grouping) - known)
+        if unknown:
+            raise ConfigError(
+                f"tasks.{self.name}.grouping: unknown key(s) {unknown}; known: {sorted(known)}"
+            )
+        return GroupingConfig(**self.grouping)
 
     @property
     def channels(self) -> int:
         return 2
 
+    @property
+    def context_tasks(self) -> tuple[str, ...]:
+        """With ``instance_classes`` set, evaluation groups the votes of the pixels that the
+        ``semantic_task`` predicts as an instance class (paper 000, Sec. 4)."""
+        return () if self.instance_classes is None else (self.semantic_task,)
+
     def options(self) -> dict[str, Any]:
-        return {"composite_scale": self.composite_scale}
+        return {
+            "composite_scale": self.composite_scale,
+            "instance_classes": self.instance_classes,
+            "semantic_task": self.semantic_task,
+            "grouping": self.grouping,
+        }
+
+    def evaluation_input(self, predictions: Mapping[str, torch.Tensor]) -> Any:
+        """The offsets alone, or with grouping enabled the offsets and the semantic
+        prediction they are grouped with (when the run predicts ``semantic_task``; a
+        single-task instance run has no semantics to group with and reports no AP)."""
+        if self.instance_classes is None or self.semantic_task not in predictions:
+            return predictions[self.name]
+        return InstancePrediction(predictions[self.name], predictions[self.semantic_task])
+
+    def group(self, prediction: "InstancePrediction") -> torch.Tensor:
+        """Instance ids ``[B, H, W]`` from batched offsets and semantic predictions."""
+        from densetasks.tasks.instance_grouping import group_instances_batch
+
+        return group_instances_batch(
+            prediction.offsets.detach().cpu(),
+            prediction.semantic.cpu(),
+            self.instance_classes or [],
+            self._grouping_config,
+        )
 
     def loss(
         self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
@@ -103,18 +175,27 @@ class InstanceOffsets(Task):
         """The offsets as predicted, float ``[B, 2, H, W]`` in pixels."""
         return output
 
-    def metrics(self) -> "OffsetErrorMetric":
-        # Imported here: the metric imports centroid_offsets from this module.
+    def metrics(self) -> Metric:
+        """Offset error; with ``instance_classes`` also mask AP of the grouped instances."""
+        # Imported here: the metrics import centroid_offsets from this module.
+        from densetasks.metrics.instance_segmentation import InstanceSegmentationMetrics
         from densetasks.metrics.offsets import OffsetErrorMetric
 
-        return OffsetErrorMetric()
+        if self.instance_classes is None:
+            return OffsetErrorMetric()
+        return InstanceSegmentationMetrics(self.instance_classes, self._grouping_config)
 
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """An offset field ``[2, H, W]`` or an id map ``[H, W]`` as an RGB image.
 
         Offsets (paper 000, Fig. 3): hue = direction, brightness = length relative to the
-        longest vector of the image. Ids: one fixed colour per id, 0 black.
+        longest vector of the image. Ids: one fixed colour per id, 0 black. An
+        :class:`InstancePrediction` of one image: its offsets and its grouped instances side
+        by side.
         """
+        if isinstance(value, InstancePrediction):
+            ids = self.group(value.cpu()[None])[0]
+            return np.concatenate([self.visualize(value.offsets), self.visualize(ids)], axis=1)
         array = value.detach().cpu()
         if array.ndim == 3 and array.shape[0] == 2:
             dx, dy = array.double().numpy()

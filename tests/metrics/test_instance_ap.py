@@ -53,7 +53,7 @@ def test_perfect_prediction_is_one_and_ids_need_not_match():
     truth = two_instances()
     metric = InstanceAPMetric()
     metric.update(truth * 5, truth)
-    assert metric.compute() == {"ap": 1.0, "ap50": 1.0, "ap75": 1.0}
+    assert metric.compute() == {"ap": 100.0, "ap50": 100.0, "ap75": 100.0}
 
 
 def test_one_missed_instance_of_two_caps_recall_at_half():
@@ -63,8 +63,8 @@ def test_one_missed_instance_of_two_caps_recall_at_half():
     metric = InstanceAPMetric()
     metric.update(pred, truth)
     # Precision 1 at the 51 recall points 0, 0.01, ..., 0.5 and 0 at the 50 above.
-    assert metric.compute()["ap50"] == pytest.approx(51 / 101)
-    assert metric.compute()["ap"] == pytest.approx(51 / 101)
+    assert metric.compute()["ap50"] == pytest.approx(100 * 51 / 101)
+    assert metric.compute()["ap"] == pytest.approx(100 * 51 / 101)
 
 
 def test_split_instance_is_a_false_positive_or_a_miss_by_threshold():
@@ -78,9 +78,9 @@ def test_split_instance_is_a_false_positive_or_a_miss_by_threshold():
     # the 12-pixel piece and the 4-pixel one are false positives → 51/101.
     expected = [1.0 if threshold <= 0.75 else 51 / 101 for threshold in IOU_THRESHOLDS]
     result = metric.compute()
-    assert result["ap50"] == pytest.approx(1.0)
-    assert result["ap75"] == pytest.approx(1.0)
-    assert result["ap"] == pytest.approx(np.mean(expected))
+    assert result["ap50"] == pytest.approx(100.0)
+    assert result["ap75"] == pytest.approx(100.0)
+    assert result["ap"] == pytest.approx(100 * np.mean(expected))
 
 
 def test_false_positive_ranked_first_lowers_precision():
@@ -90,12 +90,12 @@ def test_false_positive_ranked_first_lowers_precision():
     pred[0, 4, 0] = 0  # 15 px: ranked after both true positives (16 px each)
     metric = InstanceAPMetric()
     metric.update(pred, truth)
-    assert metric.compute()["ap50"] == pytest.approx(1.0)  # the FP comes after full recall
+    assert metric.compute()["ap50"] == pytest.approx(100.0)  # the FP comes after full recall
     pred[0, 4, 0] = 9
     pred[0, :2, 4:] = 9  # 24 px: ranked first → precision 0, then 1/2, then 2/3 at recall 1
     metric.reset()
     metric.update(pred, truth)
-    assert metric.compute()["ap50"] == pytest.approx(2 / 3)
+    assert metric.compute()["ap50"] == pytest.approx(100 * 2 / 3)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -109,9 +109,9 @@ def test_matches_numpy_reference_on_random_small_cases(seed):
     metric.update(torch.from_numpy(preds[2:]), torch.from_numpy(truths[2:]))
     expected = [reference_ap(list(preds), list(truths), t) for t in IOU_THRESHOLDS]
     result = metric.compute()
-    assert result["ap50"] == pytest.approx(expected[0])
-    assert result["ap75"] == pytest.approx(expected[5])
-    assert result["ap"] == pytest.approx(np.mean(expected))
+    assert result["ap50"] == pytest.approx(100 * expected[0])
+    assert result["ap75"] == pytest.approx(100 * expected[5])
+    assert result["ap"] == pytest.approx(100 * np.mean(expected))
     assert int(metric.instances) == sum(len(np.unique(t[t > 0])) for t in truths)
 
 

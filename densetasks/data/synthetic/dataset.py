@@ -15,7 +15,12 @@ from densetasks.data.dataset import DenseDataset, Sample, Transform
 from densetasks.data.derive import edges_from_segments
 from densetasks.data.synthetic.layout import sample_scene
 from densetasks.data.synthetic.render import Rendering, render
-from densetasks.data.synthetic.scene import SYNTHETIC_CLASSES, SYNTHETIC_PARTS, Scene
+from densetasks.data.synthetic.scene import (
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_PARTS,
+    THING_CLASSES,
+    Scene,
+)
 from densetasks.data.synthetic.styles import STYLES, Style
 from densetasks.errors import ConfigError
 
@@ -97,6 +102,7 @@ class SyntheticScenes(DenseDataset):
         options = {
             "semseg": {"num_classes": len(SYNTHETIC_CLASSES), "class_names": list(SYNTHETIC_CLASSES)},
             "parts": {"num_classes": len(SYNTHETIC_PARTS), "class_names": list(SYNTHETIC_PARTS)},
+            "instance": {"instance_classes": list(THING_CLASSES)},
         }
         self.task_options = {task: value for task, value in options.items() if task in requested}
 

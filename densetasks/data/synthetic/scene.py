@@ -20,6 +20,9 @@ SYNTHETIC_PARTS: tuple[str, ...] = ("background", "head", "torso", "arms", "legs
 """Human parts; 0 is every pixel that is not a person."""
 
 FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER, PERSON = range(len(SYNTHETIC_CLASSES))
+
+THING_CLASSES: tuple[int, ...] = (BOX, SPHERE, CYLINDER, PERSON)
+"""The classes whose pixels belong to instances (the others are stuff, instance id 0)."""
 HEAD, TORSO, ARMS, LEGS = range(1, len(SYNTHETIC_PARTS))
 
 

@@ -1,0 +1,61 @@
+"""Instance segmentation evaluation of paper 000: offset error and mask AP together.
+
+The instance task's evaluation input is an :class:`~densetasks.tasks.instance.InstancePrediction`
+(offsets plus the semantic prediction). The offsets are scored directly (mean error in
+pixels, paper 000 Table 1); they are also grouped into instances with OPTICS on the centroid
+votes (``tasks/instance_grouping.py``) and the instance masks are scored with COCO-style AP.
+"""
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from densetasks.metrics.base import Metric
+from densetasks.metrics.instance_ap import InstanceAPMetric
+from densetasks.metrics.offsets import OffsetErrorMetric
+from densetasks.tasks.instance_grouping import GroupingConfig, group_instances_batch
+
+if TYPE_CHECKING:
+    from densetasks.tasks.instance import InstancePrediction
+
+
+class InstanceSegmentationMetrics(Metric):
+    """``offset_error`` (px, lower is better) and ``ap``, ``ap50``, ``ap75`` (%, higher)."""
+
+    higher_is_better = {**OffsetErrorMetric.higher_is_better, **InstanceAPMetric.higher_is_better}
+
+    def __init__(self, instance_classes: Sequence[int], grouping: GroupingConfig) -> None:
+        super().__init__()
+        self.instance_classes = list(instance_classes)
+        self.grouping = grouping
+        self.offsets = OffsetErrorMetric()
+        self.masks = InstanceAPMetric()
+
+    def states(self) -> dict[str, torch.Tensor]:
+        return {**self.offsets.states(), **self.masks.states()}
+
+    def set_state(self, name: str, value: torch.Tensor) -> None:
+        owner = self.offsets if name in self.offsets.states() else self.masks
+        owner.set_state(name, value)
+
+    def reset(self) -> None:
+        self.offsets.reset()
+        self.masks.reset()
+
+    def update(self, pred: "InstancePrediction | torch.Tensor", target: torch.Tensor) -> None:
+        """Add one batch: offsets and semantic prediction in ``pred``, ids in ``target``.
+
+        Offsets alone (a run without semantic predictions) update the offset error only;
+        AP then stays NaN."""
+        if isinstance(pred, torch.Tensor):
+            self.offsets.update(pred, target)
+            return
+        self.offsets.update(pred.offsets, target)
+        ids = group_instances_batch(
+            pred.offsets.detach().cpu(), pred.semantic.cpu(), self.instance_classes, self.grouping
+        )
+        self.masks.update(ids, target.cpu())
+
+    def compute(self) -> dict[str, float]:
+        return {**self.offsets.compute(), **self.masks.compute()}
