@@ -107,8 +107,14 @@ class Depth(Task):
         return masked_mean((aligned - target).abs(), valid) + self.ssi_depth_weight * direct
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
-        """Depth in metres ``[B, 1, H, W]``: ``numerator / max(o, 1e-6)``."""
-        return self.numerator / output.clamp(min=MIN_OUTPUT)
+        """Depth in metres ``[B, 1, H, W]``: ``numerator / o``, at most ``far``.
+
+        Capping at ``far`` keeps an untrained network's near-zero outputs from decoding to
+        millions of metres (which would swamp RMSE early in training); ``ssi`` outputs are
+        only defined up to scale and shift, so there only non-positive values are clamped.
+        """
+        floor = MIN_OUTPUT if self.loss_name == "ssi" else self.numerator / self.far
+        return self.numerator / output.clamp(min=floor)
 
     def metrics(self) -> DepthMetrics:
         """Depth metrics; for ``ssi`` they align scale and shift per image first."""
