@@ -33,14 +33,31 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items))
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
-    def create(self, name: str, *args, config_path: str, **options) -> T:
-        """Build ``name`` with ``options``; options its factory does not take are a
-        ConfigError naming ``config_path`` (the config section they came from)."""
+    def create(self, name: str, *args: object, config_path: str, **options: object) -> T:
+        """``factory(*args, **options)`` for the registered ``name``.
+
+        An option the factory does not take is a :class:`ConfigError` that names
+        ``config_path`` (the config section the options came from), the bad keys and the
+        options it does take, so a typo in a config file fails at once with the key's name.
+        """
         factory = self.get(name)
+        signature = inspect.signature(factory)
         try:
-            inspect.signature(factory).bind(*args, **options)
+            signature.bind(*args, **options)
         except TypeError as error:
-            raise ConfigError(f"{config_path}: {error}") from None
+            taken = [
+                key
+                for key, parameter in list(signature.parameters.items())[len(args):]
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+            ]
+            unknown = sorted(set(options) - set(taken))
+            problem = (
+                f"{self.kind} {name!r} does not take option(s) {unknown}; "
+                f"it takes: {', '.join(taken) or 'none'}"
+                if unknown
+                else f"{self.kind} {name!r}: {error}"
+            )
+            raise ConfigError(f"{config_path}: {problem}") from None
         return factory(*args, **options)
 
     def names(self) -> list[str]:

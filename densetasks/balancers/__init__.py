@@ -4,12 +4,10 @@
 ``docs/balancers.md`` for each balancer's equation, reference and options.
 """
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from densetasks._registry import Registry
-from densetasks.errors import ConfigError
 from densetasks.balancers.aggregators import (
     AGGREGATORS,
     JacobianAggregationBalancer,
@@ -34,12 +32,7 @@ for _name in AGGREGATORS:
 
 def create_balancer(name: str, tasks: Sequence[Task], **options: Any) -> Balancer:
     """The balancer registered as ``name`` for ``tasks``; unknown options are a ConfigError."""
-    factory = BALANCERS.get(name)
-    try:
-        inspect.signature(factory).bind(tasks, **options)
-    except TypeError as error:
-        raise ConfigError(f"bad options {sorted(options)} for balancer {name!r}: {error}") from None
-    return factory(tasks, **options)
+    return BALANCERS.create(name, tasks, config_path="balancer", **options)
 
 
 __all__ = [

@@ -59,8 +59,3 @@ def average_across_processes(tensors: Iterable[torch.Tensor]) -> None:
     for tensor in tensors:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(world_size)
-
-
-def average_gradients_across_processes(parameters: Iterable[nn.Parameter]) -> None:
-    """:func:`average_across_processes` on the ``.grad`` of ``parameters`` that have one."""
-    average_across_processes(parameter.grad for parameter in parameters if parameter.grad is not None)

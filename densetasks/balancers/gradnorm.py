@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from densetasks.balancers._common import average_gradients_across_processes, ordered_losses
+from densetasks.balancers._common import ordered_losses
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
 from densetasks.tasks.base import Task
@@ -91,7 +91,6 @@ class GradNormBalancer(Balancer):
                 self.task_weights.grad += gradient
         if total.requires_grad:
             scale(total).backward()
-        average_gradients_across_processes([self.task_weights])
         return total.detach()
 
     def _gradient_parameters(self, shared_parameters: Sequence[nn.Parameter]) -> list[nn.Parameter]:

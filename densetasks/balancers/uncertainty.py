@@ -12,16 +12,12 @@ For a regression task the optimum over s is ``exp(s) = L`` (with L a mean square
 noise variance). The weights are robust to the initial s over [−2, 5] (paper 000, App. B).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from densetasks.balancers._common import (
-    average_gradients_across_processes,
-    ordered_losses,
-    per_task_values,
-)
+from densetasks.balancers._common import ordered_losses, per_task_values
 from densetasks.balancers.base import Balancer
 from densetasks.tasks.base import Likelihood, Task
 
@@ -54,17 +50,6 @@ class UncertaintyBalancer(Balancer):
         precision = self.loss_factors * torch.exp(-self.log_variances)
         self.last_weights = dict(zip(self.task_names, precision.detach().tolist()))
         return (precision * stacked + 0.5 * self.log_variances).sum()
-
-    def backward(
-        self,
-        losses: dict[str, torch.Tensor],
-        shared_parameters: Sequence[nn.Parameter],
-        scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
-    ) -> torch.Tensor:
-        """The default backward, then s's gradient averaged over processes (it is not in DDP)."""
-        total = super().backward(losses, shared_parameters, scale)
-        average_gradients_across_processes(self.parameters())
-        return total
 
     def sigmas(self) -> dict[str, float]:
         """The learned observation noise σ_t = exp(s_t / 2) per task."""

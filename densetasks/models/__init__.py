@@ -6,7 +6,6 @@ tests parametrise over every member.
 
 from pathlib import Path
 
-from densetasks.models._options import call_with_options
 from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
 from densetasks.models.base import Architecture, Encoder, FeatureSpec
 from densetasks.models.bottlenecks import (
@@ -36,10 +35,10 @@ def create_model(
     ``bottleneck_options`` and ``head_options``); an unknown name or option raises
     :class:`~densetasks.errors.ConfigError` listing the known ones.
     """
-    return call_with_options(
-        ARCHITECTURES.get(architecture),
-        f"architecture {architecture!r}",
+    return ARCHITECTURES.create(
+        architecture,
         task_channels,
+        config_path="model",
         encoder=encoder,
         pretrained=pretrained,
         output_stride=output_stride,

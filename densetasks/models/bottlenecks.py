@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from densetasks._registry import Registry
-from densetasks.models._options import call_with_options
 from densetasks.models.base import FeatureSpec
 
 ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
@@ -111,5 +110,6 @@ def create_bottleneck(
     name: str, feature_info: list[FeatureSpec], **options: object
 ) -> Bottleneck:
     """The registered bottleneck ``name`` on an encoder described by ``feature_info``."""
-    factory = BOTTLENECKS.get(name)
-    return call_with_options(factory, f"bottleneck {name!r}", feature_info, **options)
+    return BOTTLENECKS.create(
+        name, feature_info, config_path="model.bottleneck_options", **options
+    )

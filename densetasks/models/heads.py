@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from densetasks._registry import Registry
-from densetasks.models._options import call_with_options
 from densetasks.models.base import FeatureSpec
 from densetasks.models.bottlenecks import conv_bn_relu
 
@@ -91,5 +90,6 @@ def create_head(
     name: str, feature_info: list[FeatureSpec], out_channels: int, **options: object
 ) -> nn.Module:
     """The registered head ``name`` for features ``feature_info`` and ``out_channels``."""
-    factory = HEADS.get(name)
-    return call_with_options(factory, f"head {name!r}", feature_info, out_channels, **options)
+    return HEADS.create(
+        name, feature_info, out_channels, config_path="model.head_options", **options
+    )
