@@ -26,11 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenes = SyntheticScenes(n=args.n, size=args.size, seed=args.seed, style=args.style)
-    class_names = {
-        task: options["class_names"] for task, options in scenes.task_options.items()
-    }
     written = write_folder_dataset(
-        (scenes[index] for index in range(len(scenes))), args.out, args.split, class_names
+        (scenes[index] for index in range(len(scenes))), args.out, args.split, scenes.task_options
     )
     dataset = FolderDataset(args.out, split=args.split)
     height, width = args.size

@@ -139,10 +139,7 @@ def write_demo_dataset(root: Path, scale: DemoScale) -> None:
         scenes = SyntheticScenes(
             n=count, size=scale.size, seed=SPLIT_SEEDS[split], tasks=DEMO_TASKS
         )
-        class_names = {
-            task: options["class_names"] for task, options in scenes.task_options.items()
-        }
-        write_folder_dataset((scenes[i] for i in range(count)), root, split, class_names)
+        write_folder_dataset((scenes[i] for i in range(count)), root, split, scenes.task_options)
 
 
 def demo_config(

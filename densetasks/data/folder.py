@@ -350,7 +350,7 @@ def write_folder_dataset(
     samples: Iterable[Sample],
     root: str | Path,
     split: str,
-    class_names: dict[str, list[str]] | None = None,
+    task_options: dict[str, TaskOptions] | None = None,
     intrinsics_per_sample: bool = True,
     formats: dict[str, str] | None = None,
 ) -> int:
@@ -362,15 +362,18 @@ def write_folder_dataset(
     ``meta["name"]`` (else ``<split>_<index>``); ``meta["intrinsics"]`` goes to
     ``intrinsics/<name>.json``, or with ``intrinsics_per_sample=False`` to one
     ``intrinsics.json`` (all samples must then share it). ``splits/<split>.txt`` gains the
-    names, ``dataset.json`` the tasks and ``class_names`` (as ``task_options``). Every file is
-    written atomically.
+    names, ``dataset.json`` the tasks and their ``task_options`` (e.g. ``{"semseg":
+    {"class_names": [...]}, "instance": {"instance_classes": [...]}}``, what a dataset's
+    ``task_options`` hold). Every file is written atomically.
     """
     root = Path(root)
     chosen = _check_formats(formats or {})
     existing = read_dataset_description(root) if (root / "images").is_dir() else None
-    task_options = dict(existing["task_options"]) if existing else {}
-    for task, names in (class_names or {}).items():
-        task_options[task] = {"num_classes": len(names), "class_names": list(names)}
+    stored_options = dict(existing["task_options"]) if existing else {}
+    for task, options in (task_options or {}).items():
+        stored_options[task] = dict(options)
+        if "class_names" in options:
+            stored_options[task].setdefault("num_classes", len(options["class_names"]))
     written_names: list[str] = []
     written_tasks: set[str] = set()
     shared_intrinsics: torch.Tensor | None = None
@@ -383,7 +386,7 @@ def write_folder_dataset(
         for task, label in sample.items():
             if task in ("image", "meta"):
                 continue
-            write_label(root, task, name, label, chosen.get(task), task_options.get(task, {}))
+            write_label(root, task, name, label, chosen.get(task), stored_options.get(task, {}))
             written_tasks.add(task)
         intrinsics = meta.get("intrinsics")
         if intrinsics is not None and intrinsics_per_sample:
@@ -399,7 +402,7 @@ def write_folder_dataset(
     if shared_intrinsics is not None:
         write_json(root / "intrinsics.json", {"K": shared_intrinsics.tolist()})
     _extend_split(root / "splits" / f"{split}.txt", written_names)
-    register_tasks(root, written_tasks, task_options)
+    register_tasks(root, written_tasks, stored_options)
     return len(written_names)
 
 

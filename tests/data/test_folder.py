@@ -38,8 +38,8 @@ def full_sample(name: str, seed: int = 0) -> dict:
 @pytest.fixture
 def root(tmp_path):
     samples = [full_sample("a", 0), {"image": torch.rand(3, H, W), "meta": {"name": "b"}}]
-    names = {"semseg": ["x", "y", "z"]}
-    count = write_folder_dataset(samples, tmp_path, "train", class_names=names)
+    options = {"semseg": {"class_names": ["x", "y", "z"]}}
+    count = write_folder_dataset(samples, tmp_path, "train", task_options=options)
     assert count == 2
     return tmp_path
 
@@ -84,7 +84,7 @@ def test_rewriting_with_another_format_replaces_the_old_file(tmp_path):
 
 
 def test_writer_updates_split_and_dataset_json(tmp_path):
-    write_folder_dataset([full_sample("a")], tmp_path, "train", class_names={"semseg": list("xyz")})
+    write_folder_dataset([full_sample("a")], tmp_path, "train", task_options={"semseg": {"class_names": list("xyz")}})
     write_folder_dataset([{"image": torch.rand(3, H, W), "meta": {"name": "c"}}], tmp_path, "val")
     description = json.loads((tmp_path / "dataset.json").read_text())
     assert description["version"] == 1 and "semseg" in description["tasks"]
@@ -164,7 +164,7 @@ def test_writer_rejects_what_it_cannot_encode(tmp_path):
         write_folder_dataset([too_deep], tmp_path, "train", formats={"depth": "png"})
     with pytest.raises(DataError, match=r"class id 2 is not in 0..1"):
         write_folder_dataset(
-            [full_sample("a")], tmp_path, "train", class_names={"semseg": ["x", "y"]}
+            [full_sample("a")], tmp_path, "train", task_options={"semseg": {"class_names": ["x", "y"]}}
         )
     unknown = {"image": torch.rand(3, H, W), "flow": torch.zeros(2, H, W)}
     with pytest.raises(DataError, match=r"'flow'.*no folder encoding"):
