@@ -13,6 +13,7 @@ task first). A task without a baseline is left out of Δm and named in ``missing
 """
 
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,7 +154,7 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
             for run in runs:
                 value = run["metrics"].get(task, {}).get(name)
                 gain = run["relative_gain_percent"].get(task, {}).get(name)
-                row.append(_number(value) + ("" if gain is None else f" ({gain:+.2f}%)"))
+                row.append(_number(value) + ("" if _missing(gain) else f" ({gain:+.2f}%)"))
             rows.append(row)
     for key, label in (("primary", "primary metric*"), ("all", "all metrics")):
         rows.append(
@@ -193,12 +194,17 @@ def _task_metric_order(report: Report) -> dict[str, list[str]]:
     return order
 
 
+def _missing(value: float | None) -> bool:
+    """No number to show: absent, or NaN (a metric the run could not measure)."""
+    return value is None or math.isnan(value)
+
+
 def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
+    return "—" if _missing(value) else f"{value:.4g}"
 
 
 def _signed(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}"
+    return "—" if _missing(value) else f"{value:+.2f}"
 
 
 def format_text_table(report: Report) -> str:
