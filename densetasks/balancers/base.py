@@ -5,6 +5,7 @@ optimised and checkpointed with the model: the engine adds ``balancer.parameters
 optimiser and ``balancer.state_dict()`` to checkpoints.
 """
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from densetasks.tasks.base import Task
 
 
-class Balancer(nn.Module):
+class Balancer(nn.Module, metaclass=ABCMeta):
     """Combines ``{task: loss}`` into one scalar; reports the effective weights."""
 
     def __init__(self, tasks: Sequence[Task]) -> None:
@@ -22,9 +23,9 @@ class Balancer(nn.Module):
         self.likelihoods = {task.name: task.likelihood for task in tasks}
         self.last_weights: dict[str, float] = {}
 
+    @abstractmethod
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """The total loss; sets :attr:`last_weights` (effective weight per task)."""
-        raise NotImplementedError
 
     def backward(
         self,

@@ -1,5 +1,6 @@
 """The dataset contract shared by the synthetic scenes, the folder format and the readers."""
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
 
 
-class DenseDataset(torch.utils.data.Dataset):
+class DenseDataset(torch.utils.data.Dataset, metaclass=ABCMeta):
     """A map-style dataset of sample dicts (see :mod:`densetasks.data.sample`).
 
     Subclasses set :attr:`tasks` (the labels they can provide; a given sample may still lack
@@ -24,9 +25,9 @@ class DenseDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.task_options: dict[str, dict[str, Any]] = {}
 
-    def load(self, index: int) -> Sample:  # pragma: no cover - contract
+    @abstractmethod
+    def load(self, index: int) -> Sample:
         """Read sample ``index`` as stored (no transform)."""
-        raise NotImplementedError
 
     def __getitem__(self, index: int) -> Sample:
         sample = self.load(index)

@@ -6,6 +6,7 @@ An architecture knows tasks only by name and channel count. ``forward(image)`` r
 ``aux_weights[tag] * task.loss(...)`` to that task's loss). Models compute no loss.
 """
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -20,16 +21,17 @@ class FeatureSpec:
     stride: int
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, metaclass=ABCMeta):
     """Returns a list of feature maps, shallow to deep, described by :attr:`feature_info`."""
 
     feature_info: list[FeatureSpec]
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps, shallow to deep, as :attr:`feature_info` describes them."""
 
 
-class Architecture(nn.Module):
+class Architecture(nn.Module, metaclass=ABCMeta):
     """Base of every multi-task architecture (single task, hard sharing, ...)."""
 
     aux_weights: dict[str, float] = {}
@@ -39,15 +41,15 @@ class Architecture(nn.Module):
         super().__init__()
         self.task_channels = dict(task_channels)
 
+    @abstractmethod
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the (pre-trainable) encoder: their own learning rate group."""
-        raise NotImplementedError
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """Everything else (bottleneck, decoders, heads)."""
         encoder = {id(p) for p in self.encoder_parameters()}
         return [p for p in self.parameters() if id(p) not in encoder]
 
+    @abstractmethod
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that every task's loss reaches (gradient-based balancers use them)."""
-        raise NotImplementedError
