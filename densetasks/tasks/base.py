@@ -92,6 +92,15 @@ class Task(ABC):
         task's decoded prediction: by default this task's own. Indexable per image."""
         return predictions[self.name]
 
+    def check_output(self, output: torch.Tensor, label: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``output`` is ``[B, channels, H, W]`` for ``label``."""
+        expected = (label.shape[0], self.channels, *label.shape[-2:])
+        if tuple(output.shape) != expected:
+            raise ValueError(
+                f"{self.name} output has shape {tuple(output.shape)}, expected {expected} "
+                f"([B, {self.channels}, H, W]) for a label of shape {tuple(label.shape)}"
+            )
+
     def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``[B, H, W]``: supervised pixels of ``label``, restricted by ``mask``."""
         valid = self.label_kind.valid(label)

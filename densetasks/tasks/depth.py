@@ -90,11 +90,7 @@ class Depth(Task):
     ) -> torch.Tensor:
         """The configured loss, averaged over labelled pixels within ``mask``."""
         valid = self.valid(label, mask)
-        if output.shape != label.shape or output.ndim != 4 or output.shape[1] != 1:
-            raise ValueError(
-                f"depth output {tuple(output.shape)} and label {tuple(label.shape)} "
-                "must both be [B, 1, H, W]"
-            )
+        self.check_output(output, label)
         prediction = output.squeeze(1)
         target = self.head_target(label).squeeze(1)
         error = prediction - target

@@ -54,11 +54,7 @@ class BinaryMapTask(Task):
 
         ``mean_valid( −w₊·y·log σ(x) − w₋·(1 − y)·log(1 − σ(x)) )``.
         """
-        expected = (label.shape[0], 1, *label.shape[-2:])
-        if output.shape != expected:
-            raise ValueError(
-                f"{self.name} output has shape {tuple(output.shape)}, expected {expected}"
-            )
+        self.check_output(output, label)
         valid = self.valid(label, mask)
         if (valid & (label > 1)).any():
             raise DataError(

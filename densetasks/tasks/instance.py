@@ -162,11 +162,7 @@ class InstanceOffsets(Task):
         self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Mean over instance pixels (within ``mask``) of ``|dx − d̂x| + |dy − d̂y|``."""
-        expected = (label.shape[0], 2, *label.shape[-2:])
-        if output.shape != expected:
-            raise ValueError(
-                f"{self.name} output has shape {tuple(output.shape)}, expected {expected}"
-            )
+        self.check_output(output, label)
         target, instance = centroid_offsets(label)
         per_pixel = (output - target.to(output)).abs().sum(dim=1)
         return masked_mean(per_pixel, self.valid(label, mask) & instance)

@@ -31,11 +31,7 @@ class SurfaceNormals(Task):
     ) -> torch.Tensor:
         """Mean ``1 − cos`` between output and label vectors over labelled pixels in ``mask``."""
         valid = self.valid(label, mask)
-        if output.shape != label.shape or output.ndim != 4 or output.shape[1] != 3:
-            raise ValueError(
-                f"normals output {tuple(output.shape)} and label {tuple(label.shape)} "
-                "must both be [B, 3, H, W]"
-            )
+        self.check_output(output, label)
         cosine = (F.normalize(output, dim=1) * F.normalize(label, dim=1)).sum(dim=1)
         return masked_mean(1.0 - cosine, valid)
 

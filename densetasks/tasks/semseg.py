@@ -75,11 +75,7 @@ class SemanticSegmentation(Task):
     ) -> torch.Tensor:
         """Mean (focal) cross-entropy over the valid pixels of ``label`` within ``mask``."""
         valid = self.valid(label, mask)
-        expected = (label.shape[0], self.channels, *label.shape[-2:])
-        if output.shape != expected:
-            raise ValueError(
-                f"{self.name} output has shape {tuple(output.shape)}, expected {expected}"
-            )
+        self.check_output(output, label)
         labelled = label[valid]
         if labelled.numel() and (labelled.min() < 0 or labelled.max() >= self.num_classes):
             raise DataError(
