@@ -150,8 +150,13 @@ def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 def _png(figure: plt.Figure, title: str) -> bytes:
     figure.suptitle(title)
+    return figure_png(figure, dpi=90)
+
+
+def figure_png(figure: plt.Figure, dpi: int) -> bytes:
+    """Lay out ``figure``, render it to PNG bytes and close it (reports and sweeps)."""
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     return buffer.getvalue()

@@ -11,7 +11,6 @@ Pareto front of that pair (:func:`densetasks.engine.sweep.pareto_front`, respect
 metric's direction) drawn as a staircase, marked runs as stars.
 """
 
-import io
 import itertools
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from densetasks.engine.report_plots import figure_png  # noqa: E402
 from densetasks.engine.sweep import (  # noqa: E402
     SweepEntry,
     SweepResult,
@@ -45,11 +45,7 @@ def sweep_figure_png(result: SweepResult) -> bytes:
         for axis in row:
             if not axis.has_data():
                 axis.set_visible(False)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure, dpi=110)
 
 
 def _metric_label(result: SweepResult, task: str) -> str:
