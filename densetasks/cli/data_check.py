@@ -53,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
                     labelled = sample[task][sample[task] != IGNORE_INDEX]
                     counts += torch.bincount(labelled.flatten(), minlength=len(counts))
         print(f"{split}: {len(dataset)} samples, {count} loaded")
-        print("  tasks: " + ", ".join(f"{task} ({present[task]}/{count})" for task in dataset.tasks))
+        print(
+            "  tasks: " + ", ".join(f"{task} ({present[task]}/{count})" for task in dataset.tasks)
+        )
         for task, counts in pixel_counts.items():
             print(f"  {task} pixel fraction per class:")
-            names = dataset.task_options[task].get("class_names", [str(i) for i in range(len(counts))])
+            names = dataset.task_options[task].get(
+                "class_names", [str(i) for i in range(len(counts))]
+            )
             total = max(int(counts.sum()), 1)
             for name, value in zip(names, counts.tolist()):
                 print(f"    {name:<16} {value / total:.4f}")

@@ -1,12 +1,13 @@
 """Readers of real datasets in their published layouts (see ``docs/datasets.md``).
 
 ``READERS`` maps a format name to its reader class; every reader is a
-:class:`~densetasks.data.dataset.DenseDataset` built as ``Reader(root, split, tasks,
-transform, **options)``.
+:class:`~densetasks.data.readers._base.DatasetReader` built as ``Reader(root, split, tasks,
+transform, **options)`` and registered under its ``format_name``.
 """
 
 from densetasks._registry import Registry
 from densetasks.data.dataset import DenseDataset
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.readers.camvid import CamVid
 from densetasks.data.readers.cityscapes import Cityscapes
 from densetasks.data.readers.nyud_mat import NYUDLabelledMat
@@ -15,15 +16,12 @@ from densetasks.data.readers.nyud_npy import NYUDNpy
 from densetasks.data.readers.pascal_mt import PascalMultiTask
 
 READERS: Registry[DenseDataset] = Registry("dataset format")
-READERS.register("nyud_mt", NYUDMultiTask)
-READERS.register("nyud_npy", NYUDNpy)
-READERS.register("nyud_mat", NYUDLabelledMat)
-READERS.register("pascal_mt", PascalMultiTask)
-READERS.register("cityscapes", Cityscapes)
-READERS.register("camvid", CamVid)
+for _reader in (NYUDMultiTask, NYUDNpy, NYUDLabelledMat, PascalMultiTask, Cityscapes, CamVid):
+    READERS.register(_reader.format_name, _reader)
 
 __all__ = [
     "READERS",
+    "DatasetReader",
     "CamVid",
     "Cityscapes",
     "NYUDLabelledMat",

@@ -24,27 +24,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def select_tasks(
-    available: Sequence[str], requested: Sequence[str] | None, reader: str
-) -> tuple[str, ...]:
-    """The requested tasks (all available ones by default); unknown ones are a ConfigError."""
-    if requested is None:
-        return tuple(available)
-    unknown = [task for task in requested if task not in available]
-    if unknown:
-        raise ConfigError(
-            f"data.tasks: {reader} provides {list(available)}, not {unknown}"
-        )
-    return tuple(requested)
-
-
-def require_split(split: str, splits: Sequence[str], reader: str) -> str:
-    """``split`` if the dataset has it, else a ConfigError listing the splits it has."""
-    if split not in splits:
-        raise ConfigError(f"data.split: {reader} splits are {list(splits)}, got {split!r}")
-    return split
-
-
 def files_for_names(
     folder: Path, names: Sequence[str], suffixes: Sequence[str], what: str
 ) -> list[Path]:
@@ -112,7 +91,9 @@ def remap_classes(ids: np.ndarray, table: np.ndarray, path: Path) -> torch.Tenso
     mapped = table[ids]
     if (mapped < 0).any():
         unexpected = sorted(set(ids[mapped < 0].tolist()))[:5]
-        raise DataError(f"{path}: unexpected label values {unexpected} (neither a class nor ignore)")
+        raise DataError(
+            f"{path}: unexpected label values {unexpected} (neither a class nor ignore)"
+        )
     return torch.from_numpy(mapped)
 
 
@@ -126,11 +107,11 @@ def shift_table(num_classes: int, size: int = 256) -> np.ndarray:
     return table
 
 
-def identity_table(num_classes: int, size: int = 256) -> np.ndarray:
-    """The table of labels stored as ``0..num_classes-1`` with ``255`` = ignore."""
+def identity_table(num_classes: int, ignore: int = IGNORE_INDEX, size: int = 256) -> np.ndarray:
+    """The table of labels stored as ``0..num_classes-1`` with ``ignore`` (default 255)."""
     table = np.full(size, -1, dtype=np.int64)
     table[:num_classes] = np.arange(num_classes)
-    table[IGNORE_INDEX] = IGNORE_INDEX
+    table[ignore] = IGNORE_INDEX
     return table
 
 
@@ -166,8 +147,11 @@ def normals_to_opencv(vectors: np.ndarray, signs: Sequence[float], path: Path) -
     return torch.where(unit, tensor / length.clamp_min(1e-6), torch.zeros_like(tensor)).contiguous()
 
 
-def derive_normals(depth: torch.Tensor, intrinsics: torch.Tensor | None, path: Path) -> torch.Tensor:
-    """Normals ``[3, H, W]`` computed from metric depth (paper 001, B.1.1), needing intrinsics."""
+def derive_normals(
+    depth: torch.Tensor, intrinsics: torch.Tensor | None, path: Path
+) -> torch.Tensor:
+    """Normals ``[3, H, W]`` computed from metric depth, needing intrinsics (Lopes, Vu &
+    de Charette, WACV 2023, App. B.1.1)."""
     if intrinsics is None:
         raise DataError(f"{path}: normals from depth need the camera intrinsics, unknown here")
     return normals_from_depth(depth, intrinsics)

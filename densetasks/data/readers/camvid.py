@@ -10,14 +10,12 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.derive import edges_from_segments
 from densetasks.data.io import read_image
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import DataError
 
@@ -26,18 +24,18 @@ CLASS_NAMES = (
     "pedestrian", "bicyclist",
 )  # fmt: skip
 VOID = 11
-_TABLE = np.full(256, -1, dtype=np.int64)
-_TABLE[: len(CLASS_NAMES)] = np.arange(len(CLASS_NAMES))
-_TABLE[VOID] = IGNORE_INDEX
+_TABLE = _checks.identity_table(len(CLASS_NAMES), ignore=VOID)
 
 
-class CamVid(DenseDataset):
+class CamVid(DatasetReader):
     """CamVid (Brostow et al. 2009) as SegNet ships it: 367 / 101 / 233 frames.
 
     Edges are the boundaries between classes (:func:`edges_from_segments`, 2 px wide, void
     pixels ignored), so the set is a two-task benchmark. Intrinsics are not known.
     """
 
+    format_name = "camvid"
+    root_holds = "the CamVid root"
     tasks = ("semseg", "edges")
     splits = ("train", "val", "test")
 
@@ -48,14 +46,8 @@ class CamVid(DenseDataset):
         tasks: Sequence[str] | None = None,
         transform: Transform | None = None,
     ) -> None:
-        super().__init__(transform)
-        self.root = _checks.require_dir(Path(root), "the CamVid root")
-        _checks.require_split(split, self.splits, "camvid")
-        self.tasks = _checks.select_tasks(type(self).tasks, tasks, "camvid")
-        if "semseg" in self.tasks:
-            self.task_options = {
-                "semseg": {"num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES)}
-            }
+        super().__init__(root, split, tasks, transform)
+        self.set_class_names(semseg=CLASS_NAMES)
         self._pairs = _read_pairs(self.root, self.root / f"{split}.txt")
         self.names = [image.stem for image, _ in self._pairs]
         for folder in (f"{split}", f"{split}annot"):
@@ -66,16 +58,13 @@ class CamVid(DenseDataset):
                     f"{self.root / folder}: {present} PNG files, but {split}.txt lists {listed}"
                 )
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def load(self, index: int) -> Sample:
         image_path, label_path = self._pairs[index]
         image = read_image(image_path)
         ids = _checks.read_class_png(label_path)
-        segments = _checks.check_same_size(_checks.remap_classes(ids, _TABLE, label_path), image, label_path)
-        meta: dict[str, Any] = {"name": self.names[index]}
-        sample: Sample = {"image": image, "meta": meta}
+        segments = _checks.remap_classes(ids, _TABLE, label_path)
+        _checks.check_same_size(segments, image, label_path)
+        sample = self.new_sample(index, image)
         if "semseg" in self.tasks:
             sample["semseg"] = segments
         if "edges" in self.tasks:

@@ -11,15 +11,15 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.io import read_image, read_json
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import ConfigError, DataError
 
@@ -39,9 +39,10 @@ _VOID_IDS = range(0, 7)
 _CATEGORY_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 _NAMES_19 = tuple(name for _, name, train_id, _ in _LABELS if train_id != IGNORE_INDEX)
 _NAMES_16 = tuple(name for name in _NAMES_19 if name not in ("terrain", "truck", "train"))
-"""The 16 classes shared with SYNTHIA (the 19 without terrain, truck and train), paper 001."""
+"""The 16 classes shared with SYNTHIA (the 19 without terrain, truck and train), as Lopes,
+Vu & de Charette (WACV 2023) use them."""
 TINY_SIZE = (128, 256)
-"""Tiny Cityscapes of paper 000 (Kendall et al.): every frame resized to 128×256."""
+"""Tiny Cityscapes of Kendall, Gal & Cipolla (CVPR 2018): every frame resized to 128×256."""
 
 
 def _class_table(num_classes: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -51,7 +52,9 @@ def _class_table(num_classes: int) -> tuple[np.ndarray, tuple[str, ...]]:
     table[IGNORE_INDEX] = IGNORE_INDEX
     names = {19: _NAMES_19, 16: _NAMES_16, 7: _CATEGORY_NAMES}.get(num_classes)
     if names is None:
-        raise ConfigError(f"data.options.num_classes: cityscapes has 19, 16 or 7, got {num_classes}")
+        raise ConfigError(
+            f"data.options.num_classes: cityscapes has 19, 16 or 7, got {num_classes}"
+        )
     for label_id, name, _, category in _LABELS:
         if num_classes == 7:
             table[label_id] = category - 1
@@ -60,17 +63,20 @@ def _class_table(num_classes: int) -> tuple[np.ndarray, tuple[str, ...]]:
     return table, names
 
 
-class Cityscapes(DenseDataset):
+class Cityscapes(DatasetReader):
     """Cityscapes fine annotations with stereo depth.
 
     Depth is ``baseline · fx / disparity`` (metres; 0 where the disparity PNG holds 0 or 1,
     i.e. no match); :func:`inverse_depth` gives its inverse. ``num_classes`` picks the
     19 train classes, the 16 shared with SYNTHIA or the 7 categories. ``tiny=True`` resizes
-    every frame to 128×256 (paper 000): image bilinear, labels and depth nearest, intrinsics
-    scaled. ``normals_from_depth=True`` adds normals from the stereo depth (paper 001).
+    every frame to 128×256 (Kendall, Gal & Cipolla, CVPR 2018): image bilinear, labels and
+    depth nearest, intrinsics scaled. ``normals_from_depth=True`` adds normals from the stereo
+    depth (Lopes, Vu & de Charette, WACV 2023).
     Instance ids are the ``instanceIds`` values ≥ 1000 (``label id · 1000 + k``), 0 elsewhere.
     """
 
+    format_name = "cityscapes"
+    root_holds = "the Cityscapes root"
     tasks = ("semseg", "depth", "instance", "normals")
     splits = ("train", "val", "test")
 
@@ -84,16 +90,14 @@ class Cityscapes(DenseDataset):
         tiny: bool = False,
         normals_from_depth: bool = False,
     ) -> None:
-        super().__init__(transform)
-        self.root = _checks.require_dir(Path(root), "the Cityscapes root")
-        _checks.require_split(split, self.splits, "cityscapes")
         available = type(self).tasks if normals_from_depth else type(self).tasks[:3]
-        self.tasks = _checks.select_tasks(available, tasks, "cityscapes")
+        super().__init__(root, split, tasks, transform, available)
         self.tiny = tiny
         self._table, names = _class_table(num_classes)
-        if "semseg" in self.tasks:
-            self.task_options = {"semseg": {"num_classes": num_classes, "class_names": list(names)}}
-        image_root = _checks.require_dir(self.root / "leftImg8bit" / split, "leftImg8bit/<split>/<city>/")
+        self.set_class_names(semseg=names)
+        image_root = _checks.require_dir(
+            self.root / "leftImg8bit" / split, "leftImg8bit/<split>/<city>/"
+        )
         images = sorted(image_root.glob("*/*_leftImg8bit.png"))
         if not images:
             raise DataError(f"{image_root}: no <city>/*_leftImg8bit.png images")
@@ -115,9 +119,6 @@ class Cityscapes(DenseDataset):
             needed.append(("disparity", "disparity", "_disparity.png"))
             needed.append(("camera", "camera", "_camera.json"))
         return needed
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def load(self, index: int) -> Sample:
         files = {key: paths[index] for key, paths in self._files.items()}
@@ -144,11 +145,10 @@ class Cityscapes(DenseDataset):
         if intrinsics is not None:
             intrinsics = _checks.intrinsics_for_size(intrinsics, size, tuple(image.shape[-2:]))
         if "normals" in self.tasks:
-            labels["normals"] = _checks.derive_normals(labels["depth"], intrinsics, files["disparity"])
-        meta: dict[str, Any] = {"name": self.names[index]}
-        if intrinsics is not None:
-            meta["intrinsics"] = intrinsics
-        sample: Sample = {"image": image, "meta": meta}
+            labels["normals"] = _checks.derive_normals(
+                labels["depth"], intrinsics, files["disparity"]
+            )
+        sample = self.new_sample(index, image, intrinsics)
         sample.update({task: labels[task] for task in self.tasks})
         return sample
 
@@ -170,7 +170,9 @@ def _read_camera(path: Path) -> tuple[float, torch.Tensor]:
         baseline = float(camera["extrinsic"]["baseline"])
         fx, fy, u0, v0 = (float(camera["intrinsic"][key]) for key in ("fx", "fy", "u0", "v0"))
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path}: expected extrinsic.baseline and intrinsic.fx/fy/u0/v0 ({error})") from None
+        raise DataError(
+            f"{path}: expected extrinsic.baseline and intrinsic.fx/fy/u0/v0 ({error})"
+        ) from None
     if baseline <= 0 or fx <= 0:
         raise DataError(f"{path}: baseline and fx must be positive, got {baseline}, {fx}")
     return baseline, _checks.pinhole(fx, fy, u0, v0)

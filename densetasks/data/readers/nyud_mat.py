@@ -24,8 +24,9 @@ import numpy as np
 import scipy.io
 import torch
 
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.readers._nyud import CLASS_NAMES_13, CLASS_NAMES_40, KINECT_INTRINSICS
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import ConfigError, DataError
@@ -35,18 +36,20 @@ _SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs", "val": "testNdxs"}
 _MAX_INSTANCES_PER_CLASS = 256
 
 
-class NYUDLabelledMat(DenseDataset):
+class NYUDLabelledMat(DatasetReader):
     """The official labelled NYUD-v2 file: semseg (40 or 13 classes), depth, normals, instance.
 
     ``split`` is ``train`` (795 frames), ``test`` (654; ``val`` is the same frames, as the
     multi-task literature calls them) or ``all`` (every frame, no ``splits.mat`` needed).
     Options: ``num_classes`` 40 or 13; ``raw_depth=True`` reads ``rawDepths`` (holes = 0)
     instead of the in-painted ``depths``; ``mapping40`` / ``mapping13`` / ``splits_file``
-    paths (default: beside the ``.mat``). Normals are computed from the depth (paper 001,
-    B.1.1) with the Kinect intrinsics. Instance ids are ``class · 256 + instance number``,
-    0 where unlabelled.
+    paths (default: beside the ``.mat``). Normals are computed from the depth (Lopes, Vu &
+    de Charette, WACV 2023, App. B.1.1) with the Kinect intrinsics. Instance ids are
+    ``class · 256 + instance number``, 0 where unlabelled.
     """
 
+    format_name = "nyud_mat"
+    root_holds = "the folder of nyu_depth_v2_labeled.mat"
     tasks = ("semseg", "depth", "normals", "instance")
     splits = ("train", "val", "test", "all")
 
@@ -63,10 +66,7 @@ class NYUDLabelledMat(DenseDataset):
         mapping13: str | Path | None = None,
         splits_file: str | Path | None = None,
     ) -> None:
-        super().__init__(transform)
-        self.root = _checks.require_dir(Path(root), "the folder of nyu_depth_v2_labeled.mat")
-        _checks.require_split(split, self.splits, "nyud_mat")
-        self.tasks = _checks.select_tasks(type(self).tasks, tasks, "nyud_mat")
+        super().__init__(root, split, tasks, transform)
         if num_classes not in _CLASS_NAMES:
             raise ConfigError(f"data.options.num_classes: nyud_mat has 40 or 13, got {num_classes}")
         self.path = self.root / file
@@ -84,8 +84,7 @@ class NYUDLabelledMat(DenseDataset):
                 Path(mapping40 or self.root / "classMapping40.mat"),
                 Path(mapping13 or self.root / "class13Mapping.mat"),
             )
-            names = list(_CLASS_NAMES[num_classes])
-            self.task_options = {"semseg": {"num_classes": num_classes, "class_names": names}}
+            self.set_class_names(semseg=_CLASS_NAMES[num_classes])
         self._file: h5py.File | None = None
 
     def _check_file(self) -> int:
@@ -101,16 +100,16 @@ class NYUDLabelledMat(DenseDataset):
             raise DataError(f"{self.path}: missing dataset {error}") from None
         count, channels, width, height = shapes["images"]
         if channels != 3:
-            raise DataError(f"{self.path}: images must be [N, 3, W, H], got {list(shapes['images'])}")
+            raise DataError(
+                f"{self.path}: images must be [N, 3, W, H], got {list(shapes['images'])}"
+            )
         for key, shape in shapes.items():
             if key != "images" and tuple(shape) != (count, width, height):
                 raise DataError(
-                    f"{self.path}: {key} must be [N, W, H] = {[count, width, height]}, got {list(shape)}"
+                    f"{self.path}: {key} must be [N, W, H] = {[count, width, height]}, "
+                    f"got {list(shape)}"
                 )
         return count
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def load(self, index: int) -> Sample:
         if self._file is None:
@@ -118,8 +117,7 @@ class NYUDLabelledMat(DenseDataset):
         frame = self.indices[index]
         image = torch.from_numpy(self._file["images"][frame].transpose(0, 2, 1) / 255.0).float()
         intrinsics = KINECT_INTRINSICS.clone()
-        meta: dict[str, Any] = {"name": self.names[index], "intrinsics": intrinsics}
-        sample: Sample = {"image": image, "meta": meta}
+        sample = self.new_sample(index, image, intrinsics)
         raw_labels = self._file["labels"][frame].T.astype(np.int64)
         if "semseg" in self.tasks:
             sample["semseg"] = _checks.remap_classes(raw_labels, self._class_table, self.path)
@@ -166,7 +164,9 @@ def _class_table(num_classes: int, mapping40: Path, mapping13: Path) -> np.ndarr
         struct = _load_mat(mapping13, "classMapping13")["classMapping13"]
         to_13 = np.asarray(struct[0, 0][0]).ravel().astype(np.int64)
         if to_13.size != 40 or to_13.min() < 0 or to_13.max() > 13:
-            raise DataError(f"{mapping13}: classMapping13's first field must map 40 classes to 0..13")
+            raise DataError(
+                f"{mapping13}: classMapping13's first field must map 40 classes to 0..13"
+            )
         raw_to_class = np.concatenate([[0], to_13])[raw_to_class]
     return np.where(raw_to_class > 0, raw_to_class - 1, IGNORE_INDEX)
 
@@ -180,5 +180,6 @@ def _load_mat(path: Path, key: str) -> dict[str, Any]:
     except (OSError, ValueError, NotImplementedError) as error:
         raise DataError(f"{path}: cannot read .mat file ({error})") from None
     if key not in content:
-        raise DataError(f"{path}: no variable {key!r} (has {sorted(k for k in content if not k.startswith('__'))})")
+        variables = sorted(name for name in content if not name.startswith("__"))
+        raise DataError(f"{path}: no variable {key!r} (has {variables})")
     return content

@@ -13,15 +13,15 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.folder import read_split
 from densetasks.data.io import read_image, read_npy, read_png_array
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.readers._nyud import CLASS_NAMES_40, kinect_intrinsics
 from densetasks.errors import DataError
 
@@ -34,16 +34,19 @@ _LABEL_FOLDERS = {
 _SEMSEG_TABLE = _checks.shift_table(len(CLASS_NAMES_40))
 
 
-class NYUDMultiTask(DenseDataset):
+class NYUDMultiTask(DatasetReader):
     """NYUD-v2 as ATRC and MTL-PyTorch store it: semseg (40), depth, normals, edges.
 
     Options: ``normals_signs`` multiplies the stored normal components to reach the OpenCV
     camera frame (default ``(1, 1, 1)``: the files are taken as already in it);
-    ``normals_from_depth=True`` computes normals from depth (paper 001, B.1.1) instead of
-    reading ``normals/``; ``crop_origin=(top, left)`` says the images are crops of the
-    640×480 Kinect frame (else they are taken as resized whole frames) for the intrinsics.
+    ``normals_from_depth=True`` computes normals from depth (Lopes, Vu & de Charette,
+    WACV 2023, App. B.1.1) instead of reading ``normals/``; ``crop_origin=(top, left)`` says
+    the images are crops of the 640×480 Kinect frame (else they are taken as resized whole
+    frames) for the intrinsics.
     """
 
+    format_name = "nyud_mt"
+    root_holds = "the NYUD_MT dataset root"
     tasks = ("semseg", "depth", "normals", "edges")
     splits = ("train", "val")
 
@@ -57,15 +60,11 @@ class NYUDMultiTask(DenseDataset):
         normals_from_depth: bool = False,
         crop_origin: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(transform)
-        self.root = _checks.require_dir(Path(root), "the NYUD_MT dataset root")
-        self.tasks = _checks.select_tasks(type(self).tasks, tasks, "nyud_mt")
-        _checks.require_split(split, self.splits, "nyud_mt")
+        super().__init__(root, split, tasks, transform)
         self.normals_signs = _checks.check_signs(normals_signs, "normals_signs")
         self.normals_from_depth = normals_from_depth
         self.crop_origin = None if crop_origin is None else tuple(crop_origin)
-        if "semseg" in self.tasks:
-            self.task_options = {"semseg": {"num_classes": 40, "class_names": list(CLASS_NAMES_40)}}
+        self.set_class_names(semseg=CLASS_NAMES_40)
         self.names = read_split(self.root / "gt_sets" / f"{split}.txt")
         self._images = _checks.files_for_names(self.root / "images", self.names, (".jpg",), "image")
         self._labels = {
@@ -81,14 +80,10 @@ class NYUDMultiTask(DenseDataset):
             needed.add("depth")
         return needed
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def load(self, index: int) -> Sample:
         image = read_image(self._images[index])
         intrinsics = kinect_intrinsics(tuple(image.shape[-2:]), self.crop_origin)
-        meta: dict[str, Any] = {"name": self.names[index], "intrinsics": intrinsics}
-        sample: Sample = {"image": image, "meta": meta}
+        sample = self.new_sample(index, image, intrinsics)
         labels = {task: self._read(task, paths[index]) for task, paths in self._labels.items()}
         for task, label in labels.items():
             _checks.check_same_size(label, image, self._labels[task][index])
@@ -114,7 +109,9 @@ def _read_depth(path: Path) -> torch.Tensor:
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[..., 0]
     if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
-        raise DataError(f"{path}: depth must be float [H, W] metres, got {depth.dtype} {list(depth.shape)}")
+        raise DataError(
+            f"{path}: depth must be float [H, W] metres, got {depth.dtype} {list(depth.shape)}"
+        )
     depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
     return torch.from_numpy(depth)[None]
 

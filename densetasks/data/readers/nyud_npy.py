@@ -10,14 +10,14 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.io import read_npy
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.readers._nyud import CLASS_NAMES_13, kinect_intrinsics
 from densetasks.data.readers.nyud_mt import _read_depth
 from densetasks.data.sample import IGNORE_INDEX
@@ -26,7 +26,7 @@ from densetasks.errors import DataError
 _FOLDERS = {"image": "image", "semseg": "label", "depth": "depth", "normals": "normal"}
 
 
-class NYUDNpy(DenseDataset):
+class NYUDNpy(DatasetReader):
     """NYUD-v2 as mtan and LibMTL store it: semseg (13 classes), depth, normals.
 
     Samples are named by their index (the file stem). ``normals_signs`` converts the stored
@@ -34,6 +34,8 @@ class NYUDNpy(DenseDataset):
     Intrinsics are the Kinect matrix scaled from 480×640 to the stored size.
     """
 
+    format_name = "nyud_npy"
+    root_holds = "the nyud_npy root, holding train/ and val/"
     tasks = ("semseg", "depth", "normals")
     splits = ("train", "val")
 
@@ -45,38 +47,29 @@ class NYUDNpy(DenseDataset):
         transform: Transform | None = None,
         normals_signs: Sequence[float] = (1, 1, 1),
     ) -> None:
-        super().__init__(transform)
-        _checks.require_split(split, self.splits, "nyud_npy")
-        self.root = _checks.require_dir(Path(root) / split, f"the nyud_npy {split!r} split")
-        self.tasks = _checks.select_tasks(type(self).tasks, tasks, "nyud_npy")
+        super().__init__(root, split, tasks, transform)
+        split_root = _checks.require_dir(self.root / split, f"the nyud_npy {split!r} split")
         self.normals_signs = _checks.check_signs(normals_signs, "normals_signs")
-        if "semseg" in self.tasks:
-            self.task_options = {"semseg": {"num_classes": 13, "class_names": list(CLASS_NAMES_13)}}
-        image_folder = _checks.require_dir(self.root / "image", "image/<i>.npy")
+        self.set_class_names(semseg=CLASS_NAMES_13)
+        image_folder = _checks.require_dir(split_root / "image", "image/<i>.npy")
         self.names = sorted((path.stem for path in image_folder.glob("*.npy")), key=_index_order)
         if not self.names:
             raise DataError(f"{image_folder}: no image .npy files")
         self._files = {
-            key: _checks.files_for_names(self.root / folder, self.names, (".npy",), folder)
+            key: _checks.files_for_names(split_root / folder, self.names, (".npy",), folder)
             for key, folder in _FOLDERS.items()
             if key == "image" or key in self.tasks
         }
         for key, paths in self._files.items():
-            stray = len(list((self.root / _FOLDERS[key]).glob("*.npy"))) - len(paths)
+            folder = split_root / _FOLDERS[key]
+            stray = len(list(folder.glob("*.npy"))) - len(paths)
             if stray:
-                raise DataError(
-                    f"{self.root / _FOLDERS[key]}: {stray} more files than images in {image_folder}"
-                )
-
-    def __len__(self) -> int:
-        return len(self.names)
+                raise DataError(f"{folder}: {stray} more files than images in {image_folder}")
 
     def load(self, index: int) -> Sample:
         image_path = self._files["image"][index]
         image = _read_image(image_path)
-        size = tuple(image.shape[-2:])
-        meta: dict[str, Any] = {"name": self.names[index], "intrinsics": kinect_intrinsics(size)}
-        sample: Sample = {"image": image, "meta": meta}
+        sample = self.new_sample(index, image, kinect_intrinsics(tuple(image.shape[-2:])))
         for task in self.tasks:
             path = self._files[task][index]
             if task == "semseg":
@@ -97,7 +90,9 @@ def _index_order(stem: str) -> tuple[int, str]:
 def _read_image(path: Path) -> torch.Tensor:
     array = read_npy(path)
     if array.ndim != 3 or array.shape[2] != 3 or not np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"{path}: image must be float [H, W, 3], got {array.dtype} {list(array.shape)}")
+        raise DataError(
+            f"{path}: image must be float [H, W, 3], got {array.dtype} {list(array.shape)}"
+        )
     if array.min(initial=0.0) < 0.0 or array.max(initial=0.0) > 1.0:
         raise DataError(f"{path}: image values must be in [0, 1] (mtan stores them so)")
     return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1).contiguous()

@@ -24,10 +24,11 @@ import numpy as np
 import scipy.io
 import torch
 
-from densetasks.data.dataset import DenseDataset, Sample, Transform
+from densetasks.data.dataset import Sample, Transform
 from densetasks.data.folder import read_split
 from densetasks.data.io import read_image, read_png_array
 from densetasks.data.readers import _checks
+from densetasks.data.readers._base import DatasetReader
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import DataError
 
@@ -57,7 +58,7 @@ _FILES = {
 }
 
 
-class PascalMultiTask(DenseDataset):
+class PascalMultiTask(DatasetReader):
     """PASCAL-Context multi-task: semseg (21), parts (7), normals, saliency, edges.
 
     Human parts exist only for images with a ``human_parts/<name>.mat`` holding a person
@@ -69,6 +70,8 @@ class PascalMultiTask(DenseDataset):
     Intrinsics are not known.
     """
 
+    format_name = "pascal_mt"
+    root_holds = "the PASCAL_MT root"
     tasks = ("semseg", "parts", "normals", "saliency", "edges")
     splits = ("train", "val")
 
@@ -81,18 +84,13 @@ class PascalMultiTask(DenseDataset):
         semseg_folder: str = "pascal-context",
         normals_signs: Sequence[float] = (1, 1, 1),
     ) -> None:
-        super().__init__(transform)
-        self.root = _checks.require_dir(Path(root), "the PASCAL_MT root")
-        _checks.require_split(split, self.splits, "pascal_mt")
-        self.tasks = _checks.select_tasks(type(self).tasks, tasks, "pascal_mt")
+        super().__init__(root, split, tasks, transform)
         self.normals_signs = _checks.check_signs(normals_signs, "normals_signs")
-        self.task_options = {
-            task: {"num_classes": len(names), "class_names": list(names)}
-            for task, names in (("semseg", SEMSEG_NAMES), ("parts", PART_NAMES))
-            if task in self.tasks
-        }
+        self.set_class_names(semseg=SEMSEG_NAMES, parts=PART_NAMES)
         self.names = read_split(self.root / "ImageSets" / "Context" / f"{split}.txt")
-        self._images = _checks.files_for_names(self.root / "JPEGImages", self.names, (".jpg",), "image")
+        self._images = _checks.files_for_names(
+            self.root / "JPEGImages", self.names, (".jpg",), "image"
+        )
         self._labels: dict[str, list[Path | None]] = {}
         for task in self.tasks:
             folder, suffix = _FILES[task]
@@ -102,15 +100,13 @@ class PascalMultiTask(DenseDataset):
                 files = [parts_dir / f"{name}.mat" for name in self.names]
                 self._labels[task] = [path if path.is_file() else None for path in files]
             else:
-                self._labels[task] = list(_checks.files_for_names(folder_path, self.names, (suffix,), task))
-
-    def __len__(self) -> int:
-        return len(self.names)
+                self._labels[task] = list(
+                    _checks.files_for_names(folder_path, self.names, (suffix,), task)
+                )
 
     def load(self, index: int) -> Sample:
         image = read_image(self._images[index])
-        meta: dict[str, Any] = {"name": self.names[index]}
-        sample: Sample = {"image": image, "meta": meta}
+        sample = self.new_sample(index, image)
         for task in self.tasks:
             path = self._labels[task][index]
             label = None if path is None else self._read(task, path)
@@ -136,7 +132,9 @@ def read_human_parts(path: Path) -> torch.Tensor | None:
     objects = _mat_variable(path, "anno")["objects"][0, 0]
     target = None
     unannotated = None
-    for person in (obj for obj in objects.ravel() if int(obj["class_ind"].squeeze()) == PERSON_CLASS):
+    for person in (
+        obj for obj in objects.ravel() if int(obj["class_ind"].squeeze()) == PERSON_CLASS
+    ):
         mask = person["mask"].astype(bool)
         if target is None:
             target = np.zeros(mask.shape, dtype=np.int64)
