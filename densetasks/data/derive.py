@@ -1,4 +1,9 @@
-"""Labels derived from other labels: semantic edges from a segment map."""
+"""Labels derived from other labels: semantic edges from a segment map, centroid offsets
+from instance ids.
+
+The offsets live here rather than in ``densetasks.tasks.instance`` because both the instance
+task (its loss target) and ``densetasks.metrics.offsets`` (its ground truth) derive them from
+the ids; the metrics must not import the tasks, which import the metrics."""
 
 import torch
 import torch.nn.functional as F
@@ -34,3 +39,40 @@ def edges_from_segments(
     out = edge.to(torch.uint8)
     out[ignored & ~edge] = IGNORE_INDEX
     return out
+
+
+def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets to the instance centroids and the instance-pixel mask of a batch of id maps.
+
+    ``ids`` is int ``[B, H, W]`` (0 = no instance, any positive id; the same id in two
+    images of the batch is two instances). Pixel ``(row y, column x)`` sits at ``(x, y)``;
+    the centroid is the mean position of the instance's pixels, so it may fall between
+    pixels. Returns float32 offsets ``[B, 2, H, W]`` (channel 0 = dx = centroid x − x,
+    channel 1 = dy), zero outside instances, and the bool mask ``ids > 0`` ``[B, H, W]``.
+
+    Vectorised: (image, id) pairs are numbered by ``torch.unique`` and the coordinates of
+    each pair summed by one ``scatter_add``; there is no loop over instances.
+    """
+    if ids.ndim != 3 or ids.is_floating_point():
+        raise ValueError(
+            f"instance ids must be an integer [B, H, W] tensor, got {ids.dtype} {tuple(ids.shape)}"
+        )
+    batch, height, width = ids.shape
+    instance = ids > 0
+    ids = ids.long()
+    image = torch.arange(batch, device=ids.device)[:, None, None]
+    key = image * (int(ids.max().clamp(min=0)) + 1) + ids.clamp(min=0)
+    _, group = torch.unique(key.flatten(), return_inverse=True)
+    groups = int(group.max()) + 1
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64, device=ids.device),
+        torch.arange(width, dtype=torch.float64, device=ids.device),
+        indexing="ij",
+    )
+    positions = torch.stack([xs, ys])[:, None].expand(-1, batch, -1, -1).reshape(2, -1)
+    totals = torch.zeros(2, groups, dtype=torch.float64, device=ids.device)
+    totals.scatter_add_(1, group.expand(2, -1), positions)
+    sizes = torch.bincount(group, minlength=groups).to(torch.float64)
+    centroids = totals / sizes
+    offsets = (centroids[:, group] - positions) * instance.flatten()
+    return offsets.view(2, batch, height, width).transpose(0, 1).float(), instance

@@ -1,23 +1,37 @@
 """Instance segmentation evaluation of paper 000: offset error and mask AP together.
 
-The instance task's evaluation input is an :class:`~densetasks.tasks.instance.InstancePrediction`
-(offsets plus the semantic prediction). The offsets are scored directly (mean error in
-pixels, paper 000 Table 1); they are also grouped into instances with OPTICS on the centroid
-votes (``tasks/instance_grouping.py``) and the instance masks are scored with COCO-style AP.
+The instance task's evaluation input is an :class:`InstancePrediction` (offsets plus the
+semantic prediction), defined here as the input this metric reads and re-exported by
+``densetasks.tasks.instance``. The offsets are scored directly (mean error in pixels, paper
+000 Table 1); they are also grouped into instances with OPTICS on the centroid votes
+(:mod:`densetasks.metrics.instance_grouping`) and the instance masks are scored with
+COCO-style AP. Nothing here imports ``densetasks.tasks`` (the tasks import the metrics).
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from densetasks.metrics.base import Metric
 from densetasks.metrics.instance_ap import InstanceAPMetric
 from densetasks.metrics.offsets import OffsetErrorMetric
-from densetasks.tasks.instance_grouping import GroupingConfig, group_instances_batch
+from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
 
-if TYPE_CHECKING:
-    from densetasks.tasks.instance import InstancePrediction
+
+@dataclass(frozen=True)
+class InstancePrediction:
+    """Offsets ``[B, 2, H, W]`` with the semantic prediction ``[B, H, W]`` they are grouped
+    with (or one image of each, after indexing)."""
+
+    offsets: torch.Tensor
+    semantic: torch.Tensor
+
+    def __getitem__(self, index: int) -> "InstancePrediction":
+        return InstancePrediction(self.offsets[index], self.semantic[index])
+
+    def cpu(self) -> "InstancePrediction":
+        return InstancePrediction(self.offsets.cpu(), self.semantic.cpu())
 
 
 class InstanceSegmentationMetrics(Metric):
@@ -43,7 +57,7 @@ class InstanceSegmentationMetrics(Metric):
         self.offsets.reset()
         self.masks.reset()
 
-    def update(self, pred: "InstancePrediction | torch.Tensor", target: torch.Tensor) -> None:
+    def update(self, pred: InstancePrediction | torch.Tensor, target: torch.Tensor) -> None:
         """Add one batch: offsets and semantic prediction in ``pred``, ids in ``target``.
 
         Offsets alone (a run without semantic predictions) update the offset error only;

@@ -7,8 +7,8 @@ over every instance pixel of the set (one mean over pixels, not a mean of per-im
 
 import torch
 
+from densetasks.data.derive import centroid_offsets
 from densetasks.metrics.base import Metric
-from densetasks.tasks.instance import centroid_offsets
 
 
 class OffsetErrorMetric(Metric):

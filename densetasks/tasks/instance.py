@@ -1,80 +1,36 @@
 """Instance centroid offsets (paper 000, Sec. 4): each instance pixel regresses the vector
 ``(dx, dy)`` in pixels from itself to the centroid of its instance; L1 loss over instance
 pixels. With ``instance_classes`` set, evaluation groups the votes ``pixel + offset`` of the
-pixels predicted as an instance class into instances (OPTICS, ``instance_grouping.py``) and
-scores their masks with AP (see ``docs/instances.md``)."""
+pixels predicted as an instance class into instances (OPTICS,
+:mod:`densetasks.metrics.instance_grouping`) and scores their masks with AP (see
+``docs/instances.md``).
+
+The target function :func:`~densetasks.data.derive.centroid_offsets` and the evaluation input
+:class:`~densetasks.metrics.instance_segmentation.InstancePrediction` live beside the metrics
+that read them (the metrics never import the tasks); both are re-exported here."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.colors import hsv_to_rgb
 
+from densetasks.data.derive import centroid_offsets
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError
 from densetasks.metrics.base import Metric
+from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
+from densetasks.metrics.instance_segmentation import (
+    InstancePrediction,
+    InstanceSegmentationMetrics,
+)
+from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
 
-if TYPE_CHECKING:
-    from densetasks.tasks.instance_grouping import GroupingConfig
-
 GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 """Hue step between consecutive instance ids: neighbouring ids get well-separated colours."""
-
-
-def centroid_offsets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets to the instance centroids and the instance-pixel mask of a batch of id maps.
-
-    ``ids`` is int ``[B, H, W]`` (0 = no instance, any positive id; the same id in two
-    images of the batch is two instances). Pixel ``(row y, column x)`` sits at ``(x, y)``;
-    the centroid is the mean position of the instance's pixels, so it may fall between
-    pixels. Returns float32 offsets ``[B, 2, H, W]`` (channel 0 = dx = centroid x − x,
-    channel 1 = dy), zero outside instances, and the bool mask ``ids > 0`` ``[B, H, W]``.
-
-    Vectorised: (image, id) pairs are numbered by ``torch.unique`` and the coordinates of
-    each pair summed by one ``scatter_add``; there is no loop over instances.
-    """
-    if ids.ndim != 3 or ids.is_floating_point():
-        raise ValueError(
-            f"instance ids must be an integer [B, H, W] tensor, got {ids.dtype} {tuple(ids.shape)}"
-        )
-    batch, height, width = ids.shape
-    instance = ids > 0
-    ids = ids.long()
-    image = torch.arange(batch, device=ids.device)[:, None, None]
-    key = image * (int(ids.max().clamp(min=0)) + 1) + ids.clamp(min=0)
-    _, group = torch.unique(key.flatten(), return_inverse=True)
-    groups = int(group.max()) + 1
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=ids.device),
-        torch.arange(width, dtype=torch.float64, device=ids.device),
-        indexing="ij",
-    )
-    positions = torch.stack([xs, ys])[:, None].expand(-1, batch, -1, -1).reshape(2, -1)
-    totals = torch.zeros(2, groups, dtype=torch.float64, device=ids.device)
-    totals.scatter_add_(1, group.expand(2, -1), positions)
-    sizes = torch.bincount(group, minlength=groups).to(torch.float64)
-    centroids = totals / sizes
-    offsets = (centroids[:, group] - positions) * instance.flatten()
-    return offsets.view(2, batch, height, width).transpose(0, 1).float(), instance
-
-
-@dataclass(frozen=True)
-class InstancePrediction:
-    """Offsets ``[B, 2, H, W]`` with the semantic prediction ``[B, H, W]`` they are grouped
-    with (or one image of each, after indexing)."""
-
-    offsets: torch.Tensor
-    semantic: torch.Tensor
-
-    def __getitem__(self, index: int) -> "InstancePrediction":
-        return InstancePrediction(self.offsets[index], self.semantic[index])
-
-    def cpu(self) -> "InstancePrediction":
-        return InstancePrediction(self.offsets.cpu(), self.semantic.cpu())
 
 
 class InstanceOffsets(Task):
@@ -110,9 +66,7 @@ class InstanceOffsets(Task):
         self.grouping = dict(grouping or {})
         self._grouping_config = self._build_grouping_config()
 
-    def _build_grouping_config(self) -> "GroupingConfig":
-        from densetasks.tasks.instance_grouping import GroupingConfig
-
+    def _build_grouping_config(self) -> GroupingConfig:
         known = set(GroupingConfig.__dataclass_fields__)
         unknown = sorted(set(self.grouping) - known)
         if unknown:
@@ -147,10 +101,8 @@ class InstanceOffsets(Task):
             return predictions[self.name]
         return InstancePrediction(predictions[self.name], predictions[self.semantic_task])
 
-    def group(self, prediction: "InstancePrediction") -> torch.Tensor:
+    def group(self, prediction: InstancePrediction) -> torch.Tensor:
         """Instance ids ``[B, H, W]`` from batched offsets and semantic predictions."""
-        from densetasks.tasks.instance_grouping import group_instances_batch
-
         return group_instances_batch(
             prediction.offsets.detach().cpu(),
             prediction.semantic.cpu(),
@@ -173,10 +125,6 @@ class InstanceOffsets(Task):
 
     def metrics(self) -> Metric:
         """Offset error; with ``instance_classes`` also mask AP of the grouped instances."""
-        # Imported here: the metrics import centroid_offsets from this module.
-        from densetasks.metrics.instance_segmentation import InstanceSegmentationMetrics
-        from densetasks.metrics.offsets import OffsetErrorMetric
-
         if self.instance_classes is None:
             return OffsetErrorMetric()
         return InstanceSegmentationMetrics(self.instance_classes, self._grouping_config)
@@ -224,3 +172,6 @@ def _id_colours(ids: np.ndarray) -> np.ndarray:
     hue = (ids.astype(np.float64) * GOLDEN_RATIO_CONJUGATE) % 1.0
     hsv = np.stack([hue, np.full_like(hue, 0.7), (ids > 0).astype(np.float64)], axis=-1)
     return (hsv_to_rgb(hsv) * 255.0).round().astype(np.uint8)
+
+
+__all__ = ["InstanceOffsets", "InstancePrediction", "centroid_offsets"]
