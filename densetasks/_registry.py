@@ -26,6 +26,11 @@ class Registry(Generic[T]):
         self._items[name] = factory
         return factory
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in or a test that registered its own member cleans up)."""
+        self.get(name)
+        del self._items[name]
+
     def get(self, name: str) -> Callable[..., T]:
         try:
             return self._items[name]

@@ -2,7 +2,9 @@
 
 For each image ``<stem>.<ext>`` it writes ``<stem>_<task>.png`` per task (the task's own
 visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and every task
-side by side, each panel labelled.
+side by side, each panel labelled. The prediction itself is the one inference path,
+:class:`~densetasks.inference.Predictor`; a conditioned model takes its inputs from
+``--condition NAME=PNG`` (e.g. a Task Palette of task ids), otherwise its evaluation plan.
 """
 
 import argparse
@@ -15,10 +17,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from densetasks.cli.parsing import parse_size
-from densetasks.data.io import read_image
-from densetasks.data.transforms import resize
-from densetasks.engine.run import LoadedRun, load_run
-from densetasks.tasks.base import evaluation_inputs
+from densetasks.data.io import read_image, read_png_array
+from densetasks.errors import ConfigError
+from densetasks.inference import Predictor
 
 SHEET_MIN_HEIGHT = 128
 """Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
@@ -47,38 +48,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--device", default="cpu", choices=["auto", "cpu", "cuda"],
         help="where to run (default cpu)",
     )
+    parser.add_argument(
+        "--amp", default="none", choices=["none", "bf16", "fp16"],
+        help="mixed precision on CUDA (default none)",
+    )
+    parser.add_argument(
+        "--condition", action="append", default=[], metavar="NAME=PNG",
+        help="a conditioning input of the model as a PNG of integer ids at the image's size, "
+        "e.g. palette=palette.png (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_run(args.run_dir, device=args.device, checkpoint=args.checkpoint)
+    predictor = Predictor.from_run_dir(
+        args.run_dir, device=args.device, checkpoint=args.checkpoint, amp=args.amp
+    )
+    conditions = read_conditions(args.condition)
     for path in args.images:
-        written = predict_image(loaded, path, args.out, args.size)
+        written = predict_image(predictor, path, args.out, args.size, conditions)
         print(f"{path}: wrote {', '.join(file.name for file in written)}")
     return 0
 
 
+def read_conditions(items: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``["palette=p.png"]`` -> ``{"palette": int64 [H, W]}`` read from the PNG files."""
+    conditions = {}
+    for item in items:
+        name, separator, path = item.partition("=")
+        if not separator or not name or not path:
+            raise ConfigError(f"--condition {item!r} is not of the form NAME=PNG")
+        conditions[name] = torch.from_numpy(read_png_array(Path(path)).astype(np.int64))
+    return conditions
+
+
 def predict_image(
-    loaded: LoadedRun, path: Path, out_dir: Path, size: tuple[int, int] | None = None
+    predictor: Predictor,
+    path: Path,
+    out_dir: Path,
+    size: tuple[int, int] | None = None,
+    conditions: dict[str, torch.Tensor] | None = None,
 ) -> list[Path]:
-    """Predict every task of a loaded run on one image file; returns the files written.
+    """Predict every task of a run on one image file; returns the files written.
 
     An unreadable image raises :class:`~densetasks.errors.DataError` naming the file.
     """
-    sample = {"image": read_image(path), "meta": {"name": path.stem}}
-    if size is not None:
-        sample = resize(sample, size)
-    shown = sample["image"]
-    batch = loaded.transform(sample)["image"].unsqueeze(0).to(loaded.device)
-    loaded.model.eval()
-    with torch.no_grad():
-        outputs = loaded.model(batch)
+    prediction = predictor(read_image(path), conditions, size=size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    panels = [("input", _to_uint8(shown))]
+    panels = [("input", _to_uint8(prediction.image))]
     written = []
-    predictions = evaluation_inputs(loaded.tasks, outputs)
-    for name, task in loaded.tasks.items():
-        picture = task.visualize(predictions[name][0].cpu())
+    for name, picture in prediction.pictures(predictor.tasks).items():
         target = out_dir / f"{path.stem}_{name}.png"
         Image.fromarray(picture).save(target)
         written.append(target)

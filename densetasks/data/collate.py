@@ -19,8 +19,9 @@ def collate_samples(
     ``image`` and every label present in *any* sample are stacked along a new batch axis; a
     sample lacking a label contributes an all-unsupervised one (``LabelKind.empty``), so the
     batch is rectangular and the loss simply sees no valid pixel there. ``meta`` becomes a
-    list of the samples' meta dicts. Label kinds come from
-    :data:`~densetasks.data.transforms.LABEL_KINDS`, extended by ``kinds``. All images must
+    list of the samples' meta dicts. Label kinds are those of the
+    registered tasks (:func:`~densetasks.data.transforms.label_kinds`), extended by ``kinds``
+    (the run's conditioning inputs). All images must
     have one size (transforms crop or resize them); otherwise the error names the samples.
     """
     if not samples:

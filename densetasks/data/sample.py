@@ -70,3 +70,11 @@ class LabelKind(str, Enum):
         if self is LabelKind.NORMALS:
             return label.abs().sum(dim=-3) > 0
         return torch.ones_like(label, dtype=torch.bool)
+
+    def restrict(self, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A batched label ``[B, (C,) H, W]`` with the pixels outside ``mask`` (bool
+        ``[B, H, W]``) made unsupervised, so metrics and losses see only the masked-in pixels
+        (a Task Palette evaluated per task)."""
+        empty = self.empty(*label.shape[-2:]).to(label.device)
+        keep = mask if label.ndim == mask.ndim else mask.unsqueeze(-3)
+        return torch.where(keep, label, empty)

@@ -2,8 +2,8 @@
 
 Every tensor in a sample is treated by what it is: ``image`` (bilinear, padded with 0),
 ``meta`` (its ``intrinsics`` follow every geometric change), and each label by its
-:class:`~densetasks.data.sample.LabelKind` looked up by key in :data:`LABEL_KINDS` (plus any
-``kinds`` given to a transform). A tensor under an unknown key is an error: a label never
+:class:`~densetasks.data.sample.LabelKind` looked up by key in :func:`label_kinds` (every
+registered task, plus any ``kinds`` given to a transform). A tensor under an unknown key is an error: a label never
 passes a transform untyped (the trap of torchvision v2, pytorch/vision#9264).
 
 Labels are resized and cropped with nearest-neighbour sampling, so class ids, instance ids,
@@ -27,17 +27,6 @@ from densetasks.data.dataset import Sample, Transform
 from densetasks.data.geometry import scale_intrinsics
 from densetasks.data.sample import LabelKind
 
-LABEL_KINDS: dict[str, LabelKind] = {
-    "semseg": LabelKind.MASK,
-    "parts": LabelKind.MASK,
-    "depth": LabelKind.DEPTH,
-    "normals": LabelKind.NORMALS,
-    "edges": LabelKind.BINARY,
-    "saliency": LabelKind.BINARY,
-    "instance": LabelKind.INSTANCE,
-}
-"""The label kind of every task name densetasks knows; extend per transform with ``kinds``."""
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -48,8 +37,15 @@ _IntrinsicsOp = Callable[[torch.Tensor], torch.Tensor]
 
 
 def label_kinds(extra: Mapping[str, LabelKind] | None = None) -> dict[str, LabelKind]:
-    """:data:`LABEL_KINDS` extended (or overridden) by ``extra``."""
-    return {**LABEL_KINDS, **(extra or {})}
+    """The label kind of every registered task (``Task.label_kind``), extended by ``extra``.
+
+    This is the one table of label kinds: it is derived from the task registry, so a task
+    registered anywhere (a user's file, a test) is known to transforms and collate, and
+    ``extra`` adds the run's conditioning inputs (a Task Palette, ...).
+    """
+    from densetasks.tasks.registry import TASKS  # lazy: the tasks import densetasks.data
+
+    return {**{name: TASKS.get(name).label_kind for name in TASKS}, **(extra or {})}
 
 
 def sample_size(sample: Sample) -> tuple[int, int]:

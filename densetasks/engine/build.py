@@ -4,6 +4,7 @@ Every other engine module receives built objects and never reads the config's no
 """
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from densetasks.balancers.base import Balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
 from densetasks.data.registry import create_dataset
+from densetasks.data.sample import LabelKind
 from densetasks.data.transforms import Compose, build_transforms, label_kinds
 from densetasks.engine.config import RunConfig
 from densetasks.engine.distributed import ProcessInfo
@@ -62,30 +64,39 @@ def rebuild_tasks(task_options: Mapping[str, Mapping[str, Any]]) -> dict[str, Ta
     return {name: create_task(name, **options) for name, options in task_options.items()}
 
 
-def eval_transform(config: RunConfig, tasks: Mapping[str, Task]) -> Compose:
+def run_label_kinds(tasks: Mapping[str, Task], model: Architecture) -> dict[str, LabelKind]:
+    """How transforms and collate treat every tensor of this run's samples: the registered
+    tasks' labels, this run's tasks, and the model's conditioning inputs (a palette)."""
+    own = {name: task.label_kind for name, task in tasks.items()}
+    conditions = {spec.name: spec.kind for spec in model.condition_inputs}
+    return label_kinds({**own, **conditions})
+
+
+def eval_transform(config: RunConfig, tasks: Mapping[str, Task], model: Architecture) -> Compose:
     """Deterministic evaluation transform: resize to ``data.eval_size`` (if set), normalise."""
-    kinds = label_kinds({name: task.label_kind for name, task in tasks.items()})
+    kinds = run_label_kinds(tasks, model)
     return build_transforms(train=False, size=config.data.eval_size, kinds=kinds)
 
 
 def attach_transform(
-    config: RunConfig, dataset: DenseDataset, tasks: Mapping[str, Task], train: bool
+    config: RunConfig, dataset: DenseDataset, tasks: Mapping[str, Task], model: Architecture,
+    train: bool,
 ) -> DenseDataset:
     """Set the training (random scale-crop, flip, jitter) or evaluation transform."""
     if not train:
-        dataset.transform = eval_transform(config, tasks)
+        dataset.transform = eval_transform(config, tasks, model)
         return dataset
     data = config.data
-    kinds = label_kinds({name: task.label_kind for name, task in tasks.items()})
     dataset.transform = build_transforms(
         train=True, size=data.crop_size, scale_range=data.scale_range, flip=data.flip,
-        color_jitter=data.color_jitter, kinds=kinds,
+        color_jitter=data.color_jitter, kinds=run_label_kinds(tasks, model),
     )
     return dataset
 
 
 def train_loader(
-    config: RunConfig, dataset: DenseDataset, start_step: int, process: ProcessInfo
+    config: RunConfig, dataset: DenseDataset, kinds: Mapping[str, LabelKind], start_step: int,
+    process: ProcessInfo,
 ) -> DataLoader:
     """Batches of steps ``start_step ..`` in the order fixed by (seed, step); see sampling."""
     sampler = StepSampler(
@@ -94,28 +105,32 @@ def train_loader(
     )
     return DataLoader(
         SeededSamples(dataset), batch_size=config.data.batch_size, sampler=sampler,
-        num_workers=config.data.workers, collate_fn=collate_samples,
+        num_workers=config.data.workers, collate_fn=partial(collate_samples, kinds=dict(kinds)),
         persistent_workers=config.data.workers > 0, pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # worker seeds never draw from the global stream
     )
 
 
-def eval_loader(config: RunConfig, dataset: DenseDataset, process: ProcessInfo) -> DataLoader:
+def eval_loader(
+    config: RunConfig, dataset: DenseDataset, kinds: Mapping[str, LabelKind], process: ProcessInfo
+) -> DataLoader:
     """This process's shard of an evaluation split, in order, every sample once."""
     shard = Subset(dataset, shard_indices(len(dataset), process.rank, process.world_size))
     return DataLoader(
         shard, batch_size=config.eval.batch_size or config.data.batch_size, shuffle=False,
-        num_workers=config.data.workers, collate_fn=collate_samples,
+        num_workers=config.data.workers, collate_fn=partial(collate_samples, kinds=dict(kinds)),
         generator=torch.Generator(),
     )
 
 
 def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
+    """The configured architecture for these tasks; ``model.options`` are checked against the
+    architecture's signature (a misspelled option names ``model.options``)."""
     model = config.model
     return create_model(
         model.architecture, {name: task.channels for name, task in tasks.items()},
         encoder=model.encoder, pretrained=model.pretrained, output_stride=model.output_stride,
-        bottleneck=model.bottleneck, head=model.head, **model.options,
+        **model.options,
     )
 
 

@@ -18,9 +18,15 @@ import torch
 
 from densetasks.errors import DataError
 
+CHECKPOINT_FORMAT = 1
+"""Version of the checkpoint payload (``step``, ``model``, ``optimizer``, ..., ``config``,
+``task_options``); :func:`load_checkpoint` refuses any other with a clear error."""
+
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file in the same folder + rename)."""
+    """Write ``payload`` stamped with :data:`CHECKPOINT_FORMAT` to ``path`` atomically (temp
+    file in the same folder + rename)."""
+    payload = {**payload, "format": CHECKPOINT_FORMAT}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,13 +41,21 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) onto the CPU."""
+    """Read a checkpoint safely (``weights_only=True``) onto the CPU and check its format."""
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         raise DataError(f"checkpoint {path} cannot be read safely: {error}") from None
+    version = payload.get("format") if isinstance(payload, dict) else None
+    if version != CHECKPOINT_FORMAT:
+        raise DataError(
+            f"checkpoint {path} has format {version!r}; this densetasks reads format "
+            f"{CHECKPOINT_FORMAT} (it was written by another version, or is not a densetasks "
+            "checkpoint)"
+        )
+    return payload
 
 
 def capture_rng_states() -> dict[str, Any]:

@@ -36,14 +36,47 @@ class DataConfig(_Section):
     workers: int = Field(0, ge=0)
 
 
+MOVED_MODEL_KEYS = ("bottleneck", "head", "bottleneck_options", "head_options")
+"""Keys that were common to every architecture before version 0.2 and are now options of the
+architectures that have them (``hard_sharing``, ``single_task``)."""
+
+
 class ModelConfig(_Section):
+    """``architecture`` and what every architecture has (an encoder); the rest of an
+    architecture's keyword arguments go in ``options``, checked against its signature."""
+
     architecture: str = "hard_sharing"
     encoder: str = "resnet18"
-    pretrained: bool = False
+    pretrained: bool | str = False
     output_stride: int = 16
-    bottleneck: str = "aspp"
-    head: str = "deeplab"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_architecture_keys(cls, raw: Any) -> Any:
+        """Configs written before 0.2 set ``model.bottleneck`` / ``model.head``: move them
+        into ``model.options`` (an error if ``options`` sets them too)."""
+        if not isinstance(raw, dict) or not any(key in raw for key in MOVED_MODEL_KEYS):
+            return raw
+        raw = dict(raw)
+        options = dict(raw.get("options") or {})
+        for key in MOVED_MODEL_KEYS:
+            if key not in raw:
+                continue
+            if key in options:
+                raise ValueError(
+                    f"{key} is set both as model.{key} and as model.options.{key}; "
+                    f"keep model.options.{key} only"
+                )
+            options[key] = raw.pop(key)
+        raw["options"] = options
+        return raw
+
+    @model_validator(mode="after")
+    def _pretrained_file_is_named(self) -> "ModelConfig":
+        if isinstance(self.pretrained, str) and not self.pretrained.strip():
+            raise ValueError("pretrained must be true, false or the path of a weights file")
+        return self
 
 
 class BalancerConfig(_Section):

@@ -1,20 +1,19 @@
 """The visible step: forward under autocast, per-task losses, balancer backward, clip, step.
 
 Functions, not a trainer class (torchvision ``references/segmentation/train.py`` style):
-:func:`task_losses` turns model outputs into ``{task: loss}`` (auxiliary ``"task@tag"``
-outputs resized to the label and weighted by ``aux_weights[tag]``), :func:`train_step` does
-one optimisation step, :func:`evaluate` accumulates every task's metric over a loader.
+:func:`task_losses` turns adapted model outputs into ``{task: loss}`` (with the supervision
+masks the adapter gives and the architecture's weighted auxiliary outputs, resized by their
+task), :func:`train_step` does one optimisation step, :func:`evaluate` accumulates every
+task's metric over a loader following the architecture's evaluation plan.
 The engine never names a task: everything iterates the ``tasks`` mapping.
 """
 
-import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from densetasks.balancers.base import Balancer
@@ -25,11 +24,12 @@ from densetasks.engine.distributed import (
     average_gradients,
 )
 from densetasks.engine.optim import LearningRateSchedule
+from densetasks.engine.passes import Batch, autocast, condition_inputs, forward, run_plan, to_device
+from densetasks.engine.sampling import sample_seed
 from densetasks.errors import TrainingError
 from densetasks.metrics.base import Metric
+from densetasks.models.base import AdaptedOutputs, Architecture, AuxiliaryOutput
 from densetasks.tasks.base import Task, evaluation_inputs
-
-Batch = dict[str, Any]
 
 
 @dataclass
@@ -37,19 +37,21 @@ class StepParts:
     """Everything one training step touches."""
 
     model: nn.Module
-    """The model as called (possibly the DDP wrapper)."""
+    """The model as called (possibly the DDP wrapper of ``architecture``)."""
+    architecture: Architecture
     tasks: Mapping[str, Task]
     balancer: Balancer
     optimizer: torch.optim.Optimizer
     schedule: LearningRateSchedule
     scaler: torch.amp.GradScaler
     shared_parameters: list[nn.Parameter]
-    aux_weights: Mapping[str, float]
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
     clip_grad_norm: float | None
     process: ProcessInfo
+    seed: int = 0
+    """Seeds the conditions drawn for a batch (palette rules) together with the step."""
 
 
 @dataclass
@@ -58,50 +60,46 @@ class StepResult:
     total: float
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision when ``dtype`` is set (the caller allows it on CUDA only)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
-    """Move every tensor of a collated batch; ``meta`` stays as it is."""
-    moved = {
-        key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-        for key, value in batch.items()
-    }
-    if channels_last:
-        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
-    return moved
-
-
 def task_losses(
     tasks: Mapping[str, Task],
-    outputs: Mapping[str, torch.Tensor],
+    adapted: AdaptedOutputs,
     batch: Batch,
-    aux_weights: Mapping[str, float],
+    auxiliary: Sequence[AuxiliaryOutput] = (),
 ) -> dict[str, torch.Tensor]:
-    """``{task: loss}`` in float32, main output plus weighted auxiliary outputs.
+    """``{task: loss}`` in float32: the main output plus the weighted auxiliary outputs.
 
-    A task without a label in this batch gets a zero loss that still reaches its head, so
+    Each loss is restricted to the task's supervision mask where the adapter gives one
+    (``Task.loss(mask=...)``); an auxiliary output is brought to the label's size by
+    ``Task.resize_output`` (offsets in pixels scale with the size, logits are bilinear). A
+    task without a label in this batch gets a zero loss that still reaches its heads, so
     every parameter takes part in the backward pass (DDP needs that).
     """
+    outputs = adapted.outputs
+    undeclared = sorted(
+        key for key in outputs if "@" in key and key not in {aux.key for aux in auxiliary}
+    )
+    if undeclared:
+        raise ValueError(
+            f"the model returned auxiliary output(s) {undeclared} that its architecture does "
+            "not declare in auxiliary_outputs"
+        )
     losses: dict[str, torch.Tensor] = {}
     for name, task in tasks.items():
+        own_auxiliary = [aux for aux in auxiliary if aux.task == name]
+        for aux in own_auxiliary:
+            if aux.key not in outputs:
+                raise ValueError(f"the model declares auxiliary output {aux.key!r} but did not "
+                                 "return it in training mode")
         output = outputs[name].float()
         if name not in batch:
-            losses[name] = output.sum() * 0.0
+            unused = sum(outputs[aux.key].float().sum() for aux in own_auxiliary)
+            losses[name] = (output.sum() + unused) * 0.0
             continue
-        label = batch[name]
-        loss = task.loss(output, label)
-        for key, aux in outputs.items():
-            aux_task, separator, tag = key.partition("@")
-            if separator and aux_task == name:
-                resized = F.interpolate(
-                    aux.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
-                )
-                loss = loss + aux_weights[tag] * task.loss(resized, label)
+        label, mask = batch[name], adapted.masks.get(name)
+        loss = task.loss(output, label, mask)
+        for aux in own_auxiliary:
+            resized = task.resize_output(outputs[aux.key].float(), tuple(label.shape[-2:]))
+            loss = loss + aux.weight * task.loss(resized, label, mask)
         losses[name] = loss.float()
     return losses
 
@@ -119,9 +117,11 @@ def check_finite(losses: Mapping[str, float], step: int) -> None:
 def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     """One optimisation step on one (already on-device) batch."""
     parts.model.train()
+    generator = torch.Generator().manual_seed(sample_seed(parts.seed, step))
+    conditions = condition_inputs(parts.architecture, batch, generator)
     with autocast(parts.device, parts.amp_dtype):
-        outputs = parts.model(batch["image"])
-    losses = task_losses(parts.tasks, outputs, batch, parts.aux_weights)
+        adapted = forward(parts.model, parts.architecture, parts.tasks, batch, conditions)
+    losses = task_losses(parts.tasks, adapted, batch, parts.architecture.auxiliary_outputs)
     stacked = torch.stack([loss.detach() for loss in losses.values()])
     values = all_reduce_mean(stacked, parts.process)
     loss_values = dict(zip(losses, values.tolist(), strict=True))
@@ -144,35 +144,57 @@ def _optimised_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter
     return [parameter for group in optimizer.param_groups for parameter in group["params"]]
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module, image: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None
-) -> dict[str, torch.Tensor]:
-    """Raw outputs in float32 (evaluation mode)."""
-    model.eval()
-    with autocast(device, amp_dtype):
-        outputs = model(image)
-    return {key: value.float() for key, value in outputs.items()}
+@dataclass
+class Evaluation:
+    """Every task's metric, and per palette rule when the evaluation plan has rules."""
+
+    metrics: dict[str, Metric]
+    by_rule: dict[str, dict[str, Metric]]
 
 
 def evaluate(
     model: nn.Module,
+    architecture: Architecture,
     tasks: Mapping[str, Task],
     batches: Iterable[Batch],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     process: ProcessInfo = ProcessInfo(),
-) -> dict[str, Metric]:
-    """Every task's metric over ``batches`` (this process's shard), summed over processes."""
-    metrics = {name: task.metrics() for name, task in tasks.items()}
+) -> Evaluation:
+    """Every task's metric over ``batches`` (this process's shard), summed over processes.
+
+    The architecture's evaluation plan says which passes predict which task; a task's
+    label is restricted to its supervision mask where a pass gives one (a palette rule
+    scores each task on the pixels the palette assigns to it).
+    """
+    plan = architecture.evaluation_plan()
+    rules = [evaluation_pass.rule for evaluation_pass in plan if evaluation_pass.rule]
+    evaluation = Evaluation(
+        {name: task.metrics() for name, task in tasks.items()},
+        {rule: {name: task.metrics() for name, task in tasks.items()} for rule in rules},
+    )
     for batch in batches:
         batch = to_device(batch, device, channels_last)
-        outputs = predict(model, batch["image"], device, amp_dtype)
-        predictions = evaluation_inputs(tasks, outputs)
-        for name in tasks:
-            if name in batch:
-                metrics[name].update(predictions[name].cpu(), batch[name].cpu())
-    for metric in metrics.values():
-        all_reduce_metric(metric, process)
-    return metrics
+        outputs = run_plan(model, architecture, tasks, batch, plan, device, amp_dtype)
+        _update(evaluation.metrics, tasks, outputs.main, batch)
+        for rule, adapted in outputs.by_rule.items():
+            _update(evaluation.by_rule[rule], tasks, adapted, batch)
+    for metrics in (evaluation.metrics, *evaluation.by_rule.values()):
+        for metric in metrics.values():
+            all_reduce_metric(metric, process)
+    return evaluation
+
+
+def _update(
+    metrics: Mapping[str, Metric], tasks: Mapping[str, Task], adapted: AdaptedOutputs,
+    batch: Batch,
+) -> None:
+    predictions = evaluation_inputs(tasks, adapted.outputs)
+    for name, task in tasks.items():
+        if name not in batch:
+            continue
+        label = batch[name]
+        if name in adapted.masks:
+            label = task.label_kind.restrict(label, adapted.masks[name])
+        metrics[name].update(predictions[name].cpu(), label.cpu())

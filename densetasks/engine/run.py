@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from densetasks.engine import build
@@ -39,27 +38,14 @@ from densetasks.engine.distributed import (
     setup_distributed,
 )
 from densetasks.engine.logs import RunLog, write_prediction_images
-from densetasks.engine.loop import StepParts, evaluate, predict, to_device, train_step
+from densetasks.engine.loop import Evaluation, StepParts, evaluate, train_step
+from densetasks.engine.passes import run_plan, to_device
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
-from densetasks.metrics.base import Metric
+from densetasks.inference import LoadedRun, load_run
 from densetasks.tasks.base import Task, evaluation_inputs
 
-CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class LoadedRun:
-    """A trained run ready to predict: what ``predict``, ``report`` and ``serve`` need."""
-
-    run_dir: Path
-    config: RunConfig
-    model: nn.Module
-    tasks: dict[str, Task]
-    transform: Any
-    step: int
-    device: torch.device
 
 
 @dataclass
@@ -84,11 +70,16 @@ def seed_everything(seed: int) -> None:
 
 
 def metrics_payload(
-    step: int, split: str, metrics: Mapping[str, Metric], tasks: Mapping[str, Task]
+    step: int, split: str, evaluation: Evaluation, tasks: Mapping[str, Task]
 ) -> dict[str, Any]:
-    """The content of ``metrics_<split>.json`` and of eval events."""
+    """The content of ``metrics_<split>.json`` and of eval events.
+
+    ``by_rule`` (only when the model's evaluation plan has palette rules) holds the same
+    metrics per rule.
+    """
+    metrics = evaluation.metrics
     values = {name: metric.compute() for name, metric in metrics.items()}
-    return {
+    payload = {
         "step": step,
         "split": split,
         "metrics": values,
@@ -98,6 +89,12 @@ def metrics_payload(
         },
         "primary": {name: task.primary_metric for name, task in tasks.items()},
     }
+    if evaluation.by_rule:
+        payload["by_rule"] = {
+            rule: {name: metric.compute() for name, metric in rule_metrics.items()}
+            for rule, rule_metrics in evaluation.by_rule.items()
+        }
+    return payload
 
 
 def _differing_keys(left: Any, right: Any, prefix: str = "") -> list[str]:
@@ -127,11 +124,13 @@ class _Trainer:
 
         train_set = build.open_dataset(config, config.data.train_split)
         self.tasks = build.build_tasks(config, train_set)
-        self.train_set = build.attach_transform(config, train_set, self.tasks, train=True)
-        val_set = build.open_dataset(config, config.data.val_split)
-        self.val_set = build.attach_transform(config, val_set, self.tasks, train=False)
-
         self.model = build.build_model(config, self.tasks).to(self.device)
+        self.kinds = build.run_label_kinds(self.tasks, self.model)
+        self.train_set = build.attach_transform(
+            config, train_set, self.tasks, self.model, train=True
+        )
+        val_set = build.open_dataset(config, config.data.val_split)
+        self.val_set = build.attach_transform(config, val_set, self.tasks, self.model, train=False)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.balancer = build.build_balancer(config, self.tasks).to(self.device)
@@ -171,7 +170,8 @@ class _Trainer:
         return torch.bfloat16 if self.config.train.amp == "bf16" else torch.float16
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        changed = _differing_keys(payload["config"], self.config.to_dict())
+        saved = validate_config(payload["config"], source="the checkpoint's config").to_dict()
+        changed = _differing_keys(saved, self.config.to_dict())
         if changed:
             raise ConfigError(
                 f"cannot resume with a different config; changed keys: {', '.join(changed)}"
@@ -187,7 +187,6 @@ class _Trainer:
 
     def _payload(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -211,17 +210,16 @@ class _Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             called = DistributedDataParallel(self.model, device_ids=device_ids)
         parts = StepParts(
-            model=called, tasks=self.tasks, balancer=self.balancer, optimizer=self.optimizer,
-            schedule=self.schedule, scaler=self.scaler,
-            shared_parameters=self.model.shared_parameters(),
-            aux_weights=self.model.aux_weights, device=self.device, amp_dtype=self.amp_dtype,
-            channels_last=config.train.channels_last, clip_grad_norm=config.train.clip_grad_norm,
-            process=self.process,
+            model=called, architecture=self.model, tasks=self.tasks, balancer=self.balancer,
+            optimizer=self.optimizer, schedule=self.schedule, scaler=self.scaler,
+            shared_parameters=self.model.shared_parameters(), device=self.device,
+            amp_dtype=self.amp_dtype, channels_last=config.train.channels_last,
+            clip_grad_norm=config.train.clip_grad_norm, process=self.process, seed=config.seed,
         )
-        val_loader = build.eval_loader(config, self.val_set, self.process)
+        val_loader = build.eval_loader(config, self.val_set, self.kinds, self.process)
         images_per_step = config.data.batch_size * self.process.world_size
         window_start, window_steps = time.perf_counter(), 0
-        loader = build.train_loader(config, self.train_set, self.step, self.process)
+        loader = build.train_loader(config, self.train_set, self.kinds, self.step, self.process)
         for batch in loader:
             step_start = time.perf_counter()
             batch = to_device(batch, self.device, config.train.channels_last)
@@ -246,11 +244,11 @@ class _Trainer:
         self._final_evaluations(val_loader)
 
     def _validate(self, val_loader) -> None:
-        metrics = evaluate(
-            self.model, self.tasks, val_loader, self.device, self.amp_dtype,
+        evaluation = evaluate(
+            self.model, self.model, self.tasks, val_loader, self.device, self.amp_dtype,
             self.config.train.channels_last, self.process,
         )
-        payload = metrics_payload(self.step, self.config.data.val_split, metrics, self.tasks)
+        payload = metrics_payload(self.step, self.config.data.val_split, evaluation, self.tasks)
         self.log.evaluation("val", self.step, payload["metrics"])
         if self.selection.baseline is None:
             self.selection.baseline = primary_values(payload["metrics"], payload["primary"])
@@ -275,8 +273,10 @@ class _Trainer:
         if count == 0:
             return
         batch = to_device(next(iter(val_loader)), self.device, self.config.train.channels_last)
-        outputs = predict(self.model, batch["image"], self.device, self.amp_dtype)
-        predictions = evaluation_inputs(self.tasks, outputs)
+        plan = self.model.evaluation_plan()
+        outputs = run_plan(self.model, self.model, self.tasks, batch, plan, self.device,
+                           self.amp_dtype)
+        predictions = evaluation_inputs(self.tasks, outputs.main.outputs)
         folder = self.run_dir / "images" / f"step_{self.step}"
         write_prediction_images(folder, self.tasks, batch, predictions, count)
 
@@ -292,15 +292,15 @@ class _Trainer:
             except DataError as error:
                 self.log.message(f"no test evaluation: {error}")
             else:
-                build.attach_transform(self.config, test_set, self.tasks, train=False)
-                splits["test"] = build.eval_loader(self.config, test_set, self.process)
+                build.attach_transform(self.config, test_set, self.tasks, self.model, train=False)
+                splits["test"] = build.eval_loader(self.config, test_set, self.kinds, self.process)
         for split, loader in splits.items():
-            metrics = evaluate(
-                self.model, self.tasks, loader, self.device, self.amp_dtype,
+            evaluation = evaluate(
+                self.model, self.model, self.tasks, loader, self.device, self.amp_dtype,
                 self.config.train.channels_last, self.process,
             )
             split_name = self.config.data.val_split if split == "val" else test_split
-            payload = metrics_payload(int(best["step"]), split_name, metrics, self.tasks)
+            payload = metrics_payload(int(best["step"]), split_name, evaluation, self.tasks)
             if self.process.is_main:
                 (self.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
             if split == "test":
@@ -328,23 +328,6 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
     return Path(out_dir)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedRun:
-    """The model of a run's ``checkpoint`` ("best" or "last"), its tasks and eval transform."""
-    run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-    config = validate_config(payload["config"], source=f"{run_dir} checkpoint {checkpoint}")
-    tasks = build.rebuild_tasks(payload["task_options"])
-    torch_device = build.resolve_device(device)
-    model = build.build_model(config, tasks)
-    model.load_state_dict(payload["model"])
-    model.to(torch_device).eval()
-    return LoadedRun(
-        run_dir=run_dir, config=config, model=model, tasks=tasks,
-        transform=build.eval_transform(config, tasks), step=int(payload["step"]),
-        device=torch_device,
-    )
-
-
 def evaluate_run(
     run_dir: str | Path, split: str = "val", device: str = "cpu", checkpoint: str = "best"
 ) -> dict[str, Any]:
@@ -360,8 +343,9 @@ def evaluate_run(
         raise ConfigError(f"split {split!r}: this run has {known}")
     dataset = build.open_dataset(loaded.config, split_names[split])
     dataset.transform = loaded.transform
-    loader = build.eval_loader(loaded.config, dataset, ProcessInfo())
-    metrics = evaluate(loaded.model, loaded.tasks, loader, loaded.device)
-    payload = metrics_payload(loaded.step, split_names[split], metrics, loaded.tasks)
+    kinds = build.run_label_kinds(loaded.tasks, loaded.model)
+    loader = build.eval_loader(loaded.config, dataset, kinds, ProcessInfo())
+    evaluation = evaluate(loaded.model, loaded.model, loaded.tasks, loader, loaded.device)
+    payload = metrics_payload(loaded.step, split_names[split], evaluation, loaded.tasks)
     (loaded.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
     return payload

@@ -7,7 +7,20 @@ tests parametrise over every member.
 from pathlib import Path
 
 from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
-from densetasks.models.base import Architecture, Encoder, FeatureSpec
+from densetasks.models.adapters import CompositeAdapter
+from densetasks.models.base import (
+    AdaptedOutputs,
+    Architecture,
+    AuxiliaryOutput,
+    ConditionInput,
+    Encoder,
+    EvaluationPass,
+    EvaluationPlan,
+    FeatureSpec,
+    OutputAdapter,
+    UniformCondition,
+    per_task_plan,
+)
 from densetasks.models.bottlenecks import (
     ASPP,
     BOTTLENECKS,
@@ -25,25 +38,21 @@ def create_model(
     encoder: str = "resnet18",
     pretrained: bool | str | Path = False,
     output_stride: int = 16,
-    bottleneck: str = "aspp",
-    head: str = "deeplab",
     **options: object,
 ) -> Architecture:
     """Build the registered ``architecture`` for ``{task name: head channels}``.
 
-    ``options`` are the architecture's own keyword arguments (for the built-in ones
-    ``bottleneck_options`` and ``head_options``); an unknown name or option raises
-    :class:`~densetasks.errors.ConfigError` listing the known ones.
+    ``options`` are the architecture's own keyword arguments (``bottleneck``, ``head`` and
+    their options for the built-in ones); an unknown name or option raises
+    :class:`~densetasks.errors.ConfigError` naming ``model.options`` and the known ones.
     """
     return ARCHITECTURES.create(
         architecture,
         task_channels,
-        config_path="model",
+        config_path="model.options",
         encoder=encoder,
         pretrained=pretrained,
         output_stride=output_stride,
-        bottleneck=bottleneck,
-        head=head,
         **options,
     )
 
@@ -54,19 +63,28 @@ __all__ = [
     "BOTTLENECKS",
     "ENCODERS",
     "HEADS",
+    "AdaptedOutputs",
     "Architecture",
+    "AuxiliaryOutput",
     "Bottleneck",
+    "CompositeAdapter",
+    "ConditionInput",
     "DeepLabHead",
     "Encoder",
+    "EvaluationPass",
+    "EvaluationPlan",
     "FeatureSpec",
     "HardSharing",
     "MultiScaleHead",
     "NoBottleneck",
+    "OutputAdapter",
     "SingleTask",
     "TimmEncoder",
     "TinyEncoder",
+    "UniformCondition",
     "create_bottleneck",
     "create_encoder",
     "create_head",
     "create_model",
+    "per_task_plan",
 ]

@@ -1,16 +1,38 @@
-"""The model contract: encoder features with ``(channels, stride)``, architectures -> dict.
+"""The model contract: encoders with stages, and architectures that return one output per task.
 
-An architecture knows tasks only by name and channel count. ``forward(image)`` returns
-``{task_name: [B, C_t, H, W]}`` at the input resolution, plus auxiliary outputs under keys
-``"<task>@<tag>"`` (any resolution; the engine resizes them to the label and adds
-``aux_weights[tag] * task.loss(...)`` to that task's loss). Models compute no loss.
+An **encoder** returns its feature maps shallow to deep, one per *stage*, described by
+``feature_info`` as ``(channels, stride)``; ``forward_stages(x, start, end)`` runs a range of
+stages so that an architecture can branch (or split a decoder) after any stage.
+
+An **architecture** knows tasks only by name and channel count and computes no loss. Its
+contract, every part of which the engine, the evaluation and the :class:`~densetasks.inference.
+Predictor` read (``docs/design.md`` draws the data flow):
+
+* ``forward(image, **conditions) -> {key: Tensor}``: the image and the *conditioning inputs*
+  it declares in :attr:`Architecture.condition_inputs` (a Task Palette, ...).
+* :attr:`Architecture.output_adapter` turns the raw outputs into ``{task: [B, C_t, H, W]}``
+  plus per-task supervision masks (identity by default; the composite adapter decodes one
+  shared 3-channel output into every task).
+* :attr:`Architecture.auxiliary_outputs`: training-only outputs ``"<task>@<tag>"`` at any
+  resolution, resized by the task (``Task.resize_output``) and added to the task's loss with
+  their weight. In evaluation mode a model returns none.
+* :meth:`Architecture.evaluation_plan`: which forward passes evaluate which tasks (one pass
+  for all tasks, one pass per task with a uniform condition, one per palette rule).
 """
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+from densetasks.data.sample import IGNORE_INDEX, LabelKind
+from densetasks.errors import ConfigError
+
+Batch = Mapping[str, Any]
+"""A collated batch: ``image``, labels by task name, conditioning inputs by name, ``meta``."""
 
 
 @dataclass(frozen=True)
@@ -22,20 +44,135 @@ class FeatureSpec:
 
 
 class Encoder(nn.Module, metaclass=ABCMeta):
-    """Returns a list of feature maps, shallow to deep, described by :attr:`feature_info`."""
+    """Feature maps shallow to deep, one per stage, described by :attr:`feature_info`.
+
+    Stage ``k`` maps the output of stage ``k - 1`` (the image for ``k = 0``) to feature
+    ``k``. :meth:`forward_stages` runs a contiguous range of stages, so
+    ``forward_stages(forward_stages(image, 0, k)[-1], k, None)`` equals the deeper part of
+    ``forward(image)``: an architecture can share stages ``0..k-1`` and branch after them.
+    """
 
     feature_info: list[FeatureSpec]
 
     @abstractmethod
+    def forward_stages(
+        self, inputs: torch.Tensor, start: int = 0, end: int | None = None
+    ) -> list[torch.Tensor]:
+        """Run stages ``start .. end - 1`` (``end=None``: to the last) on ``inputs``.
+
+        ``inputs`` is the image for ``start == 0``, else the feature of stage ``start - 1``.
+        Returns the features of the stages run, shallow to deep.
+        """
+
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps, shallow to deep, as :attr:`feature_info` describes them."""
+        """Every stage's feature map, shallow to deep, as :attr:`feature_info` describes."""
+        return self.forward_stages(image, 0, None)
+
+
+@dataclass(frozen=True)
+class ConditionInput:
+    """A per-pixel input that an architecture's ``forward`` takes besides the image.
+
+    ``kind`` decides how transforms flip, crop and resize it and how collate pads it, like a
+    label's (a Task Palette is a ``MASK`` of task ids, ``IGNORE_INDEX`` meaning "no task").
+    ``sample(batch, generator)``, when given, draws the input for a training batch that does
+    not carry it (palette rules resampled every batch); the engine seeds ``generator`` from
+    ``(seed, step)`` so a resumed run draws the same conditions.
+    """
+
+    name: str
+    kind: LabelKind
+    sample: Callable[[Batch, torch.Generator], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class AuxiliaryOutput:
+    """A training-only output ``"<task>@<tag>"`` supervised by ``task``'s label and loss.
+
+    The engine resizes it to the label with ``Task.resize_output`` and adds
+    ``weight * task.loss(...)`` to that task's loss (intermediate-scale supervision, deep
+    supervision of decoder stages).
+    """
+
+    task: str
+    tag: str
+    weight: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}@{self.tag}"
+
+
+@dataclass
+class AdaptedOutputs:
+    """Model outputs in every task's own format, and where each task is supervised.
+
+    ``outputs``: ``{task or "task@tag": [B, C_t, h, w]}``. ``masks``: ``{task: bool [B, H, W]}``
+    for the tasks whose supervision (and evaluation) is restricted to some pixels; a task
+    absent from ``masks`` is supervised wherever its label is valid.
+    """
+
+    outputs: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class OutputAdapter:
+    """Identity: the architecture already returns ``{task: [B, C_t, H, W]}``."""
+
+    def __call__(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        tasks: Mapping[str, Any],
+        conditions: Mapping[str, torch.Tensor],
+    ) -> AdaptedOutputs:
+        return AdaptedOutputs(dict(outputs))
+
+
+@dataclass(frozen=True)
+class UniformCondition:
+    """A condition map filled with one value, shaped like the batch's image: ``[B, H, W]``.
+
+    With a palette it asks a conditioned model for one task everywhere (paper rule "S").
+    """
+
+    value: int
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        image = batch["image"]
+        return torch.full(
+            (image.shape[0], *image.shape[-2:]), self.value, dtype=torch.int64,
+            device=image.device,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationPass:
+    """One forward pass of an evaluation: the conditions it is run with, the tasks it scores.
+
+    ``conditions`` maps a condition input's name to a function of the batch that builds it;
+    ``rule`` names the pass's palette rule (metrics are then also reported under the rule).
+    """
+
+    tasks: tuple[str, ...]
+    conditions: Mapping[str, Callable[[Batch], torch.Tensor]] = field(default_factory=dict)
+    rule: str | None = None
+
+
+EvaluationPlan = list[EvaluationPass]
+"""The passes that evaluate a model; every task is scored by exactly one pass without a rule."""
 
 
 class Architecture(nn.Module, metaclass=ABCMeta):
-    """Base of every multi-task architecture (single task, hard sharing, ...)."""
+    """Base of every multi-task architecture (single task, hard sharing, composite, ...).
 
-    aux_weights: dict[str, float] = {}
-    """Weight of each auxiliary output tag in its task's loss."""
+    Subclasses set :attr:`condition_inputs`, :attr:`auxiliary_outputs` and
+    :attr:`output_adapter` when they differ from the defaults (none, none, identity) and
+    override :meth:`evaluation_plan` when one pass does not predict every task.
+    """
+
+    condition_inputs: tuple[ConditionInput, ...] = ()
+    auxiliary_outputs: tuple[AuxiliaryOutput, ...] = ()
+    output_adapter: OutputAdapter = OutputAdapter()
 
     def __init__(self, task_channels: dict[str, int]) -> None:
         super().__init__()
@@ -53,3 +190,30 @@ class Architecture(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that every task's loss reaches (gradient-based balancers use them)."""
+
+    def evaluation_plan(self) -> EvaluationPlan:
+        """One unconditioned pass that predicts every task (override for conditioned models)."""
+        return [EvaluationPass(tuple(self.task_channels))]
+
+    def check_auxiliary_outputs(self, weights: Mapping[str, float]) -> None:
+        """Raise :class:`ConfigError` unless every configured auxiliary weight names a tag
+        this architecture produces (``weights`` as given in ``model.options``)."""
+        tags = {aux.tag for aux in self.auxiliary_outputs}
+        unknown = sorted(set(weights) - tags)
+        if unknown:
+            raise ConfigError(
+                f"model.options.aux_weights: unknown tag(s) {unknown}; this architecture's "
+                f"auxiliary outputs are {sorted(tags) or 'none'}"
+            )
+
+
+def per_task_plan(tasks: Sequence[str], condition: str) -> EvaluationPlan:
+    """One pass per task with ``condition`` filled with the task's index (its palette id)."""
+    return [
+        EvaluationPass((task,), {condition: UniformCondition(index)})
+        for index, task in enumerate(tasks)
+    ]
+
+
+NO_TASK = IGNORE_INDEX
+"""The palette value of a pixel where no task is asked for."""

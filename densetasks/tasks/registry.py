@@ -1,6 +1,7 @@
 """The seven dense tasks by name. Adding a task: its file, its test, one line here."""
 
 from densetasks._registry import Registry
+from densetasks.data.sample import LabelKind
 from densetasks.tasks.base import Task
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.edges import Edges
@@ -28,3 +29,9 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS.names())
 def create_task(name: str, **options) -> Task:
     """Build task ``name`` with its keyword options; a bad option is a ConfigError."""
     return TASKS.create(name, config_path=f"tasks.{name}", **options)
+
+
+def task_label_kind(name: str) -> LabelKind:
+    """The :class:`LabelKind` of registered task ``name`` (how its label is stored and
+    transformed); an unknown name is a ConfigError listing the registered tasks."""
+    return TASKS.get(name).label_kind

@@ -2,7 +2,6 @@
 
 import argparse
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,31 +10,50 @@ from PIL import Image
 from torch import nn
 
 from densetasks.cli import predict as predict_command
-from densetasks.cli.predict import LABEL_HEIGHT, SHEET_MIN_HEIGHT, contact_sheet, predict_image
+from densetasks.cli.predict import (
+    LABEL_HEIGHT,
+    SHEET_MIN_HEIGHT,
+    contact_sheet,
+    predict_image,
+    read_conditions,
+)
 from densetasks.data.transforms import build_transforms
-from densetasks.errors import DataError
+from densetasks.errors import ConfigError, DataError
+from densetasks.inference import LoadedRun, Predictor
+from densetasks.models.base import Architecture
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
 
 
-class TwoHeads(nn.Module):
+class TwoHeads(Architecture):
     """Semseg logits that make class 1 win where the red channel is bright; constant depth."""
+
+    def __init__(self) -> None:
+        super().__init__({"semseg": 3, "depth": 1})
+        self.unused = nn.Linear(1, 1)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         red = image[:, :1]
         return {"semseg": torch.cat([-red, red, torch.zeros_like(red)], dim=1),
                 "depth": torch.full_like(red, 0.5)}
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return []
+
 
 @pytest.fixture
-def loaded() -> SimpleNamespace:
-    """What ``load_run`` returns, built by hand: model, tasks, eval transform, device."""
-    return SimpleNamespace(
-        model=TwoHeads(),
+def loaded() -> Predictor:
+    """A predictor over what ``load_run`` returns, built by hand."""
+    run = LoadedRun(
+        run_dir=Path("unused"), config=None, model=TwoHeads(),
         tasks={"semseg": SemanticSegmentation(num_classes=3), "depth": Depth()},
-        transform=build_transforms(train=False, size=None),
+        transform=build_transforms(train=False, size=None), step=0,
         device=torch.device("cpu"),
     )
+    return Predictor(run)
 
 
 def write_image(path: Path, height: int = 24, width: int = 32) -> Path:
@@ -90,3 +108,13 @@ def test_parser_options() -> None:
     )
     assert args.images == [Path("a.png"), Path("b.png")]
     assert (args.checkpoint, args.size, args.device) == ("last", (64, 48), "cpu")
+
+
+def test_conditions_are_read_from_png_files(tmp_path: Path) -> None:
+    ids = np.array([[0, 1], [255, 2]], dtype=np.uint8)
+    Image.fromarray(ids).save(tmp_path / "palette.png")
+    conditions = read_conditions([f"palette={tmp_path / 'palette.png'}"])
+    assert conditions["palette"].dtype == torch.int64
+    assert conditions["palette"].tolist() == ids.tolist()
+    with pytest.raises(ConfigError, match="NAME=PNG"):
+        read_conditions(["palette"])

@@ -8,25 +8,33 @@ from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import StepParts, check_finite, evaluate, task_losses, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.errors import TrainingError
+from densetasks.models.base import AdaptedOutputs, Architecture, AuxiliaryOutput
 from densetasks.tasks.registry import create_task
 
 
-class TwoHeads(nn.Module):
-    """A stand-in model: a shared 1×1 conv, one head per task and an aux output."""
+class TwoHeads(Architecture):
+    """A stand-in model: a shared 1×1 conv, one head per task and a training-only aux output."""
 
-    aux_weights = {"half": 0.5}
+    auxiliary_outputs = (AuxiliaryOutput("semseg", "half", 0.5),)
 
     def __init__(self):
-        super().__init__()
+        super().__init__({"semseg": 3, "depth": 1})
         self.shared = nn.Conv2d(3, 4, 1)
         self.semseg = nn.Conv2d(4, 3, 1)
         self.depth = nn.Conv2d(4, 1, 1)
 
     def forward(self, image):
         features = torch.relu(self.shared(image))
-        half = nn.functional.avg_pool2d(features, 2)
-        return {"semseg": self.semseg(features), "depth": self.depth(features),
-                "semseg@half": self.semseg(half)}
+        outputs = {"semseg": self.semseg(features), "depth": self.depth(features)}
+        if self.training:
+            outputs["semseg@half"] = self.semseg(nn.functional.avg_pool2d(features, 2))
+        return outputs
+
+    def encoder_parameters(self):
+        return list(self.shared.parameters())
+
+    def shared_parameters(self):
+        return list(self.shared.parameters())
 
 
 @pytest.fixture
@@ -47,7 +55,7 @@ def test_aux_outputs_are_resized_and_weighted_into_their_task(tasks):
     model = TwoHeads()
     data = batch()
     outputs = model(data["image"])
-    losses = task_losses(tasks, outputs, data, model.aux_weights)
+    losses = task_losses(tasks, AdaptedOutputs(outputs), data, model.auxiliary_outputs)
     upsampled = nn.functional.interpolate(outputs["semseg@half"], size=(8, 8), mode="bilinear")
     expected = tasks["semseg"].loss(outputs["semseg"], data["semseg"]) + 0.5 * tasks["semseg"].loss(
         upsampled, data["semseg"]
@@ -60,10 +68,34 @@ def test_a_task_without_labels_gets_zero_loss_that_reaches_its_head(tasks):
     model = TwoHeads()
     data = batch()
     del data["depth"]
-    losses = task_losses(tasks, model(data["image"]), data, model.aux_weights)
+    losses = task_losses(
+        tasks, AdaptedOutputs(model(data["image"])), data, model.auxiliary_outputs
+    )
     assert losses["depth"].item() == 0.0
     losses["depth"].backward()
     assert model.depth.weight.grad is not None
+
+
+def test_an_undeclared_or_missing_auxiliary_output_is_named(tasks):
+    model = TwoHeads()
+    data = batch()
+    outputs = model(data["image"])
+    with pytest.raises(ValueError, match="'semseg@half' that its architecture does not declare"):
+        task_losses(tasks, AdaptedOutputs(outputs), data, ())
+    del outputs["semseg@half"]
+    with pytest.raises(ValueError, match="declares auxiliary output 'semseg@half'"):
+        task_losses(tasks, AdaptedOutputs(outputs), data, model.auxiliary_outputs)
+
+
+def test_a_supervision_mask_restricts_the_loss(tasks):
+    model = TwoHeads().eval()
+    data = batch()
+    outputs = model(data["image"])
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, :4] = True
+    losses = task_losses(tasks, AdaptedOutputs(outputs, {"depth": mask}), data)
+    top = tasks["depth"].loss(outputs["depth"][..., :4, :], data["depth"][..., :4, :])
+    assert losses["depth"].item() == pytest.approx(top.item())
 
 
 def test_check_finite_names_the_bad_tasks():
@@ -79,10 +111,10 @@ def parts_for(model, tasks, clip):
     optimizer = build_optimizer(config, [model.shared.weight, model.shared.bias],
                                 list(model.semseg.parameters()) + list(model.depth.parameters()))
     return StepParts(
-        model=model, tasks=tasks, balancer=balancer, optimizer=optimizer,
+        model=model, architecture=model, tasks=tasks, balancer=balancer, optimizer=optimizer,
         schedule=LearningRateSchedule(optimizer, config),
         scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=list(model.shared.parameters()), aux_weights=model.aux_weights,
+        shared_parameters=list(model.shared.parameters()),
         device=torch.device("cpu"), amp_dtype=None, channels_last=False,
         clip_grad_norm=clip, process=ProcessInfo(),
     )
@@ -94,7 +126,9 @@ def test_train_step_is_plain_sgd_on_the_summed_loss(tasks):
     reference.load_state_dict(model.state_dict())
     data = batch()
     result = train_step(parts_for(model, tasks, clip=None), data, 0)
-    losses = task_losses(tasks, reference(data["image"]), data, reference.aux_weights)
+    losses = task_losses(
+        tasks, AdaptedOutputs(reference(data["image"])), data, reference.auxiliary_outputs
+    )
     total = sum(losses.values())
     total.backward()
     assert result.total == pytest.approx(total.item())
@@ -126,8 +160,8 @@ def test_evaluate_over_batches_equals_one_big_batch(tasks):
     first, second = batch(), batch()
     second = {key: value.flip(0) for key, value in second.items()}
     second["image"] = second["image"] + 0.1
-    split = evaluate(model, tasks, [first, second], torch.device("cpu"))
+    split = evaluate(model, model, tasks, [first, second], torch.device("cpu")).metrics
     joined = {k: torch.cat([first[k], second[k]]) for k in first}
-    whole = evaluate(model, tasks, [joined], torch.device("cpu"))
+    whole = evaluate(model, model, tasks, [joined], torch.device("cpu")).metrics
     for name in tasks:
         assert split[name].compute() == pytest.approx(whole[name].compute())

@@ -1,0 +1,92 @@
+"""Fixtures shared across the test packages."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from densetasks._registry import Registry
+from densetasks.cli.main import main
+from densetasks.data.io import write_image
+from densetasks.engine.checkpoint import load_checkpoint
+from densetasks.engine.config import validate_config
+from densetasks.engine.run import evaluate_run, train
+from densetasks.inference import Predictor
+
+
+class Interrupt(Exception):
+    """Stands in for the process being killed."""
+
+
+@pytest.fixture
+def register() -> Iterator[Callable[[Registry, str, Callable[..., Any]], None]]:
+    """``register(registry, name, factory)`` for the duration of a test (a task, a dataset,
+    an architecture defined in the test file)."""
+    added: list[tuple[Registry, str]] = []
+
+    def add(registry: Registry, name: str, factory: Callable[..., Any]) -> None:
+        registry.register(name, factory)
+        added.append((registry, name))
+
+    yield add
+    for registry, name in reversed(added):
+        registry.unregister(name)
+
+
+def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str, Any]:
+    """Train ``config`` 3 steps, kill a second run at step 2 and resume it, evaluate on test,
+    predict an image with the Predictor and with ``densetasks predict``.
+
+    Asserts that the resumed run equals the uninterrupted one bit for bit and that every
+    task is evaluated and predicted at the image's size; returns what the caller checks
+    further: ``{"run": Path, "test": metrics payload, "prediction": Prediction}``.
+    """
+    config = validate_config({**config, "train": {
+        "steps": 3, "optimizer": "adam", "lr": 1e-3, "eval_every": 3, "log_every": 1,
+        "checkpoint_every": 2, "images_every": 3, **config.get("train", {}),
+    }})
+    whole = train(config, tmp_path / "whole")
+
+    import densetasks.engine.run as run_module
+
+    real_step = run_module.train_step
+
+    def killed_at_step_2(parts, batch, step):
+        if step == 2:
+            raise Interrupt
+        return real_step(parts, batch, step)
+
+    monkeypatch.setattr(run_module, "train_step", killed_at_step_2)
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "killed")
+    monkeypatch.setattr(run_module, "train_step", real_step)
+    train(config, tmp_path / "killed", resume=True)
+    expected = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    for name, value in expected.items():
+        assert torch.equal(value, resumed[name]), name
+
+    test = evaluate_run(whole, split="test")
+    assert set(test["metrics"]) == set(config.tasks)
+
+    image = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(0))
+    prediction = Predictor.from_run_dir(whole)(image)
+    for name in config.tasks:
+        assert tuple(prediction.outputs[name].shape[-2:]) == (40, 36), name
+    write_image(tmp_path / "photo.png", image)
+    assert main(["--debug", "predict", str(whole), str(tmp_path / "photo.png"),
+                 "--out", str(tmp_path / "predicted")]) == 0
+    for name in config.tasks:
+        assert (tmp_path / "predicted" / f"photo_{name}.png").is_file(), name
+    return {"run": whole, "test": test, "prediction": prediction}
+
+
+@pytest.fixture
+def run_end_to_end(tmp_path: Path, monkeypatch) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """:func:`end_to_end` bound to this test's folder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda config: end_to_end(config, tmp_path, monkeypatch)
+    torch.set_num_threads(threads)
