@@ -11,6 +11,11 @@ the path of a local weights file: a state dict of the timm network as timm distr
 (``.pth``/``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``). Keys of
 the classification head, which ``features_only`` drops, are ignored; any other missing or
 unexpected key is an error that names the file and the keys.
+
+Every encoder also runs any contiguous range of its stages (``forward_stages``), so that an
+architecture can share the first stages and branch after them. A timm encoder splits the timm
+network into stages by module *names*, resolved at call time: its state dict keys stay those
+of the timm network, and a module replaced later (``SyncBatchNorm`` conversion) is the one run.
 """
 
 from functools import partial
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import load_state_dict
+from timm.models import FeatureListNet, MobileNetV3Features, load_state_dict
 from torch import nn
 
 from densetasks._registry import Registry
@@ -35,6 +40,52 @@ Pretrained = bool | str | Path
 def _check_output_stride(output_stride: int) -> None:
     if output_stride not in OUTPUT_STRIDES:
         raise ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+
+
+def _stage_end(start: int, end: int | None, stages: int) -> int:
+    """``end`` resolved (``None``: the last stage); a range outside ``0 <= start < end <=
+    stages`` raises :class:`ValueError` naming it, since an empty or partial range would
+    silently return fewer features than the caller indexes."""
+    resolved = stages if end is None else end
+    if not 0 <= start < resolved <= stages:
+        raise ValueError(
+            f"invalid stage range start={start}, end={end}: need 0 <= start < end <= {stages} "
+            f"(the encoder has {stages} stages)"
+        )
+    return resolved
+
+
+def _split_after(names: list[str], ends: list[int]) -> list[tuple[str, ...]]:
+    """``names`` cut into consecutive groups, group ``k`` ending before ``names[ends[k]]``."""
+    return [tuple(names[begin:end]) for begin, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def _feature_list_stages(model: FeatureListNet) -> list[tuple[str, ...]]:
+    """Stages of a ResNet-like ``FeatureListNet``: its children in order, each stage ending
+    at a returned layer (``return_layers``), exactly as its own forward runs them."""
+    names = list(model.keys())
+    return _split_after(names, [names.index(name) + 1 for name in model.return_layers])
+
+
+def _mobilenetv3_stages(model: MobileNetV3Features) -> list[tuple[str, ...]]:
+    """Stages of ``MobileNetV3Features``: the stem, then its blocks, a stage ending after the
+    ``n`` blocks named by each key ``n`` of ``_stage_out_idx`` (0: the stem's output itself);
+    blocks after the last returned one are never run, as they feed no feature."""
+    stem = ["conv_stem", "bn1", "act1"]
+    names = stem + [f"blocks.{index}" for index in range(len(model.blocks))]
+    return _split_after(names, [len(stem) + blocks for blocks in sorted(model._stage_out_idx)])
+
+
+def _timm_stages(model: nn.Module, name: str) -> list[tuple[str, ...]]:
+    """Module names of each stage of a timm ``features_only`` network, shallow to deep."""
+    if isinstance(model, FeatureListNet):
+        return _feature_list_stages(model)
+    if isinstance(model, MobileNetV3Features) and model.feature_hooks is None:
+        return _mobilenetv3_stages(model)
+    raise ConfigError(
+        f"encoder {name!r}: timm feature extractor {type(model).__name__} cannot be split into "
+        "stages; supported: FeatureListNet (ResNets), MobileNetV3Features"
+    )
 
 
 def load_weights_file(module: nn.Module, path: str | Path, what: str) -> None:
@@ -105,9 +156,19 @@ class TimmEncoder(Encoder):
                 self.model.feature_info.channels(), self.model.feature_info.reduction(), strict=True
             )
         ]
+        self._stage_modules = _timm_stages(self.model, name)
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(image))
+    def forward_stages(
+        self, inputs: torch.Tensor, start: int = 0, end: int | None = None
+    ) -> list[torch.Tensor]:
+        """Run stages ``start .. end - 1`` on ``inputs`` (see :class:`Encoder`)."""
+        end = _stage_end(start, end, len(self.feature_info))
+        features = []
+        for names in self._stage_modules[start:end]:
+            for module_name in names:
+                inputs = self.model.get_submodule(module_name)(inputs)
+            features.append(inputs)
+        return features
 
 
 class TinyEncoder(Encoder):
@@ -148,11 +209,15 @@ class TinyEncoder(Encoder):
         if pretrained is not False:
             load_weights_file(self, pretrained, "encoder 'tiny'")
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def forward_stages(
+        self, inputs: torch.Tensor, start: int = 0, end: int | None = None
+    ) -> list[torch.Tensor]:
+        """Run stages ``start .. end - 1`` on ``inputs`` (see :class:`Encoder`)."""
+        end = _stage_end(start, end, len(self.feature_info))
         features = []
-        for stage in self.stages:
-            image = stage(image)
-            features.append(image)
+        for stage in self.stages[start:end]:
+            inputs = stage(inputs)
+            features.append(inputs)
         return features
 
 

@@ -11,6 +11,21 @@ FAST_ENCODERS = ["tiny", "test_resnet", "resnet18", "mobilenetv3_small_100"]
 FEATURE_INFO_CASES = [(name, 8) for name in ENCODERS.names()] + [
     (name, output_stride) for name in FAST_ENCODERS for output_stride in (16, 32)
 ]
+SMALL_ENCODERS = ["tiny", "test_resnet", "resnet18", "resnet34"]
+BIG_ENCODERS = {  # one output stride each keeps the file fast (small ones test all three)
+    "resnet50": 16,
+    "resnet101": 32,
+    "mobilenetv3_large_100": 16,
+    "mobilenetv3_small_100": 8,
+}
+STAGE_CASES = [
+    (name, output_stride) for name in SMALL_ENCODERS for output_stride in (8, 16, 32)
+] + list(BIG_ENCODERS.items())
+TIMM_NAMES = [name for name in ENCODERS.names() if name != "tiny"]
+
+
+def test_stage_cases_cover_every_registered_encoder():
+    assert {name for name, _ in STAGE_CASES} == set(ENCODERS.names())
 
 
 @pytest.mark.parametrize(("name", "output_stride"), FEATURE_INFO_CASES)
@@ -127,3 +142,65 @@ def test_hub_weights_that_cannot_be_downloaded_raise_config_error(monkeypatch):
 def test_unknown_encoder_lists_known_ones():
     with pytest.raises(ConfigError, match="unknown encoder 'resnet7'; known: .*resnet18"):
         create_encoder("resnet7")
+
+
+def _assert_equal_lists(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "output_stride"), STAGE_CASES)
+def test_forward_stages_split_anywhere_gives_the_full_forward(name, output_stride):
+    torch.manual_seed(3)
+    encoder = create_encoder(name, output_stride=output_stride).eval()
+    image = torch.randn(1, 3, 32, 32)
+    stages = len(encoder.feature_info)
+    with torch.no_grad():
+        full = encoder(image)
+        if isinstance(encoder, TimmEncoder):  # the timm network's own forward, unchanged
+            _assert_equal_lists(full, list(encoder.model(image)))
+        for feature, spec in zip(full, encoder.feature_info, strict=True):
+            assert feature.shape == (1, spec.channels, 32 // spec.stride, 32 // spec.stride)
+        for split in range(1, stages):
+            shared = encoder.forward_stages(image, 0, split)
+            branch_input = shared[-1].clone()
+            branch = encoder.forward_stages(shared[-1], split, None)
+            assert torch.equal(shared[-1], branch_input)  # no stage writes into its input
+            _assert_equal_lists(shared + branch, full)
+        _assert_equal_lists(encoder.forward_stages(full[1], 2, 3), full[2:3])
+
+
+@pytest.mark.parametrize("name", ["tiny", "test_resnet"])
+@pytest.mark.parametrize(("start", "end"), [(-1, None), (0, 0), (3, 2), (0, 6), (5, None)])
+def test_invalid_stage_range_raises_naming_it(name, start, end):
+    encoder = create_encoder(name)
+    expected = rf"start={start}, end={end}: need 0 <= start < end <= 5 \(the encoder has 5"
+    with pytest.raises(ValueError, match=expected):
+        encoder.forward_stages(torch.zeros(1, 3, 32, 32), start, end)
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_timm_encoder_state_dict_keys_are_the_timm_networks(name):
+    # Checkpoints and local weights files are keyed like the timm network: stages add no keys.
+    with torch.device("meta"):
+        expected = list(timm.create_model(name, features_only=True).state_dict())
+        encoder = TimmEncoder(name)
+    assert list(encoder.model.state_dict()) == expected
+    assert list(encoder.state_dict()) == [f"model.{key}" for key in expected]
+
+
+def test_timm_stages_run_a_module_replaced_after_construction():
+    # Stages are module names resolved at call time, so a conversion that swaps modules
+    # (SyncBatchNorm, quantisation) is what forward runs.
+    encoder = create_encoder("test_resnet").eval()
+    encoder.model.layer4 = torch.nn.Identity()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = encoder(image)
+    assert torch.equal(features[-1], features[-2])
+
+
+def test_unsupported_timm_feature_extractor_raises():
+    with pytest.raises(ConfigError, match="EfficientNetFeatures cannot be split into stages"):
+        TimmEncoder("test_efficientnet")
