@@ -6,7 +6,7 @@ depth, DeepLabV3-style ResNet-18 + ASPP, scaled down for the CPU):
 * the three single-task models (``model.architecture=single_task``), the baselines of Δm;
 * the unweighted sum of losses (``balancer.name=equal``), Table 1 "Unweighted sum of losses";
 * a small grid of fixed weights (``balancer.name=fixed``, semseg weight 1) through
-  ``densetasks.engine.sweep``, Table 1 "Approx. optimal weights": the grid run with the best
+  ``densetasks.experiments.sweep``, Table 1 "Approx. optimal weights": the grid run with the best
   Δm on the validation split is kept;
 * uncertainty weighting (``balancer.name=uncertainty``), Table 1 "3 task uncertainty".
 
@@ -26,8 +26,13 @@ from pathlib import Path
 import torch
 
 from densetasks.engine.config import load_config
-from densetasks.engine.report import build_report, format_text_table, load_records, write_report
-from densetasks.engine.sweep import (
+from densetasks.experiments.report import (
+    build_report,
+    format_text_table,
+    load_records,
+    write_report,
+)
+from densetasks.experiments.sweep import (
     collect_results,
     combination_name,
     expand_grid,
@@ -36,6 +41,7 @@ from densetasks.engine.sweep import (
     run_sweep,
     write_sweep,
 )
+from densetasks.experiments.sweep_plots import sweep_figure_png
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         marked=[by_name["equal"].run_dir, by_name["uncertainty"].run_dir],
         keys=list(parse_grid(args.grid or DEFAULT_GRID)),
     )
-    write_sweep(sweep, args.report_dir / "sweep")
+    write_sweep(sweep, args.report_dir / "sweep", render_png=sweep_figure_png)
     settings = {
         "command": " ".join(["python", "benchmarks/kendall2018/run.py", *(argv or sys.argv[1:])]),
         "overrides": scale_overrides(args),

@@ -23,10 +23,10 @@ from typing import Any
 from densetasks.data.folder import write_folder_dataset
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.engine.config import validate_config
-from densetasks.engine.report import format_text_table, write_report
 from densetasks.engine.run import train
-from densetasks.engine.run_record import load_run_record
 from densetasks.errors import ConfigError
+from densetasks.experiments.report import format_text_table, write_report
+from densetasks.experiments.run_record import load_run_record
 
 DEMO_TASKS = ("semseg", "depth", "normals")
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from densetasks.engine.report import format_text_table, write_report
+from densetasks.experiments.report import format_text_table, write_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

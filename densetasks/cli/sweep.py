@@ -1,6 +1,8 @@
 """``densetasks sweep CONFIG --grid key=v1,v2 ...``: one run per combination, compared.
 
-Reproduces paper 000's Fig. 2 for any dotted config key; see ``docs/sweep.md``.
+Reproduces Kendall, Gal & Cipolla (CVPR 2018), Fig. 2 for any dotted config key; see
+``docs/sweep.md``. The command wires :mod:`densetasks.experiments.sweep` (runs, table) to
+:mod:`densetasks.experiments.sweep_plots` (the figure), which the library keeps apart.
 """
 
 import argparse
@@ -15,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "resulting config, train each combination into OUT/runs/<key=value,...> (a finished "
         "run is skipped, an interrupted one resumed), then write OUT/sweep.json, OUT/sweep.md "
         "(one row per combination, each task's primary metric, the Pareto-optimal runs) and "
-        "OUT/sweep.png (metrics against the setting, as paper 000 Fig. 2, and Pareto fronts).",
+        "OUT/sweep.png (metrics against the setting, as Kendall et al. 2018 Fig. 2, and Pareto "
+        "fronts).",
     )
     parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
     parser.add_argument(
@@ -46,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from densetasks.engine.config import load_config
-    from densetasks.engine.sweep import (
+    from densetasks.errors import ConfigError
+    from densetasks.experiments.sweep import (
         collect_results,
         format_sweep_table,
         parse_grid,
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         run_sweep,
         write_sweep,
     )
-    from densetasks.errors import ConfigError
+    from densetasks.experiments.sweep_plots import sweep_figure_png
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep: {len(planned)} runs into {args.out / 'runs'}")
     run_sweep(planned, jobs=args.jobs, split=args.split)
     result = collect_results(planned, args.split, marked=args.mark, keys=list(grid))
-    write_sweep(result, args.out)
+    write_sweep(result, args.out, render_png=sweep_figure_png)
     print(format_sweep_table(result))
     print(f"sweep written to {args.out / 'sweep.md'}")
     return 0

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from densetasks.engine.report_plots import Figure
+from densetasks.experiments.report_plots import Figure
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from densetasks.engine.report import (
+from densetasks.errors import DataError
+from densetasks.experiments.report import (
     build_report,
     comparison_table,
     format_text_table,
@@ -18,8 +19,7 @@ from densetasks.engine.report import (
     match_baselines,
     write_report,
 )
-from densetasks.engine.run_record import latest_sample_images, load_run_record, read_events
-from densetasks.errors import DataError
+from densetasks.experiments.run_record import latest_sample_images, load_run_record, read_events
 
 DIRECTIONS = {
     "semseg": {"miou": True, "pixel_acc": True},

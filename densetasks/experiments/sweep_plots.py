@@ -1,4 +1,4 @@
-"""The sweep figure in the style of paper 000, Fig. 2, rendered to PNG bytes (matplotlib Agg).
+"""The sweep figure in the style of Kendall, Gal & Cipolla (CVPR 2018), Fig. 2, as PNG bytes.
 
 Top row, one panel per task: the task's primary metric against the setting. With one swept
 key of positive numbers the x axis is that key's value (logarithmic when the values span
@@ -7,25 +7,21 @@ values. Runs added with ``--mark`` (e.g. uncertainty weighting) have no setting:
 drawn as dashed horizontal lines, as the learned weighting is in Fig. 2.
 
 Bottom row, one panel per pair of tasks: task A's metric against task B's for every run, the
-Pareto front of that pair (:func:`densetasks.engine.sweep.pareto_front`, respecting each
+Pareto front of that pair (:func:`densetasks.experiments.sweep.pareto_front`, respecting each
 metric's direction) drawn as a staircase, marked runs as stars.
+
+This module depends on :mod:`densetasks.experiments.sweep`, never the reverse: pass
+:func:`sweep_figure_png` to :func:`~densetasks.experiments.sweep.write_sweep` for ``sweep.png``.
+Drawing goes through an Agg canvas, not ``pyplot``, so the user's backend is left alone.
 """
 
 import itertools
 from collections.abc import Sequence
 
-import matplotlib
+from matplotlib.axes import Axes
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from densetasks.engine.report_plots import figure_png  # noqa: E402
-from densetasks.engine.sweep import (  # noqa: E402
-    SweepEntry,
-    SweepResult,
-    format_value,
-    pareto_front,
-)
+from densetasks.experiments.report_plots import blank_figure, figure_png
+from densetasks.experiments.sweep import SweepEntry, SweepResult, format_value, pareto_front
 
 _MARK_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
@@ -36,7 +32,8 @@ def sweep_figure_png(result: SweepResult) -> bytes:
     pairs = list(itertools.combinations(tasks, 2))
     columns = max(len(tasks), len(pairs), 1)
     rows = 2 if pairs else 1
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    figure = blank_figure((4.2 * columns, 3.6 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for column, task in enumerate(tasks):
         _draw_metric_against_setting(axes[0][column], result, task)
     for column, (task_a, task_b) in enumerate(pairs):
@@ -67,7 +64,7 @@ def _numeric_axis(swept: Sequence[SweepEntry], keys: Sequence[str]) -> list[floa
     return [float(v) for v in values] if numeric and min(values, default=0) > 0 else None
 
 
-def _draw_metric_against_setting(axis, result: SweepResult, task: str) -> None:
+def _draw_metric_against_setting(axis: Axes, result: SweepResult, task: str) -> None:
     swept = [entry for entry in result.entries if not entry.marked]
     numeric = _numeric_axis(swept, result.keys)
     if numeric is not None:
@@ -104,7 +101,7 @@ def _marked(result: SweepResult) -> list[SweepEntry]:
     return [entry for entry in result.entries if entry.marked]
 
 
-def _draw_pair(axis, result: SweepResult, task_a: str, task_b: str) -> None:
+def _draw_pair(axis: Axes, result: SweepResult, task_a: str, task_b: str) -> None:
     entries = result.entries
     points = [{task: _value(entry, result, task) for task in (task_a, task_b)} for entry in entries]
     directions = {task: result.primary_directions()[task] for task in (task_a, task_b)}

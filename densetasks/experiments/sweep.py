@@ -1,6 +1,6 @@
-"""Sweeps: train one run per combination of config values, then compare them (paper 000, Fig. 2).
+"""Sweeps: train one run per combination of config values, then compare them.
 
-Kendall et al. (paper 000, Sec. 3 and Fig. 2) show that a multi-task network trained with a
+Kendall, Gal & Cipolla (CVPR 2018, Sec. 3 and Fig. 2) show that a multi-task network trained with a
 weighted sum of losses ``Σ_i w_i L_i`` (their eq. 1) is highly sensitive to the weights ``w_i``:
 at some weighting both tasks beat their single-task models, nearby weightings lose on one task.
 A sweep reproduces that curve for any dotted config key (loss weights, learning rates, ...):
@@ -11,7 +11,11 @@ A sweep reproduces that curve for any dotted config key (loss weights, learning 
 3. :func:`run_sweep` trains the runs (sequentially or in parallel processes), resuming a run
    that was interrupted and skipping one that already finished;
 4. :func:`collect_results` reads each run's metrics, :func:`pareto_front` marks the
-   non-dominated runs, :func:`write_sweep` writes ``sweep.json``, ``sweep.md`` and ``sweep.png``.
+   non-dominated runs, :func:`write_sweep` writes ``sweep.json``, ``sweep.md`` and, given a
+   renderer such as :func:`densetasks.experiments.sweep_plots.sweep_figure_png`, ``sweep.png``.
+
+This module draws nothing and never imports :mod:`~densetasks.experiments.sweep_plots` (which
+imports this module's data types): the caller wires the two, as ``densetasks sweep`` does.
 
 Sweep directory layout::
 
@@ -37,8 +41,8 @@ import yaml
 
 from densetasks.engine.config import RunConfig, apply_overrides, validate_config
 from densetasks.engine.run import evaluate_run, train
-from densetasks.engine.run_record import load_run_record
 from densetasks.errors import ConfigError, DataError
+from densetasks.experiments.run_record import load_run_record
 
 Grid = dict[str, list[Any]]
 """Dotted config key -> the values it takes, in the order given."""
@@ -330,16 +334,21 @@ def format_sweep_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
-def write_sweep(result: SweepResult, out_dir: Path) -> None:
-    """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``out_dir``."""
-    from densetasks.engine.sweep_plots import sweep_figure_png
+def write_sweep(
+    result: SweepResult,
+    out_dir: Path,
+    render_png: Callable[[SweepResult], bytes] | None = None,
+) -> None:
+    """Write ``sweep.json`` and ``sweep.md`` into ``out_dir``, and ``sweep.png`` if asked.
 
+    ``render_png`` draws the figure, e.g. ``sweep_plots.sweep_figure_png``; without it no
+    picture is written and ``sweep.md`` links none.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(
         json.dumps(sweep_payload(result), indent=2, ensure_ascii=False) + "\n"
     )
-    (out_dir / "sweep.png").write_bytes(sweep_figure_png(result))
     text = [
         "# densetasks sweep",
         "",
@@ -349,7 +358,8 @@ def write_sweep(result: SweepResult, out_dir: Path) -> None:
         "(Pareto front); '(marked)' runs were added with --mark.",
         "",
         format_sweep_table(result),
-        "",
-        "![primary metrics against the setting and Pareto fronts](sweep.png)",
     ]
+    if render_png is not None:
+        (out_dir / "sweep.png").write_bytes(render_png(result))
+        text += ["", "![primary metrics against the setting and Pareto fronts](sweep.png)"]
     (out_dir / "sweep.md").write_text("\n".join(text) + "\n")

@@ -1,11 +1,17 @@
 """Sweep building blocks: grid parsing and expansion, names, planning, Pareto front, outputs."""
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from densetasks.engine.sweep import (
+from densetasks.errors import ConfigError
+from densetasks.experiments import sweep as sweep_module
+from densetasks.experiments.sweep import (
     collect_results,
     combination_name,
     expand_grid,
@@ -17,7 +23,7 @@ from densetasks.engine.sweep import (
     plan_runs,
     write_sweep,
 )
-from densetasks.errors import ConfigError
+from densetasks.experiments.sweep_plots import _staircase, sweep_figure_png
 
 BASE = {
     "tasks": {"semseg": {}, "depth": {}},
@@ -181,7 +187,7 @@ def test_collect_results_compares_only_the_tasks_every_run_has(finished_sweep):
 def test_write_sweep_writes_json_table_and_figure(finished_sweep):
     planned, grid, tmp_path = finished_sweep
     result = collect_results(planned, "val", marked=[tmp_path / "uncertainty"], keys=list(grid))
-    write_sweep(result, tmp_path / "out")
+    write_sweep(result, tmp_path / "out", render_png=sweep_figure_png)
     stored = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [run["overrides"] for run in stored["runs"]] == [
         {"balancer.weights.semseg": 1}, {"balancer.weights.semseg": 10},
@@ -200,8 +206,6 @@ def test_write_sweep_writes_json_table_and_figure(finished_sweep):
 
 def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
     """Several keys: one tick per run, labelled with its values."""
-    from densetasks.engine.sweep_plots import _staircase
-
     grid = {"balancer.weights.semseg": [1, 2], "train.lr": [0.1, 0.2]}
     planned = plan_grid(BASE, grid, tmp_path)
     for index, run in enumerate(planned):
@@ -210,10 +214,61 @@ def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
         }
         fake_run(run.run_dir, ["semseg", "depth"], metrics)
     result = collect_results(planned, "val")
-    write_sweep(result, tmp_path / "out")
+    write_sweep(result, tmp_path / "out", render_png=sweep_figure_png)
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 1000
     # Staircase through a front (higher a and lower b are better): best a first.
     front = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": 3.0}, {"a": 0.6, "b": 2.0}]
     assert _staircase(front, "a", "b", {"a": True, "b": False}) == (
         [0.7, 0.6, 0.6, 0.5, 0.5], [3.0, 3.0, 2.0, 2.0, 1.0]
     )
+
+
+def test_write_sweep_without_a_renderer_writes_no_figure(finished_sweep):
+    planned, grid, tmp_path = finished_sweep
+    write_sweep(collect_results(planned, "val", keys=list(grid)), tmp_path / "out")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["sweep.json", "sweep.md"]
+    assert "sweep.png" not in (tmp_path / "out" / "sweep.md").read_text()
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an import statement anywhere in ``path`` names."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_sweep_module_imports_neither_its_plots_nor_matplotlib():
+    """One-way dependency: sweep_plots imports sweep's types, sweep never imports plots."""
+    imported = imported_modules(Path(sweep_module.__file__))
+    assert not {name for name in imported if "plots" in name or "matplotlib" in name}
+
+
+def test_the_engine_never_imports_the_experiments():
+    """Experiments drive the engine; the engine does not know about reports or sweeps."""
+    engine_dir = Path(sweep_module.__file__).parents[1] / "engine"
+    for path in sorted(engine_dir.glob("*.py")):
+        experiments = {n for n in imported_modules(path) if n.startswith("densetasks.experiments")}
+        assert not experiments, f"{path.name} imports {sorted(experiments)}"
+
+
+def test_drawing_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path):
+    """Importing and drawing must not switch the user's backend nor load pyplot."""
+    script = """
+import sys, matplotlib
+matplotlib.use("svg")
+from densetasks.experiments.report_plots import blank_figure, figure_png
+figure = blank_figure((2, 2))
+figure.subplots().plot([0, 1], [1, 0])
+png = figure_png(figure, dpi=50)
+assert png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", png[:8]
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr

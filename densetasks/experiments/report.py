@@ -1,15 +1,16 @@
 """The multi-task report: runs side by side with their single-task baselines, and Δm.
 
-``build_report`` turns run records (:mod:`densetasks.engine.run_record`) into one JSON-able
+``build_report`` turns run records (:mod:`densetasks.experiments.run_record`) into one JSON-able
 mapping with every number; ``comparison_table`` lays those numbers out as rows shared by the
 text, Markdown and HTML renderings; ``write_report`` writes ``report.json``, ``report.md``
 (with plots under ``plots/`` and sample pictures under ``samples/``) and a self-contained
 ``report.html``.
 
 Baselines are matched to tasks by what each baseline run trained: one task per baseline run.
-Δm (papers 001 / 002, :func:`densetasks.metrics.delta_m.delta_m`) is reported twice per run:
-over each task's primary metric (the papers' way) and over all metrics (averaged within each
-task first). A task without a baseline is left out of Δm and named in ``missing_baselines``.
+Δm (Lopes, Vu & de Charette, WACV 2023; Popovic et al., CVPR 2021;
+:func:`densetasks.metrics.delta_m.delta_m`) is reported twice per run: over each task's primary
+metric (the papers' way) and over all metrics (averaged within each task first). A task
+without a baseline is left out of Δm and named in ``missing_baselines``.
 """
 
 import json
@@ -19,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from densetasks.engine.report_html import render_html
-from densetasks.engine.report_plots import Figure, report_figures
-from densetasks.engine.run_record import RunRecord, load_run_record
 from densetasks.errors import DataError
+from densetasks.experiments.report_html import render_html
+from densetasks.experiments.report_plots import Figure, report_figures
+from densetasks.experiments.run_record import RunRecord, load_run_record
 from densetasks.metrics.delta_m import delta_m, relative_gain
 
 Report = dict[str, Any]
@@ -229,7 +230,8 @@ TABLE_LEGEND = (
     "↑ higher is better, ↓ lower is better, * the task's primary metric. In brackets: the "
     "relative gain over the single-task baseline in %, sign-corrected so that positive is "
     "better. Δm = 1/n Σ_i (−1)^{g_i} (m_i − b_i) / b_i over the tasks with a baseline "
-    "(papers 001 and 002); 'all metrics' averages every metric within a task first."
+    "(Lopes, Vu & de Charette, WACV 2023; Popovic et al., CVPR 2021); 'all metrics' averages "
+    "every metric within a task first."
 )
 
 

@@ -1,8 +1,12 @@
-"""The report's plots from the runs' event logs, rendered to PNG bytes with matplotlib (Agg).
+"""The report's plots from the runs' event logs, rendered to PNG bytes with matplotlib.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` with its own Agg canvas, never through
+``pyplot``: importing this module does not choose or change the user's matplotlib backend.
 
 * training loss per task over steps, one panel per run;
 * effective loss weights per task over steps, one panel per multi-task run — the learned
-  weights of uncertainty weighting show here as in paper 000, Fig. 7;
+  weights of uncertainty weighting show here as in Kendall, Gal & Cipolla (CVPR 2018),
+  Fig. 7;
 * validation metrics over steps, one panel per task (its primary metric), one line per run.
 """
 
@@ -12,12 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from densetasks.engine.run_record import RunRecord  # noqa: E402
+from densetasks.experiments.run_record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def _series(events: Sequence[dict[str, Any]], key: str) -> dict[str, tuple[list,
     return series
 
 
-def _draw_losses(axes: plt.Axes, record: RunRecord) -> None:
+def _draw_losses(axes: Axes, record: RunRecord) -> None:
     series = _series(record.train_events, "losses")
     for task, (steps, values) in series.items():
         axes.plot(steps, values, label=task)
@@ -76,7 +79,7 @@ def _draw_losses(axes: plt.Axes, record: RunRecord) -> None:
     axes.set_ylabel("loss")
 
 
-def _draw_weights(axes: plt.Axes, record: RunRecord) -> None:
+def _draw_weights(axes: Axes, record: RunRecord) -> None:
     for task, (steps, values) in _series(record.train_events, "weights").items():
         axes.plot(steps, values, label=task)
     axes.set_ylabel("weight")
@@ -86,7 +89,7 @@ def _panels(
     slug: str,
     title: str,
     records: Sequence[RunRecord],
-    draw: Callable[[plt.Axes, RunRecord], None],
+    draw: Callable[[Axes, RunRecord], None],
 ) -> Figure:
     """One panel per run, drawn by ``draw``."""
     figure, axes_list = _grid(len(records))
@@ -137,26 +140,32 @@ def _validation_figure(
     return Figure("validation", title, _png(figure, title))
 
 
-def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+def _grid(count: int) -> tuple[MplFigure, list[Axes]]:
     """A figure with ``count`` panels in rows of up to three; unused panels hidden."""
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    flat = list(axes.flat)
+    figure = blank_figure((4.2 * columns, 3.2 * rows))
+    flat = list(figure.subplots(rows, columns, squeeze=False).flat)
     for unused in flat[count:]:
         unused.set_visible(False)
     return figure, flat[:count]
 
 
-def _png(figure: plt.Figure, title: str) -> bytes:
+def _png(figure: MplFigure, title: str) -> bytes:
     figure.suptitle(title)
     return figure_png(figure, dpi=90)
 
 
-def figure_png(figure: plt.Figure, dpi: int) -> bytes:
-    """Lay out ``figure``, render it to PNG bytes and close it (reports and sweeps)."""
+def blank_figure(size: tuple[float, float]) -> MplFigure:
+    """An empty figure of ``size`` inches on an Agg canvas, outside pyplot (reports, sweeps)."""
+    figure = MplFigure(figsize=size)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_png(figure: MplFigure, dpi: int) -> bytes:
+    """Lay out ``figure`` and render it to PNG bytes (reports and sweeps)."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
-    plt.close(figure)
     return buffer.getvalue()
