@@ -6,16 +6,19 @@
       dataset.json            {"format": "densetasks-folder", "version": 1, "tasks": [...],
                                "task_options": {"semseg": {"num_classes": K, "class_names": [...]}}}
       images/<name>.png|.jpg  RGB
-      semseg/<name>.png       8-bit class ids, 255 = ignore          (parts/ alike)
-      depth/<name>.npy        float32 [H, W] metres, 0 = invalid      or depth/<name>.png:
-                              16-bit millimetres, 0 = invalid
-      normals/<name>.npy      float32 [H, W, 3] unit vectors, zero vector = invalid, or
-                              normals/<name>.png: RGB (n + 1) / 2 · 255, (128, 128, 128) = invalid
-      edges/<name>.png        8-bit 0 / 1, 255 = ignore               (saliency/ alike)
-      instance/<name>.png     16-bit ids, 0 = no instance
+      <task>/<name>.<suffix>  one folder per task, encoded by the task's label kind:
+        MASK (semseg, parts)   .png 8-bit class ids, 255 = ignore
+        BINARY (edges, ...)    .png 8-bit 0 / 1, 255 = ignore
+        DEPTH                  .npy float32 [H, W] metres, 0 = invalid, or
+                               .png 16-bit millimetres, 0 = invalid
+        NORMALS                .npy float32 [H, W, 3] unit vectors, zero vector = invalid, or
+                               .png RGB (n + 1) / 2 · 255, (128, 128, 128) = invalid
+        INSTANCE               .png 16-bit ids, 0 = no instance
       intrinsics/<name>.json  {"K": 3x3}   or one intrinsics.json for every image
       splits/<split>.txt      one name per line
 
+Any task registered in ``densetasks.tasks.registry.TASKS`` has a folder: its class's
+``label_kind`` picks the encoding, so a task defined outside the library needs nothing here.
 A sample lacking a task's file simply lacks that key. Everything that can be checked without
 reading every file is checked when the dataset is opened; each file is checked when loaded.
 """
@@ -41,8 +44,8 @@ from densetasks.data.io import (
     write_png_array,
     write_text,
 )
-from densetasks.data.sample import IGNORE_INDEX
-from densetasks.errors import DataError
+from densetasks.data.sample import IGNORE_INDEX, LabelKind
+from densetasks.errors import ConfigError, DataError
 
 FORMAT_NAME = "densetasks-folder"
 FORMAT_VERSION = 1
@@ -57,7 +60,7 @@ _Writer = Callable[[Path, torch.Tensor, TaskOptions], None]
 
 @dataclass(frozen=True)
 class _Encoding:
-    """How one task's label is stored in one file type."""
+    """How one kind of label is stored in one file type."""
 
     suffix: str
     read: _Reader
@@ -180,26 +183,41 @@ def _write_instance(path: Path, label: torch.Tensor, options: TaskOptions) -> No
     write_png_array(path, ids.astype(np.uint16))
 
 
-_CLASS_IDS = _Encoding(".png", _read_class_ids, _write_class_ids)
-_BINARY = _Encoding(".png", _read_binary, _write_binary)
-LABEL_ENCODINGS: dict[str, dict[str, _Encoding]] = {
-    "semseg": {"png": _CLASS_IDS},
-    "parts": {"png": _CLASS_IDS},
-    "depth": {
+LABEL_ENCODINGS: dict[LabelKind, dict[str, _Encoding]] = {
+    LabelKind.MASK: {"png": _Encoding(".png", _read_class_ids, _write_class_ids)},
+    LabelKind.BINARY: {"png": _Encoding(".png", _read_binary, _write_binary)},
+    LabelKind.DEPTH: {
         "npy": _Encoding(".npy", _read_depth_npy, _write_depth_npy),
         "png": _Encoding(".png", _read_depth_png, _write_depth_png),
     },
-    "normals": {
+    LabelKind.NORMALS: {
         "npy": _Encoding(".npy", _read_normals_npy, _write_normals_npy),
         "png": _Encoding(".png", _read_normals_png, _write_normals_png),
     },
-    "edges": {"png": _BINARY},
-    "saliency": {"png": _BINARY},
-    "instance": {"png": _Encoding(".png", _read_instance, _write_instance)},
+    LabelKind.INSTANCE: {"png": _Encoding(".png", _read_instance, _write_instance)},
 }
-"""Task name -> file type -> encoding; the first file type is the one written by default."""
+"""Label kind -> file type -> encoding; the first file type is the one written by default."""
 
-KNOWN_TASKS = tuple(LABEL_ENCODINGS)
+
+def known_tasks() -> list[str]:
+    """The tasks the folder format can store: every registered task, sorted by name."""
+    from densetasks.tasks.registry import TASKS  # here: densetasks.tasks imports this package
+
+    return TASKS.names()
+
+
+def task_encodings(task: str, where: str | Path) -> dict[str, _Encoding]:
+    """File type -> encoding of ``task``'s labels, chosen by the task's label kind.
+
+    A task that is not registered is a DataError naming ``where`` (the folder or file that
+    asked for it), so a dataset on disk fails with its path rather than a config key.
+    """
+    from densetasks.tasks.registry import task_label_kind  # see known_tasks
+
+    try:
+        return LABEL_ENCODINGS[task_label_kind(task)]
+    except ConfigError as error:
+        raise DataError(f"{where}: {error}") from None
 
 
 # ---------------------------------------------------------------- reader
@@ -224,7 +242,8 @@ class FolderDataset(DenseDataset):
         super().__init__(transform)
         self.root = Path(root)
         description = read_dataset_description(self.root)
-        self.tasks = self._select_tasks(description, tasks)
+        self._encodings = self._select_tasks(description, tasks)
+        self.tasks = tuple(self._encodings)
         options = description.get("task_options", {})
         self.task_options = {task: dict(options.get(task, {})) for task in self.tasks}
         self._images = _index_files(self.root / "images", IMAGE_SUFFIXES)
@@ -250,8 +269,7 @@ class FolderDataset(DenseDataset):
             path = self._labels[task].get(name)
             if path is None:
                 continue
-            encoding = _encoding_for(task, path)
-            label = encoding.read(path, self.task_options[task])
+            label = _encoding_for(self._encodings[task], path).read(path, self.task_options[task])
             if tuple(label.shape[-2:]) != tuple(image.shape[-2:]):
                 raise DataError(
                     f"{path}: label size {tuple(label.shape[-2:])} differs from image "
@@ -267,16 +285,17 @@ class FolderDataset(DenseDataset):
             return _read_intrinsics(path)
         return None if self._shared_intrinsics is None else self._shared_intrinsics.clone()
 
-    def _select_tasks(self, description: dict[str, Any], tasks: Sequence[str] | None):
-        if tasks is None:
-            return tuple(description["tasks"])
-        for task in tasks:
-            if task not in LABEL_ENCODINGS:
-                known = ", ".join(KNOWN_TASKS)
-                raise DataError(f"{self.root}: unknown task {task!r}; known tasks: {known}")
-            if not (self.root / task).is_dir():
-                raise DataError(f"{self.root / task}: no such task folder")
-        return tuple(tasks)
+    def _select_tasks(
+        self, description: dict[str, Any], tasks: Sequence[str] | None
+    ) -> dict[str, dict[str, _Encoding]]:
+        """The selected tasks, in order, with their encodings; an unregistered task fails
+        before a missing task folder."""
+        selected = description["tasks"] if tasks is None else tasks
+        encodings = {task: task_encodings(task, self.root) for task in selected}
+        missing = [task for task in tasks or () if not (self.root / task).is_dir()]
+        if missing:
+            raise DataError(f"{self.root / missing[0]}: no such task folder")
+        return encodings
 
     def _select_names(self, split: str | None) -> list[str]:
         if split is None:
@@ -294,7 +313,7 @@ class FolderDataset(DenseDataset):
         return names
 
     def _index_labels(self, task: str) -> dict[str, Path]:
-        suffixes = tuple(encoding.suffix for encoding in LABEL_ENCODINGS[task].values())
+        suffixes = tuple(encoding.suffix for encoding in self._encodings[task].values())
         return _index_files(self.root / task, suffixes, optional=True)
 
 
@@ -302,7 +321,8 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
     """``dataset.json`` of a folder dataset, or one inferred from its task folders.
 
     Checks that ``root`` and ``root/images`` exist, the format version, and that every
-    listed task is known.
+    listed task is registered. Without ``dataset.json`` the tasks are the registered ones
+    that have a folder.
     """
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
@@ -310,9 +330,12 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
         raise DataError(f"{root / 'images'}: images folder not found")
     path = root / "dataset.json"
     if not path.is_file():
-        present = [task for task in KNOWN_TASKS if (root / task).is_dir()]
+        present = [task for task in known_tasks() if (root / task).is_dir()]
         return {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION, "tasks": present, "task_options": {}
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "tasks": present,
+            "task_options": {},
         }
     description = read_json(path)
     if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
@@ -322,10 +345,9 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
             f"{path}: format version {description.get('version')!r} is not supported "
             f"(this densetasks reads version {FORMAT_VERSION})"
         )
-    unknown = [task for task in description.get("tasks", []) if task not in LABEL_ENCODINGS]
-    if unknown:
-        raise DataError(f"{path}: unknown tasks {unknown}; known tasks: {', '.join(KNOWN_TASKS)}")
     description.setdefault("tasks", [])
+    for task in description["tasks"]:
+        task_encodings(task, path)  # an unregistered task fails here, naming dataset.json
     description.setdefault("task_options", {})
     return description
 
@@ -419,9 +441,7 @@ def write_label(
     A file of the same name with another suffix (a stale encoding) is removed, so a name
     never has two files for one task.
     """
-    if task not in LABEL_ENCODINGS:
-        raise DataError(f"label {task!r} of {name!r} has no folder encoding; known: {KNOWN_TASKS}")
-    encodings = LABEL_ENCODINGS[task]
+    encodings = task_encodings(task, root / task)
     encoding = encodings[file_format or next(iter(encodings))]
     path = root / task / f"{name}{encoding.suffix}"
     _remove_other_encodings(path, tuple(other.suffix for other in encodings.values()))
@@ -432,14 +452,16 @@ def write_label(
 def register_tasks(
     root: Path, tasks: Iterable[str], task_options: dict[str, TaskOptions] | None = None
 ) -> None:
-    """Add ``tasks`` (and replace their ``task_options``) in ``root/dataset.json``."""
+    """Add ``tasks`` (and replace their ``task_options``) in ``root/dataset.json``; the
+    tasks are listed sorted by name, as the registry lists them."""
     description = read_dataset_description(root)
-    present = set(description["tasks"]) | set(tasks)
-    description["tasks"] = [task for task in KNOWN_TASKS if task in present]
-    description["task_options"] = {
-        **description["task_options"],
-        **{task: options for task, options in (task_options or {}).items() if task in present},
-    }
+    new = set(tasks) - set(description["tasks"])
+    for task in new:
+        task_encodings(task, root / "dataset.json")  # only registered tasks are listed
+    present = {*description["tasks"], *new}
+    description["tasks"] = sorted(present)
+    options = {task: value for task, value in (task_options or {}).items() if task in present}
+    description["task_options"] = {**description["task_options"], **options}
     write_json(root / "dataset.json", description)
 
 
@@ -479,11 +501,9 @@ def _check_depth(metres: np.ndarray, where: str) -> None:
 
 def _check_formats(formats: dict[str, str]) -> dict[str, str]:
     for task, file_format in formats.items():
-        choices = LABEL_ENCODINGS.get(task, {})
+        choices = task_encodings(task, f"formats[{task!r}]")
         if file_format not in choices:
-            raise DataError(
-                f"formats[{task!r}] = {file_format!r}; choices: {sorted(choices) or 'none'}"
-            )
+            raise DataError(f"formats[{task!r}] = {file_format!r}; choices: {sorted(choices)}")
     return formats
 
 
@@ -492,9 +512,9 @@ def _check_name(name: str) -> None:
         raise DataError(f"sample name {name!r} cannot be a file name")
 
 
-def _encoding_for(task: str, path: Path) -> _Encoding:
+def _encoding_for(encodings: dict[str, _Encoding], path: Path) -> _Encoding:
     """The encoding of an indexed label file (the index only holds known suffixes)."""
-    by_suffix = {encoding.suffix: encoding for encoding in LABEL_ENCODINGS[task].values()}
+    by_suffix = {encoding.suffix: encoding for encoding in encodings.values()}
     return by_suffix[path.suffix.lower()]
 
 
@@ -523,8 +543,10 @@ def _read_intrinsics(path: Path) -> torch.Tensor:
         intrinsics = torch.tensor(matrix, dtype=torch.float32)
     except (TypeError, ValueError):
         intrinsics = None
-    if intrinsics is None or intrinsics.shape != (3, 3) or not all(
-        math.isfinite(value) for value in intrinsics.flatten().tolist()
+    if (
+        intrinsics is None
+        or intrinsics.shape != (3, 3)
+        or not all(math.isfinite(value) for value in intrinsics.flatten().tolist())
     ):
         raise DataError(f"{path}: key 'K' must be a finite 3x3 matrix")
     return intrinsics

@@ -7,6 +7,8 @@ import torch
 from densetasks.data.folder import FolderDataset, write_folder_dataset
 from densetasks.data.io import write_npy, write_png_array
 from densetasks.errors import DataError
+from densetasks.tasks.registry import TASKS
+from densetasks.tasks.semseg import SemanticSegmentation
 
 H, W = 6, 8
 K = torch.tensor([[10.0, 0.0, 3.5], [0.0, 10.0, 2.5], [0.0, 0.0, 1.0]])
@@ -48,7 +50,7 @@ def test_round_trip_is_exact_with_npy(root):
     original = full_sample("a", 0)
     dataset = FolderDataset(root, "train")
     assert len(dataset) == 2 and dataset.names == ["a", "b"]
-    assert dataset.tasks == ("semseg", "parts", "depth", "normals", "edges", "saliency", "instance")
+    assert dataset.tasks == ("depth", "edges", "instance", "normals", "parts", "saliency", "semseg")
     assert dataset.task_options["semseg"] == {"num_classes": 3, "class_names": ["x", "y", "z"]}
     loaded = dataset[0]
     for key in dataset.tasks:
@@ -62,8 +64,13 @@ def test_round_trip_is_exact_with_npy(root):
 
 def test_round_trip_with_png_depth_and_normals(tmp_path):
     original = full_sample("a", 1)
-    write_folder_dataset([original], tmp_path, "val", formats={"depth": "png", "normals": "png"},
-                         intrinsics_per_sample=False)
+    write_folder_dataset(
+        [original],
+        tmp_path,
+        "val",
+        formats={"depth": "png", "normals": "png"},
+        intrinsics_per_sample=False,
+    )
     assert (tmp_path / "depth" / "a.png").is_file() and (tmp_path / "intrinsics.json").is_file()
     loaded = FolderDataset(tmp_path, "val")[0]
     assert (loaded["depth"] - original["depth"]).abs().max() <= 0.0005 + 1e-6
@@ -84,7 +91,9 @@ def test_rewriting_with_another_format_replaces_the_old_file(tmp_path):
 
 
 def test_writer_updates_split_and_dataset_json(tmp_path):
-    write_folder_dataset([full_sample("a")], tmp_path, "train", task_options={"semseg": {"class_names": list("xyz")}})
+    write_folder_dataset(
+        [full_sample("a")], tmp_path, "train", task_options={"semseg": {"class_names": list("xyz")}}
+    )
     write_folder_dataset([{"image": torch.rand(3, H, W), "meta": {"name": "c"}}], tmp_path, "val")
     description = json.loads((tmp_path / "dataset.json").read_text())
     assert description["version"] == 1 and "semseg" in description["tasks"]
@@ -101,7 +110,7 @@ def test_without_dataset_json_tasks_come_from_folders(root):
 
 def test_task_selection_and_unknown_tasks(root):
     assert set(FolderDataset(root, "train", tasks=["depth"])[0]) == {"image", "meta", "depth"}
-    with pytest.raises(DataError, match=r"unknown task 'depht'; known tasks: semseg"):
+    with pytest.raises(DataError, match=r"unknown task 'depht'; known: depth, edges"):
         FolderDataset(root, "train", tasks=["depht"])
     (root / "saliency").rename(root / "gone")
     with pytest.raises(DataError, match=r"saliency: no such task folder"):
@@ -164,13 +173,45 @@ def test_writer_rejects_what_it_cannot_encode(tmp_path):
         write_folder_dataset([too_deep], tmp_path, "train", formats={"depth": "png"})
     with pytest.raises(DataError, match=r"class id 2 is not in 0..1"):
         write_folder_dataset(
-            [full_sample("a")], tmp_path, "train", task_options={"semseg": {"class_names": ["x", "y"]}}
+            [full_sample("a")],
+            tmp_path,
+            "train",
+            task_options={"semseg": {"class_names": ["x", "y"]}},
         )
     unknown = {"image": torch.rand(3, H, W), "flow": torch.zeros(2, H, W)}
-    with pytest.raises(DataError, match=r"'flow'.*no folder encoding"):
+    with pytest.raises(DataError, match=r"flow: unknown task 'flow'"):
         write_folder_dataset([unknown], tmp_path, "train")
     different = full_sample("b")
     different["meta"]["intrinsics"] = K * 2
     with pytest.raises(DataError, match=r"intrinsics_per_sample=True"):
-        write_folder_dataset([full_sample("a"), different], tmp_path, "train",
-                             intrinsics_per_sample=False)
+        write_folder_dataset(
+            [full_sample("a"), different], tmp_path, "train", intrinsics_per_sample=False
+        )
+
+
+class Terrain(SemanticSegmentation):
+    """A task the library does not define: its label is a class mask like semseg's."""
+
+    name = "terrain"
+
+
+@pytest.fixture
+def terrain_task():
+    TASKS.register(Terrain.name, Terrain)
+    yield Terrain
+    TASKS._items.pop(Terrain.name)  # the registry has no public way to unregister
+
+
+def test_a_task_registered_outside_the_library_round_trips(tmp_path, terrain_task):
+    terrain = torch.randint(0, 4, (H, W), generator=torch.Generator().manual_seed(0))
+    terrain[0, 0] = 255
+    sample = {"image": torch.rand(3, H, W), "terrain": terrain, "meta": {"name": "a"}}
+    options = {"terrain": {"class_names": list("abcd")}}
+    write_folder_dataset([sample], tmp_path, "train", task_options=options)
+    assert (tmp_path / "terrain" / "a.png").is_file()
+    dataset = FolderDataset(tmp_path, "train")
+    assert dataset.tasks == ("terrain",) and dataset.task_options["terrain"]["num_classes"] == 4
+    loaded = dataset[0]["terrain"]
+    assert loaded.dtype == torch.int64 and torch.equal(loaded, terrain)
+    (tmp_path / "dataset.json").unlink()
+    assert FolderDataset(tmp_path, "train").tasks == ("terrain",)  # found by its folder
