@@ -16,9 +16,13 @@ Tensor conventions (batched, NCHW):
   selects pixels per task). It is combined with the label's own valid pixels.
 """
 
+import copy
+import functools
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +47,16 @@ class Task(ABC):
     likelihood: ClassVar[Likelihood]
     primary_metric: ClassVar[str]
     """The metric used for Δm with one metric per task and for choosing the best checkpoint."""
+
+    _options: Mapping[str, Any] = MappingProxyType({})
+    """The constructor arguments, defaults applied; recorded when ``__init__`` is called."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap a subclass's own ``__init__`` so that every call records its arguments: the
+        options are written down once, here, instead of by a hand-kept ``options()``."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_options(cls.__init__)
 
     @property
     @abstractmethod
@@ -107,11 +121,52 @@ class Task(ABC):
         return valid if mask is None else valid & mask
 
     def options(self) -> dict[str, Any]:
-        """The constructor arguments, so a checkpoint can rebuild the task."""
-        return {}
+        """The constructor arguments (defaults applied), so that a checkpoint can rebuild
+        the task with ``create_task(name, **options)``; a copy, safe to change."""
+        return copy.deepcopy(dict(self._options))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options()})"
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _recording_options(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` that first stores its bound arguments (defaults applied, made checkpoint-safe
+    by :func:`_checkpoint_safe`) as the task's ``_options``.
+
+    Only the outermost ``__init__`` of a ``super().__init__(...)`` chain records: that is the
+    one of the class being built, whose signature ``create_task`` checks options against.
+    """
+    signature = inspect.signature(init)
+    variadic = [p.name for p in signature.parameters.values() if p.kind in _VARIADIC]
+    if variadic:
+        raise TypeError(
+            f"{init.__qualname__} takes *{variadic[0]}: task options must be named parameters"
+        )
+
+    @functools.wraps(init)
+    def recording_init(self: Task, *args: Any, **kwargs: Any) -> None:
+        if "_options" not in vars(self):
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = list(bound.arguments.items())[1:]  # without ``self``
+            self._options = {name: _checkpoint_safe(value) for name, value in arguments}
+        init(self, *args, **kwargs)
+
+    return recording_init
+
+
+def _checkpoint_safe(value: Any) -> Any:
+    """``value`` with every mapping as a dict and every other sequence (tuple, list) but a
+    string as a list, recursively: plain containers that ``torch.load(weights_only=True)``
+    and YAML read back as they were, so the saved options equal a config's."""
+    if isinstance(value, Mapping):
+        return {key: _checkpoint_safe(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_checkpoint_safe(item) for item in value]
+    return value
 
 
 def evaluation_inputs(

@@ -14,7 +14,7 @@ Three losses, one per paper, each fixing what the head's channel means:
     term (``w = ssi_depth_weight``, "0.25 × the depth loss") keeps values in fp16 range.
 """
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import matplotlib
 import numpy as np
@@ -77,8 +77,6 @@ class Depth(Task):
     def channels(self) -> int:
         return 1
 
-    def options(self) -> dict[str, Any]:
-        return {"loss": self.loss_name, "far": self.far, "ssi_depth_weight": self.ssi_depth_weight}
 
     def head_target(self, label: torch.Tensor) -> torch.Tensor:
         """What the head should output for a depth label: ``numerator / d``; 0 where unlabelled."""

@@ -5,7 +5,6 @@ saliency): head size, sigmoid decode, grey-scale drawing and the composite-space
 """
 
 from abc import abstractmethod
-from typing import Any
 
 import numpy as np
 import torch
@@ -140,14 +139,6 @@ class Edges(BinaryMapTask):
         self.nms = nms
         self.metrics()  # checks the metric options now, not at the first evaluation
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "pos_weight": self.pos_weight,
-            "neg_weight": self.neg_weight,
-            "thresholds": self.thresholds,
-            "max_dist": self.max_dist,
-            "nms": self.nms,
-        }
 
     def class_weights(self, target: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
         """The fixed weights ``(pos_weight, neg_weight)``."""

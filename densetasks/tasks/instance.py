@@ -10,6 +10,7 @@ The target function :func:`~densetasks.data.derive.centroid_offsets` and the eva
 that read them (the metrics never import the tasks); both are re-exported here."""
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,10 @@ from densetasks.metrics.instance_segmentation import (
 from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
+
+NO_GROUPING_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
+"""Default ``grouping``: an empty, read-only mapping (every :class:`GroupingConfig` default),
+so that the recorded options say ``grouping: {}`` as a config would."""
 
 GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 """Hue step between consecutive instance ids: neighbouring ids get well-separated colours."""
@@ -56,7 +61,7 @@ class InstanceOffsets(Task):
         composite_scale: float = 32.0,
         instance_classes: Sequence[int] | None = None,
         semantic_task: str = "semseg",
-        grouping: Mapping[str, Any] | None = None,
+        grouping: Mapping[str, Any] | None = NO_GROUPING_OVERRIDES,
     ) -> None:
         if composite_scale <= 0:
             raise ConfigError(f"{self.name}.composite_scale must be > 0, got {composite_scale}")
@@ -85,13 +90,6 @@ class InstanceOffsets(Task):
         ``semantic_task`` predicts as an instance class (paper 000, Sec. 4)."""
         return () if self.instance_classes is None else (self.semantic_task,)
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "composite_scale": self.composite_scale,
-            "instance_classes": self.instance_classes,
-            "semantic_task": self.semantic_task,
-            "grouping": self.grouping,
-        }
 
     def evaluation_input(self, predictions: Mapping[str, torch.Tensor]) -> Any:
         """The offsets alone, or with grouping enabled the offsets and the semantic

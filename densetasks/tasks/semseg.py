@@ -1,7 +1,5 @@
 """Semantic segmentation: one class id per pixel, cross-entropy or focal loss, mIoU."""
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,13 +60,6 @@ class SemanticSegmentation(Task):
     def channels(self) -> int:
         return self.num_classes
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
-            "focal_gamma": self.focal_gamma,
-            "composite_eps": self.composite_eps,
-        }
 
     def loss(
         self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
