@@ -8,9 +8,11 @@ command line prints it and exits non-zero.
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from densetasks.data.dataset import DenseDataset
 from densetasks.data.readers import READERS
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import ConfigError
@@ -34,34 +36,44 @@ def run(args: argparse.Namespace) -> int:
     reader = READERS.get(args.format)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
-    splits = [args.split] if args.split else list(reader.splits)
-    for split in splits:
+    for split in [args.split] if args.split else list(reader.splits):
         dataset = reader(args.root, split=split)
         count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-        pixel_counts = {
-            task: torch.zeros(options["num_classes"], dtype=torch.int64)
-            for task, options in dataset.task_options.items()
-            if "num_classes" in options
-        }
-        present = dict.fromkeys(dataset.tasks, 0)
-        for index in range(count):
-            sample = dataset.load(index)
-            for task in dataset.tasks:
-                present[task] += task in sample
-            for task, counts in pixel_counts.items():
-                if task in sample:
-                    labelled = sample[task][sample[task] != IGNORE_INDEX]
-                    counts += torch.bincount(labelled.flatten(), minlength=len(counts))
+        present, pixel_counts = _read_samples(dataset, count)
         print(f"{split}: {len(dataset)} samples, {count} loaded")
-        print(
-            "  tasks: " + ", ".join(f"{task} ({present[task]}/{count})" for task in dataset.tasks)
-        )
+        tasks = ", ".join(f"{task} ({present[task]}/{count})" for task in dataset.tasks)
+        print(f"  tasks: {tasks}")
         for task, counts in pixel_counts.items():
-            print(f"  {task} pixel fraction per class:")
-            names = dataset.task_options[task].get(
-                "class_names", [str(i) for i in range(len(counts))]
-            )
-            total = max(int(counts.sum()), 1)
-            for name, value in zip(names, counts.tolist()):
-                print(f"    {name:<16} {value / total:.4f}")
+            _print_class_fractions(task, counts, dataset.task_options[task])
     return 0
+
+
+def _read_samples(
+    dataset: DenseDataset, count: int
+) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """Load the first ``count`` samples (so every file is checked); how many hold each task,
+    and the labelled pixels per class of each class task."""
+    pixel_counts = {
+        task: torch.zeros(options["num_classes"], dtype=torch.int64)
+        for task, options in dataset.task_options.items()
+        if "num_classes" in options
+    }
+    present = dict.fromkeys(dataset.tasks, 0)
+    for index in range(count):
+        sample = dataset.load(index)
+        for task in dataset.tasks:
+            present[task] += task in sample
+        for task, counts in pixel_counts.items():
+            if task in sample:
+                labelled = sample[task][sample[task] != IGNORE_INDEX]
+                counts += torch.bincount(labelled.flatten(), minlength=len(counts))
+    return present, pixel_counts
+
+
+def _print_class_fractions(task: str, counts: torch.Tensor, options: dict[str, Any]) -> None:
+    """Each class's share of the labelled pixels, by class name where the reader has them."""
+    print(f"  {task} pixel fraction per class:")
+    names = options.get("class_names", [str(index) for index in range(len(counts))])
+    total = max(int(counts.sum()), 1)
+    for name, value in zip(names, counts.tolist()):
+        print(f"    {name:<16} {value / total:.4f}")
