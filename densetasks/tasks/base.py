@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from densetasks.data.sample import LabelKind
 from densetasks.metrics.base import Metric
@@ -114,6 +115,21 @@ class Task(ABC):
                 f"{self.name} output has shape {tuple(output.shape)}, expected {expected} "
                 f"([B, {self.channels}, H, W]) for a label of shape {tuple(label.shape)}"
             )
+
+    def resize_output(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A raw head output ``[B, C, h, w]`` resized to ``size = (H, W)`` as its values mean,
+        e.g. to supervise an auxiliary output predicted at a lower resolution.
+
+        By default bilinear with ``align_corners=False`` (``F.interpolate``): right for
+        values that are the same quantity at any resolution (class logits, inverse depth,
+        binary logits). Tasks whose values depend on the pixel grid override it.
+        """
+        if output.ndim != 4 or len(size) != 2:
+            raise ValueError(
+                f"{self.name} resize_output expects [B, C, h, w] and (H, W), "
+                f"got {tuple(output.shape)} and {tuple(size)}"
+            )
+        return F.interpolate(output, size=tuple(size), mode="bilinear", align_corners=False)
 
     def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``[B, H, W]``: supervised pixels of ``label``, restricted by ``mask``."""

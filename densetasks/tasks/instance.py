@@ -117,6 +117,15 @@ class InstanceOffsets(Task):
         per_pixel = (output - target.to(output)).abs().sum(dim=1)
         return masked_mean(per_pixel, self.valid(label, mask) & instance)
 
+    def resize_output(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear, then ``dx`` times ``W / w`` and ``dy`` times ``H / h``: the offsets are in
+        pixels of the output's grid, so an offset of the small grid becomes one of the large
+        grid (inside an instance the result equals the offsets of the large grid's ids)."""
+        height, width = output.shape[-2:]
+        resized = super().resize_output(output, size)
+        scale = torch.tensor([size[1] / width, size[0] / height]).to(resized)
+        return resized * scale[None, :, None, None]
+
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """The offsets as predicted, float ``[B, 2, H, W]`` in pixels."""
         return output

@@ -35,6 +35,18 @@ class SurfaceNormals(Task):
         cosine = (F.normalize(output, dim=1) * F.normalize(label, dim=1)).sum(dim=1)
         return masked_mean(1.0 - cosine, valid)
 
+    def resize_output(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear, then each vector rescaled to unit length where its norm is > 0.
+
+        The raw output is read as a vector whose length means nothing (the loss and
+        :meth:`decode` normalise it), so bilinear mixing of neighbours keeps the meaning and
+        rescaling changes neither the loss nor the decoded normal; it gives a resized output
+        that is itself a normal (zero vectors stay zero, without a NaN gradient).
+        """
+        resized = super().resize_output(output, size)
+        norm = resized.norm(dim=1, keepdim=True)
+        return resized / torch.where(norm > 0, norm, torch.ones_like(norm))
+
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Unit vectors ``[B, 3, H, W]`` (a zero output stays zero)."""
         return F.normalize(output, dim=1)
