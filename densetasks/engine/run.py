@@ -43,7 +43,7 @@ from densetasks.engine.passes import run_plan, to_device
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
-from densetasks.inference import LoadedRun, load_run
+from densetasks.inference import load_run
 from densetasks.tasks.base import Task, evaluation_inputs
 
 

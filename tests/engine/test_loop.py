@@ -80,7 +80,7 @@ def test_an_undeclared_or_missing_auxiliary_output_is_named(tasks):
     model = TwoHeads()
     data = batch()
     outputs = model(data["image"])
-    with pytest.raises(ValueError, match="'semseg@half' that its architecture does not declare"):
+    with pytest.raises(ValueError, match=r"\['semseg@half'\] that its architecture does not declare"):
         task_losses(tasks, AdaptedOutputs(outputs), data, ())
     del outputs["semseg@half"]
     with pytest.raises(ValueError, match="declares auxiliary output 'semseg@half'"):
