@@ -196,10 +196,9 @@ class Terrain(SemanticSegmentation):
 
 
 @pytest.fixture
-def terrain_task():
-    TASKS.register(Terrain.name, Terrain)
-    yield Terrain
-    TASKS._items.pop(Terrain.name)  # the registry has no public way to unregister
+def terrain_task(register):
+    register(TASKS, Terrain.name, Terrain)
+    return Terrain
 
 
 def test_a_task_registered_outside_the_library_round_trips(tmp_path, terrain_task):
