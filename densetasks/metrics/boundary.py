@@ -1,7 +1,7 @@
 """BSDS-style boundary metrics in Python: ODS / OIS F-measure and average precision.
 
-The protocol of the Berkeley benchmark (Martin et al. 2004; Arbeláez et al. 2011) and of
-SEISM (Pont-Tuset & Marques 2016), which paper 002 uses for its odsF, without MATLAB:
+The protocol of the Berkeley benchmark (Martin et al. 2004; Arbeláez et al. 2011) and of SEISM
+(Pont-Tuset & Marques 2016), which Popovic et al. (CVPR 2021) use for their odsF, without MATLAB:
 
 1. optionally thin the probability map by non-maximum suppression (:func:`suppress_non_maxima`);
 2. at each of ``K`` thresholds ``t`` the edge map is ``p ≥ t``;

@@ -1,6 +1,6 @@
 """Δm: the mean relative gain of a multi-task model over single-task baselines, in percent.
 
-Papers 001 (Sec. 4.1, "MTL metrics") and 002 (Sec. 5.3) both use
+Lopes et al. (WACV 2023, Sec. 4.1, "MTL metrics") and Popovic et al. (CVPR 2021, Sec. 5.3) both use
 
     Δ = 1/n Σ_i (−1)^{g_i} (m_i − b_i) / b_i            (× 100 %)
 

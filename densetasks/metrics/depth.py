@@ -1,7 +1,7 @@
 """Depth metrics pooled over every valid pixel of the set (RMSE, AbsRel, δ thresholds, ...).
 
-The standard monocular-depth set (Eigen et al. 2014; paper 001 reports RMSE in metres,
-paper 003 the δ accuracies). All states are sums over pixels, so the numbers are
+The standard monocular-depth set (Eigen et al. 2014; Lopes et al., WACV 2023, report RMSE in metres,
+Hickson et al., WACV 2022, the δ accuracies). All states are sums over pixels, so the numbers are
 pixel-pooled over the whole evaluation set, not means of per-image values.
 """
 
@@ -40,12 +40,12 @@ def align_disparity(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
 class DepthMetrics(Metric):
     """``rmse``, ``mae`` (metres), ``abs_rel``, ``log_rmse`` and ``delta1..3`` (percent).
 
-    ``update`` takes predicted and true depth in metres, float ``[B, 1, H, W]``; pixels with
-    true depth ``<= 0`` are ignored. With ``align_scale_shift`` (for scale-and-shift-invariant
-    models, paper 003 mobile), each predicted image is first aligned to its label in
-    disparity space by :func:`align_disparity`, and the aligned disparity is clamped to at
-    least the image's smallest true disparity (depth at most its largest true depth), as
-    MiDaS evaluations cap depth.
+    ``update`` takes predicted and true depth in metres, float ``[B, 1, H, W]``; pixels with true
+    depth ``<= 0`` are ignored. With ``align_scale_shift`` (for scale-and-shift-invariant models,
+    Hickson et al., WACV 2022, mobile), each predicted image is first aligned to its label in
+    disparity space by :func:`align_disparity`, and the aligned disparity is clamped to at least the
+    image's smallest true disparity (depth at most its largest true depth), as MiDaS evaluations cap
+    depth.
     """
 
     higher_is_better = {

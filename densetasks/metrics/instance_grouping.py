@@ -1,4 +1,4 @@
-"""Instance segmentation from centroid votes (paper 000, Sec. 4): OPTICS on ``c_n + x̂_n``.
+"""Instances from centroid votes: OPTICS on ``c_n + x̂_n`` (Kendall et al., CVPR 2018, Sec. 4).
 
 Every pixel whose *predicted* semantic class is an instance class casts the vote
 ``v_n = c_n + x̂_n`` (its coordinate plus its predicted offset to the instance centroid).
@@ -54,8 +54,8 @@ class GroupingConfig:
       scaled by the sampled fraction); ``None`` clusters every vote.
     - ``grid``: cell size in pixels for snapping votes (the fast path); ``None`` runs
       scikit-learn's OPTICS on the votes themselves (slow, the reference).
-    - ``per_class``: cluster the votes of each instance class separately, so that two classes
-      never share an instance. Off by default, as in paper 000: a pixel whose class is
+    - ``per_class``: cluster the votes of each instance class separately, so that two classes never
+      share an instance. Off by default, as in Kendall et al. (CVPR 2018): a pixel whose class is
       mispredicted still joins the instance its vote points to.
     """
 

@@ -1,4 +1,4 @@
-"""Instance segmentation evaluation of paper 000: offset error and mask AP together.
+"""Instance evaluation of Kendall et al. (CVPR 2018): offset error and mask AP together.
 
 The instance task's evaluation input is an :class:`InstancePrediction` (offsets plus the
 semantic prediction), defined here as the input this metric reads and re-exported by

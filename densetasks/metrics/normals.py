@@ -1,9 +1,10 @@
 """Surface-normal angle-error metrics over every labelled pixel of the set.
 
-The usual set (Eigen & Fergus 2015; paper 002's code, paper 003): mean, median and RMSE of
-the angle between predicted and true normals in degrees, and the percentage of pixels within
-11.25°, 22.5° and 30°. Mean and RMSE come from exact sums; the median from a histogram of
-angles (a sum state), so it is exact to within half a bin (``bin_width`` degrees, 0.01 default).
+The usual set (Eigen & Fergus 2015; the code of Popovic et al., CVPR 2021; Hickson et al.,
+WACV 2022): mean, median and RMSE of the angle between predicted and true normals in degrees,
+and the percentage of pixels within 11.25°, 22.5° and 30°. Mean and RMSE come from exact sums;
+the median from a histogram of angles (a sum state), so it is exact to within half a bin
+(``bin_width`` degrees, 0.01 default).
 """
 
 import math

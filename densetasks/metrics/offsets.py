@@ -1,7 +1,7 @@
 """Instance offset error: mean distance in pixels between predicted and true centroid offsets.
 
-Paper 000 (Table 1) reports the instance task as "mean error in pixels" without naming the
-norm; we use the Euclidean distance ``‖x̂_n − x_n‖₂`` of the 2-D offset vectors, averaged
+Kendall et al. (CVPR 2018, Table 1) report the instance task as "mean error in pixels" without
+naming the norm; we use the Euclidean distance ``‖x̂_n − x_n‖₂`` of the 2-D offset vectors, averaged
 over every instance pixel of the set (one mean over pixels, not a mean of per-image means).
 """
 

@@ -1,9 +1,9 @@
 """Saliency metrics over a set: maximum F-measure (β² = 0.3) and maximum IoU over thresholds.
 
-The protocol of paper 002's evaluation code (and of the PASCAL-MT saliency benchmark it
-follows): the probability map is binarised at 15 thresholds evenly spaced in [0.2, 0.9]
-(``p ≥ t`` is salient); true / false positives and false negatives are summed per threshold
-over the whole set, and the best threshold's F-measure and IoU are reported. β² = 0.3 is the
+The protocol of the evaluation code of Popovic et al. (CVPR 2021) (and of the PASCAL-MT saliency
+benchmark it follows): the probability map is binarised at 15 thresholds evenly spaced in [0.2, 0.9]
+(``p ≥ t`` is salient); true / false positives and false negatives are summed per threshold over the
+whole set, and the best threshold's F-measure and IoU are reported. β² = 0.3 is the
 salient-object-detection convention (Achanta et al. 2009), weighing precision above recall.
 """
 

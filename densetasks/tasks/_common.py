@@ -20,8 +20,9 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def class_colours(num_classes: int) -> np.ndarray:
     """A fixed, well-separated ``uint8`` colour per class id, ``[num_classes, 3]``.
 
-    The PASCAL VOC bit-interleaving scheme: deterministic, distinct for every id < 256.
-    These colours / 255 are also the class anchors of the composite space (paper 002's code).
+    The PASCAL VOC bit-interleaving scheme: deterministic, distinct for every id < 256. These
+    colours / 255 are also the class anchors of the composite space (the code of Popovic et al.,
+    CVPR 2021).
     """
     colours = np.zeros((num_classes, 3), dtype=np.uint8)
     for index in range(num_classes):
@@ -37,7 +38,8 @@ def class_colours(num_classes: int) -> np.ndarray:
 
 
 def quasi_logits(composite: torch.Tensor, anchors: torch.Tensor, eps: float) -> torch.Tensor:
-    """Paper 002, Sec. 3.3: ``l_k = 1 / (‖sigmoid(o) − a_k‖ + ε)`` for every anchor ``a_k``.
+    """Popovic et al., CVPR 2021, Sec. 3.3: ``l_k = 1 / (‖sigmoid(o) − a_k‖ + ε)`` for every anchor
+    ``a_k``.
 
     ``composite`` is ``[B, 3, H, W]`` raw output, ``anchors`` ``[K, 3]`` in ``[0, 1]``;
     returns ``[B, K, H, W]`` to be used as logits (softmax, cross-entropy, focal loss).

@@ -1,10 +1,10 @@
 """The Task contract: everything about one kind of per-pixel output, and nothing else.
 
-A task knows its head size, loss (with ignore / valid masks), how raw outputs become
-predictions, its metrics, how to draw a label or a prediction, how its label behaves under
-transforms (its :class:`~densetasks.data.sample.LabelKind`), whether its likelihood is a
-classification or a regression (uncertainty weighting, paper 000 eq. 10), and how it lives in
-the 3-channel composite output space of CompositeTasking (paper 002).
+A task knows its head size, loss (with ignore / valid masks), how raw outputs become predictions,
+its metrics, how to draw a label or a prediction, how its label behaves under transforms (its
+:class:`~densetasks.data.sample.LabelKind`), whether its likelihood is a classification or a
+regression (uncertainty weighting, Kendall et al., CVPR 2018, eq. 10), and how it lives in the
+3-channel composite output space of CompositeTasking (Popovic et al., CVPR 2021).
 
 Tensor conventions (batched, NCHW):
 
@@ -34,7 +34,7 @@ from densetasks.metrics.base import Metric
 
 
 class Likelihood(str, Enum):
-    """Which uncertainty-weighted form a task's loss takes (paper 000, eq. 10)."""
+    """Which uncertainty-weighted form a task's loss takes (Kendall et al., CVPR 2018, eq. 10)."""
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
@@ -86,8 +86,8 @@ class Task(ABC):
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
         """3-channel composite output ``[B, 3, H, W]`` -> this task's raw output.
 
-        Classes: quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over fixed anchors ``a_k``;
-        scalar tasks: mean over the channels; normals: identity (paper 002, Sec. 3.3).
+        Classes: quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over fixed anchors ``a_k``; scalar
+        tasks: mean over the channels; normals: identity (Popovic et al., CVPR 2021, Sec. 3.3).
         """
 
     @abstractmethod
@@ -98,7 +98,8 @@ class Task(ABC):
     def context_tasks(self) -> tuple[str, ...]:
         """Other tasks whose predictions this task's evaluation reads (none by default).
 
-        Instances grouped from centroid votes need the semantic prediction (paper 000, Sec. 4).
+        Instances grouped from centroid votes need the semantic prediction (Kendall et al.,
+        CVPR 2018, Sec. 4).
         """
         return ()
 

@@ -2,13 +2,13 @@
 
 Three losses, one per paper, each fixing what the head's channel means:
 
-``l1_inverse`` (paper 000, Sec. 5 "Depth Regression")
+``l1_inverse`` (Kendall et al., CVPR 2018, Sec. 5 "Depth Regression")
     output ≈ 1/d (1/m); ``L = mean |o − 1/d|`` over labelled pixels.
-``berhu`` (paper 001, Sec. 4.1.1; its released code)
+``berhu`` (Lopes et al., WACV 2023, Sec. 4.1.1; its released code)
     output ≈ d_far/d; ``L = mean berHu(o − d_far/d)`` with
     ``berHu(e) = |e|`` if ``|e| <= c`` else ``(e² + c²) / (2c)``, ``c = 0.2 · max |e|`` over the
     batch's labelled pixels (Laina et al. 2016).
-``ssi`` (paper 003, mobile models)
+``ssi`` (Hickson et al., WACV 2022, mobile models)
     output ≈ 1/d up to scale and shift; per image the least-squares ``s, t`` align ``o`` to
     the true disparity 1/d and ``L = mean |s·o + t − 1/d| + w · mean |o − 1/d|``; the second
     term (``w = ssi_depth_weight``, "0.25 × the depth loss") keeps values in fp16 range.
@@ -33,7 +33,7 @@ MIN_OUTPUT = 1e-6
 """Outputs are clamped to at least this before inversion, so decoded depth stays finite."""
 
 BERHU_THRESHOLD = 0.2
-"""``c = 0.2 · max |e|`` (paper 001's released code, after Laina et al. 2016)."""
+"""``c = 0.2 · max |e|`` (released code of Lopes et al., WACV 2023, after Laina et al. 2016)."""
 
 
 def berhu(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ class Depth(Task):
         return image
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
-        """The mean over the 3 composite channels (paper 002, scalar tasks)."""
+        """The mean over the 3 composite channels (Popovic et al., CVPR 2021, scalar tasks)."""
         return composite.mean(dim=1, keepdim=True)
 
     def to_composite(self, label: torch.Tensor) -> torch.Tensor:

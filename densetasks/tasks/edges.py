@@ -1,4 +1,5 @@
-"""Semantic edges: one logit per pixel, weighted BCE (paper 002), BSDS-style odsF / oisF / AP.
+"""Semantic edges: one logit per pixel, weighted BCE (Popovic et al., CVPR 2021), BSDS-style
+odsF / oisF / AP.
 
 Also home of :class:`BinaryMapTask`, the parts every one-channel binary task shares (edges,
 saliency): head size, sigmoid decode, grey-scale drawing and the composite-space mapping.
@@ -90,7 +91,8 @@ class BinaryMapTask(Task):
         return image
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
-        """The mean of the three composite channels as the logit (paper 002, Sec. 3.3)."""
+        """The mean of the three composite channels as the logit (Popovic et al., CVPR 2021,
+        Sec. 3.3)."""
         return composite.mean(dim=1, keepdim=True)
 
     def to_composite(self, label: torch.Tensor) -> torch.Tensor:
@@ -106,13 +108,14 @@ class BinaryMapTask(Task):
 
 
 class Edges(BinaryMapTask):
-    """Semantic boundaries (paper 002, Sec. 4): weighted BCE, 0.95 on edges, 0.05 elsewhere.
+    """Semantic boundaries (Popovic et al., CVPR 2021, Sec. 4): weighted BCE, 0.95 on edges,
+    0.05 elsewhere.
 
-    Edges are rare (a few percent of the pixels), so positives weigh ``pos_weight`` and
-    negatives ``neg_weight`` (paper 002 supplementary: 0.95 / 0.05; the DenseMTL code uses
+    Edges are rare (a few percent of the pixels), so positives weigh ``pos_weight`` and negatives
+    ``neg_weight`` (Popovic et al., CVPR 2021, supplementary: 0.95 / 0.05; the DenseMTL code uses
     the same weights in a 2-class cross-entropy). Metrics: :class:`BoundaryMetrics` with
-    ``thresholds`` thresholds, tolerance ``max_dist`` × image diagonal and optional
-    non-maximum suppression ``nms``.
+    ``thresholds`` thresholds, tolerance ``max_dist`` × image diagonal and optional non-maximum
+    suppression ``nms``.
     """
 
     name = "edges"

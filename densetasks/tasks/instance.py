@@ -1,9 +1,8 @@
-"""Instance centroid offsets (paper 000, Sec. 4): each instance pixel regresses the vector
-``(dx, dy)`` in pixels from itself to the centroid of its instance; L1 loss over instance
-pixels. With ``instance_classes`` set, evaluation groups the votes ``pixel + offset`` of the
-pixels predicted as an instance class into instances (OPTICS,
-:mod:`densetasks.metrics.instance_grouping`) and scores their masks with AP (see
-``docs/instances.md``).
+"""Instance centroid offsets (Kendall et al., CVPR 2018, Sec. 4): each instance pixel regresses the
+vector ``(dx, dy)`` in pixels from itself to the centroid of its instance; L1 loss over instance
+pixels. With ``instance_classes`` set, evaluation groups the votes ``pixel + offset`` of the pixels
+predicted as an instance class into instances (OPTICS, :mod:`densetasks.metrics.instance_grouping`)
+and scores their masks with AP (see ``docs/instances.md``).
 
 The target function :func:`~densetasks.data.derive.centroid_offsets` and the evaluation input
 :class:`~densetasks.metrics.instance_segmentation.InstancePrediction` live beside the metrics
@@ -39,15 +38,15 @@ GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 
 
 class InstanceOffsets(Task):
-    """Per-pixel 2-D vector to the instance centroid, ``x`` first (paper 000, Sec. 4, Fig. 3).
+    """Per-pixel 2-D vector to the instance centroid, ``x`` first (Kendall et al., CVPR 2018,
+    Sec. 4, Fig. 3).
 
-    Label: INSTANCE ids; the target offsets are computed from them by
-    :func:`centroid_offsets` after every transform, so they are exact in the current pixel
-    grid (a horizontal flip of the ids flips the offsets' x component by construction).
-    Loss: ``1/|N_I| Σ_{n∈N_I} ‖x_n − x̂_n‖₁`` over the instance pixels ``N_I`` within the
-    palette mask (paper 000): the L1 norm of the 2-vector (``|dx| + |dy|``) averaged over
-    pixels. ``composite_scale`` is the number of pixels one unit of the composite output
-    space stands for.
+    Label: INSTANCE ids; the target offsets are computed from them by :func:`centroid_offsets` after
+    every transform, so they are exact in the current pixel grid (a horizontal flip of the ids flips
+    the offsets' x component by construction). Loss: ``1/|N_I| Σ_{n∈N_I} ‖x_n − x̂_n‖₁`` over the
+    instance pixels ``N_I`` within the palette mask (Kendall et al., CVPR 2018): the L1 norm of the
+    2-vector (``|dx| + |dy|``) averaged over pixels. ``composite_scale`` is the number of pixels one
+    unit of the composite output space stands for.
     """
 
     name = "instance"
@@ -87,7 +86,7 @@ class InstanceOffsets(Task):
     @property
     def context_tasks(self) -> tuple[str, ...]:
         """With ``instance_classes`` set, evaluation groups the votes of the pixels that the
-        ``semantic_task`` predicts as an instance class (paper 000, Sec. 4)."""
+        ``semantic_task`` predicts as an instance class (Kendall et al., CVPR 2018, Sec. 4)."""
         return () if self.instance_classes is None else (self.semantic_task,)
 
 
@@ -139,10 +138,10 @@ class InstanceOffsets(Task):
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """An offset field ``[2, H, W]`` or an id map ``[H, W]`` as an RGB image.
 
-        Offsets (paper 000, Fig. 3): hue = direction, brightness = length relative to the
-        longest vector of the image. Ids: one fixed colour per id, 0 black. An
-        :class:`InstancePrediction` of one image: its offsets and its grouped instances side
-        by side.
+        Offsets (Kendall et al., CVPR 2018, Fig. 3): hue = direction, brightness = length relative
+        to the longest vector of the image. Ids: one fixed colour per id, 0 black. An
+        :class:`InstancePrediction` of one image: its offsets and its grouped instances side by
+        side.
         """
         if isinstance(value, InstancePrediction):
             ids = self.group(value.cpu()[None])[0]

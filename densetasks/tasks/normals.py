@@ -13,8 +13,9 @@ from densetasks.tasks.base import Likelihood, Task
 class SurfaceNormals(Task):
     """Unit normals in the OpenCV camera frame (label kind NORMALS, zero vector = unlabelled).
 
-    Loss ``1 − cos(n̂, n) = 1 − n̂·n / (‖n̂‖ ‖n‖)`` averaged over labelled pixels (paper 001,
-    Sec. 4.1.1; paper 002, Sec. 4), so the head is free in its output's length.
+    Loss ``1 − cos(n̂, n) = 1 − n̂·n / (‖n̂‖ ‖n‖)`` averaged over labelled pixels (Lopes et al.,
+    WACV 2023, Sec. 4.1.1; Popovic et al., CVPR 2021, Sec. 4), so the head is free in its output's
+    length.
     """
 
     name = "normals"
@@ -64,7 +65,8 @@ class SurfaceNormals(Task):
         return rgb
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
-        """Identity: the 3 composite channels are the normal (paper 002, Sec. 3.3)."""
+        """Identity: the 3 composite channels are the normal (Popovic et al., CVPR 2021,
+        Sec. 3.3)."""
         return composite
 
     def to_composite(self, label: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Human body parts: semantic segmentation of person parts (paper 002's "parts" task)."""
+"""Human body parts: semantic segmentation of person parts (the "parts" task of
+Popovic et al., CVPR 2021)."""
 
 from densetasks.tasks.semseg import SemanticSegmentation
 
@@ -8,7 +9,7 @@ class HumanParts(SemanticSegmentation):
 
     Behaves exactly as :class:`SemanticSegmentation` (loss, decode, mIoU, colours, composite
     anchors); it is its own task so it has its own head, loss weight and metrics in a run.
-    Paper 002 trains it with the focal loss, γ = 2 (``focal_gamma=2``).
+    Popovic et al. (CVPR 2021) train it with the focal loss, γ = 2 (``focal_gamma=2``).
     """
 
     name = "parts"

@@ -1,4 +1,5 @@
-"""Saliency: one logit per pixel, batch-balanced BCE (paper 002), maxF and maxIoU."""
+"""Saliency: one logit per pixel, batch-balanced BCE (Popovic et al., CVPR 2021), maxF and
+maxIoU."""
 
 import torch
 
@@ -7,13 +8,13 @@ from densetasks.tasks.edges import BinaryMapTask
 
 
 class Saliency(BinaryMapTask):
-    """Salient-object maps (paper 002, Sec. 4) with a batch-balanced cross-entropy.
+    """Salient-object maps (Popovic et al., CVPR 2021, Sec. 4) with a batch-balanced cross-entropy.
 
-    Paper 002 (supplementary) weighs each class by its inverse frequency in the batch,
-    normalised to sum to 1: ``w₊ = (1/n₊) / (1/n₊ + 1/n₋) = n₋ / n``, the fraction of
-    negatives, and ``w₋ = n₊ / n``, the fraction of positives, counted over the batch's
-    valid, palette-selected pixels (the authors' code does the same). Metrics:
-    :class:`SaliencyMetrics` (maxF with β² = 0.3 and maxIoU over 15 thresholds).
+    Popovic et al. (CVPR 2021, supplementary) weigh each class by its inverse frequency in the
+    batch, normalised to sum to 1: ``w₊ = (1/n₊) / (1/n₊ + 1/n₋) = n₋ / n``, the fraction of
+    negatives, and ``w₋ = n₊ / n``, the fraction of positives, counted over the batch's valid,
+    palette-selected pixels (the authors' code does the same). Metrics: :class:`SaliencyMetrics`
+    (maxF with β² = 0.3 and maxIoU over 15 thresholds).
     """
 
     name = "saliency"

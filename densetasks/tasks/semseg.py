@@ -18,9 +18,9 @@ ANCHOR_CLAMP = 1e-4
 class SemanticSegmentation(Task):
     """Per-pixel classification into ``num_classes`` classes (label kind MASK, 255 ignored).
 
-    Loss: cross-entropy, or with ``focal_gamma > 0`` the focal loss
-    ``(1 − p_t)^γ · (−log p_t)`` (Lin et al. 2017; paper 002 Sec. 4 uses γ = 2 for
-    segmentation and human parts), averaged over the labelled, palette-selected pixels.
+    Loss: cross-entropy, or with ``focal_gamma > 0`` the focal loss ``(1 − p_t)^γ · (−log p_t)``
+    (Lin et al. 2017; Popovic et al., CVPR 2021, Sec. 4, use γ = 2 for segmentation and human
+    parts), averaged over the labelled, palette-selected pixels.
     """
 
     name = "semseg"
@@ -54,7 +54,8 @@ class SemanticSegmentation(Task):
         self.composite_eps = composite_eps
         self.colours = class_colours(num_classes)
         self.anchors = torch.from_numpy(self.colours).float() / 255.0
-        """Composite-space class anchors ``[K, 3]`` in sigmoid range (paper 002, Sec. 3.3)."""
+        """Composite-space class anchors ``[K, 3]`` in sigmoid range (Popovic et al., CVPR 2021,
+        Sec. 3.3)."""
 
     @property
     def channels(self) -> int:
@@ -98,7 +99,8 @@ class SemanticSegmentation(Task):
         return image
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
-        """Quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over the class anchors (paper 002)."""
+        """Quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over the class anchors (Popovic et al.,
+        CVPR 2021)."""
         return quasi_logits(composite, self.anchors, self.composite_eps)
 
     def to_composite(self, label: torch.Tensor) -> torch.Tensor:

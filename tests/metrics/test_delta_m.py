@@ -6,7 +6,8 @@ from densetasks.metrics.delta_m import delta_m, relative_gain
 
 
 def test_reproduces_densemtl_table1_synthia_sd() -> None:
-    """Paper 001 Table 1, Synthia S-D: STL 67.43 / 5.379 vs Ours 80.53 / 4.161 -> +21.04."""
+    """Lopes et al., WACV 2023, Table 1, Synthia S-D: STL 67.43 / 5.379 vs Ours 80.53 / 4.161
+    -> +21.04."""
     ours = {"semseg": {"miou": 80.53}, "depth": {"rmse": 4.161}}
     stl = {"semseg": {"miou": 67.43}, "depth": {"rmse": 5.379}}
     directions = {"semseg": {"miou": True}, "depth": {"rmse": False}}
@@ -15,7 +16,7 @@ def test_reproduces_densemtl_table1_synthia_sd() -> None:
 
 
 def test_reproduces_compositetasking_table1_mhn_rule_s() -> None:
-    """Paper 002 Table 1: MHN under rule S against STN -> −4.60."""
+    """Popovic et al., CVPR 2021, Table 1: MHN under rule S against STN -> −4.60."""
     tasks = ["edges", "semseg", "parts", "normals", "saliency"]
     stn = dict(zip(tasks, [69.50, 63.69, 58.76, 15.58, 69.38], strict=True))
     mhn = dict(zip(tasks, [68.10, 60.77, 54.21, 16.44, 67.21], strict=True))

@@ -89,8 +89,8 @@ def test_visualize_offsets_and_ids():
 
 
 def test_grouped_evaluation_scores_offsets_and_instance_masks() -> None:
-    """With instance classes, evaluation groups the votes of the pixels the semantic task
-    predicts as things (paper 000, Sec. 4): exact inputs give zero offset error and high AP;
+    """With instance classes, evaluation groups the votes of the pixels the semantic task predicts
+    as things (Kendall et al., CVPR 2018, Sec. 4): exact inputs give zero offset error and high AP;
     without a semantic prediction only the offset error is measured."""
     from densetasks.data import SyntheticScenes, collate_samples
     from densetasks.tasks import create_task
