@@ -15,8 +15,8 @@ import torch
 
 from densetasks.metrics.base import Metric
 from densetasks.metrics.instance_ap import InstanceAPMetric
-from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
+from densetasks.metrics.offsets import OffsetErrorMetric
 
 
 @dataclass(frozen=True)

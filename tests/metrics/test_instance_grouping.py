@@ -1,14 +1,13 @@
 """Grouping centroid votes into instances: hand-made blobs, ground-truth recovery on synthetic
 scenes, agreement of the fast (grid) path with scikit-learn's OPTICS, options and errors."""
 
-import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from densetasks.data.derive import centroid_offsets
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.errors import ConfigError
-from densetasks.data.derive import centroid_offsets
 from densetasks.metrics.instance_ap import InstanceAPMetric
 from densetasks.metrics.instance_grouping import (
     GroupingConfig,
