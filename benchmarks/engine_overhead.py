@@ -43,10 +43,10 @@ def build(encoder: str):
 def engine_step(encoder: str):
     tasks, model, config, optimizer = build(encoder)
     parts = StepParts(
-        model=model, tasks=tasks, balancer=create_balancer("equal", list(tasks.values())),
+        model=model, architecture=model, tasks=tasks, balancer=create_balancer("equal", list(tasks.values())),
         optimizer=optimizer, schedule=LearningRateSchedule(optimizer, config),
         scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=model.shared_parameters(), aux_weights=model.aux_weights,
+        shared_parameters=model.shared_parameters(),
         device=torch.device("cpu"), amp_dtype=None, channels_last=False, clip_grad_norm=None,
         process=ProcessInfo(),
     )

@@ -1,4 +1,4 @@
-"""Paper 000 (Kendall, Gal, Cipolla, CVPR 2018), Table 1 and Fig. 2, on the synthetic scenes.
+"""Kendall, Gal & Cipolla, CVPR 2018, Table 1 and Fig. 2, on the synthetic scenes.
 
 One command trains, on ``configs/kendall2018_synthetic.yaml`` (semantic + instance + inverse
 depth, DeepLabV3-style ResNet-18 + ASPP, scaled down for the CPU):
@@ -51,7 +51,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
 # which also down-weights the pixel-scale instance loss.
 DEFAULT_GRID = ["balancer.weights.instance=0.02,0.1", "balancer.weights.depth=1,5"]
 QUICK = {  # a smoke test of the whole pipeline: the tiny encoder, a few steps, small scenes
-    "model.encoder": "tiny", "model.bottleneck": "none",
+    "model.encoder": "tiny", "model.options.bottleneck": "none",
     "data.options.n_train": 16, "data.options.n_val": 4, "data.options.n_test": 4,
     "data.workers": 0,
 }

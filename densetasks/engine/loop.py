@@ -117,7 +117,9 @@ def check_finite(losses: Mapping[str, float], step: int) -> None:
 def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     """One optimisation step on one (already on-device) batch."""
     parts.model.train()
-    generator = torch.Generator().manual_seed(sample_seed(parts.seed, step))
+    generator = None
+    if parts.architecture.condition_inputs:
+        generator = torch.Generator().manual_seed(sample_seed(parts.seed, step))
     conditions = condition_inputs(parts.architecture, batch, generator)
     with autocast(parts.device, parts.amp_dtype):
         adapted = forward(parts.model, parts.architecture, parts.tasks, batch, conditions)
