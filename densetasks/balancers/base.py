@@ -1,8 +1,8 @@
 """The balancer contract: how per-task losses become one scalar and one backward pass.
 
-A balancer is an ``nn.Module`` so that learnable state (e.g. log-variances, paper 000) is
-optimised and checkpointed with the model: the engine adds ``balancer.parameters()`` to the
-optimiser and ``balancer.state_dict()`` to checkpoints.
+A balancer is an ``nn.Module`` so that learnable state (e.g. the log-variances of Kendall et
+al., CVPR 2018) is optimised and checkpointed with the model: the engine adds
+``balancer.parameters()`` to the optimiser and ``balancer.state_dict()`` to checkpoints.
 """
 
 from abc import ABCMeta, abstractmethod

@@ -1,7 +1,8 @@
 """Fixed loss weights: ``total = Σ_t w_t · L_t``; ``equal`` is the reference with every w_t = 1.
 
 The hand-tuned weightings of the papers are fixed balancers, e.g. DenseMTL's grid-searched
-S-D-N-E weights {100, 1, 100, 50} (paper 001) or fission's normals ×10 (paper 003).
+S-D-N-E weights {100, 1, 100, 50} (Lopes et al., WACV 2023) or fission's normals ×10
+(Hickson et al., Network Fission, suppl.).
 """
 
 from collections.abc import Mapping, Sequence
@@ -29,5 +30,5 @@ class FixedBalancer(Balancer):
 
 
 def equal_balancer(tasks: Sequence[Task]) -> FixedBalancer:
-    """The unweighted sum of the task losses (the "uniform" baseline of paper 000, Table 1)."""
+    """The unweighted sum of the task losses ("uniform" in Kendall et al., CVPR 2018, Table 1)."""
     return FixedBalancer(tasks)

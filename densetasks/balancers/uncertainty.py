@@ -1,4 +1,4 @@
-"""Homoscedastic-uncertainty weighting (Kendall, Gal, Cipolla, CVPR 2018; paper 000).
+"""Homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
 
 Each task has a learnable observation noise σ_t. Eq. 10 of the paper weighs a regression loss by
 ``1/(2σ²)`` and a classification loss by ``1/σ²`` (the latter through the approximation of
@@ -9,7 +9,7 @@ numerical stability, so the total is
 * classification:  ``exp(−s_t) · L_t + 0.5 · s_t``
 
 For a regression task the optimum over s is ``exp(s) = L`` (with L a mean squared error, the
-noise variance). The weights are robust to the initial s over [−2, 5] (paper 000, App. B).
+noise variance). The weights are robust to the initial s over [−2, 5] (App. B of the paper).
 """
 
 from collections.abc import Mapping, Sequence
@@ -22,7 +22,7 @@ from densetasks.balancers.base import Balancer
 from densetasks.tasks.base import Likelihood, Task
 
 _LOSS_FACTOR = {Likelihood.REGRESSION: 0.5, Likelihood.CLASSIFICATION: 1.0}
-"""The factor in front of ``exp(−s)·L`` per likelihood (paper 000, eq. 10)."""
+"""The factor in front of ``exp(−s)·L`` per likelihood (Kendall et al., CVPR 2018, eq. 10)."""
 
 
 class UncertaintyBalancer(Balancer):

@@ -18,8 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="compute normals/<name>.npy from depth/ and the camera intrinsics",
         description="For every image of a folder dataset that has depth, unproject the depth "
         "with the intrinsics, take cross products of neighbour differences averaged over "
-        "four neighbour pairs (paper 001, App. B.1.1), and write the unit normals (towards "
-        "the camera; invalid near missing depth and on the border) into normals/.",
+        "four neighbour pairs (Lopes et al., WACV 2023, App. B.1.1), and write the unit normals "
+        "(towards the camera; invalid near missing depth and on the border) into normals/.",
     )
     parser.add_argument("root", type=Path, help="folder dataset")
     parser.add_argument("--split", default=None, help="only this split (default: every image)")

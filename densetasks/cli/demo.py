@@ -3,7 +3,8 @@
 1. render a small synthetic dataset (train / val / test) into the folder format, once, so
    training reads files instead of ray casting every scene again at every step;
 2. train one single-task network per task (``single_task``) and one multi-task network
-   (``hard_sharing`` with learned uncertainty weights, paper 000) on semseg, depth, normals;
+   (``hard_sharing`` with learned uncertainty weights, Kendall et al., CVPR 2018) on
+   semseg, depth, normals;
 3. evaluate each on the test split and print the report table with Δm
    (``DIR/report/report.{md,html,json}``).
 

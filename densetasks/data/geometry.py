@@ -61,14 +61,14 @@ def normals_from_depth(
     valid: torch.Tensor | None = None,
     invalid_dilation: int = 1,
 ) -> torch.Tensor:
-    """Unit surface normals ``[3, H, W]`` of a metric depth map ``[1, H, W]`` (paper 001, B.1.1).
+    """Unit surface normals ``[3, H, W]`` of a metric depth map ``[1, H, W]``.
 
-    As the paper describes: every pixel is unprojected with ``K⁻¹`` (``intrinsics`` of this
-    image at this size, depth in metres — the authors' release feeds inverse depth and
-    unscaled intrinsics, which we do not), then the cross products of the differences to
-    neighbouring points are averaged over four neighbour pairs taken from the 8 neighbours
-    (right/down, left/up and the two diagonal pairs), normalised, and oriented towards the
-    camera (``n · p < 0``, the convention of :mod:`densetasks.data.sample`).
+    As Lopes et al., WACV 2023, App. B.1.1 describe: every pixel is unprojected with ``K⁻¹``
+    (``intrinsics`` of this image at this size, depth in metres — the authors' release feeds
+    inverse depth and unscaled intrinsics, which we do not), then the cross products of the
+    differences to neighbouring points are averaged over four neighbour pairs taken from the 8
+    neighbours (right/down, left/up and the two diagonal pairs), normalised, and oriented
+    towards the camera (``n · p < 0``, the convention of :mod:`densetasks.data.sample`).
 
     The result is the zero vector (invalid) where depth is not valid (``depth <= 0`` or not
     in ``valid``), on the one-pixel image border, and within ``invalid_dilation`` pixels of

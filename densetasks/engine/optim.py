@@ -23,8 +23,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Groups "encoder" (``encoder_lr``, default ``lr``), "decoder" and "balancer" (``lr``).
 
-    Balancer parameters (e.g. the log-variances of paper 000) get no weight decay: decay
-    would pull them towards σ = 1, a prior the paper does not have.
+    Balancer parameters (e.g. the log-variances of Kendall et al., CVPR 2018) get no weight
+    decay: decay would pull them towards σ = 1, a prior the paper does not have.
     """
     encoder_lr = config.encoder_lr if config.encoder_lr is not None else config.lr
     groups = [
@@ -50,8 +50,8 @@ def build_optimizer(
 class LearningRateSchedule:
     """Sets every group's ``lr = initial_lr · warmup(step) · decay(step) · plateau``.
 
-    ``poly`` is ``(1 − step/steps)^power`` (paper 000, App. A.1); ``step`` multiplies by
-    ``gamma`` every ``step_size`` steps; ``multistep`` at each of ``milestones``;
+    ``poly`` is ``(1 − step/steps)^power`` (Kendall et al., CVPR 2018, App. A.1); ``step``
+    multiplies by ``gamma`` every ``step_size`` steps; ``multistep`` at each of ``milestones``;
     ``plateau`` multiplies by ``gamma`` when :meth:`observe` has seen no better validation
     score for ``patience`` evaluations in a row. Warm-up ramps linearly from
     ``1/warmup_steps`` to 1 over the first ``warmup_steps`` steps.

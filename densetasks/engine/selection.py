@@ -3,9 +3,9 @@
 ``mean_relative`` (the default): the mean over tasks of the sign-corrected relative change of
 each task's primary metric against the run's first evaluation,
 ``1/T Σ_t (−1)^{g_t} (m_t − b_t) / |b_t|`` with ``g_t = 1`` when lower is better — the Δm of
-paper 001 (Sec. 4) with the first evaluation as the reference, so tasks on different scales
-count alike. ``"<task>.<metric>"``: that one number, negated when lower is better. Higher
-scores are better in both cases. Only validation results are ever scored.
+Lopes et al., WACV 2023 (Sec. 4) with the first evaluation as the reference, so tasks on
+different scales count alike. ``"<task>.<metric>"``: that one number, negated when lower is
+better. Higher scores are better in both cases. Only validation results are ever scored.
 """
 
 from densetasks.errors import ConfigError

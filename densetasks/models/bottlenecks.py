@@ -15,7 +15,7 @@ from densetasks._registry import Registry
 from densetasks.models.base import FeatureSpec
 
 ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
-"""Dilation rates of the three 3×3 ASPP branches at output stride 8 (paper 000, App. A)."""
+"""3×3 ASPP dilation rates at output stride 8 (Kendall et al., CVPR 2018, App. A)."""
 
 
 def conv_bn_relu(
@@ -71,12 +71,13 @@ class ImagePooling(nn.Module):
 
 
 class ASPP(Bottleneck):
-    """Atrous spatial pyramid pooling as in paper 000, App. A (DeepLabV3).
+    """Atrous spatial pyramid pooling as in Kendall et al., CVPR 2018, App. A (DeepLabV3).
 
     Five parallel branches of ``channels`` (256) each with BN + ReLU: a 1×1 conv, three 3×3
     convs with dilation 12 / 24 / 36 at output stride 8 (scaled with the stride: 6 / 12 / 18
     at 16, 3 / 6 / 9 at 32) and global average pooling + 1×1 conv. Their concatenation
-    (5 × 256 = 1280 channels) is the representation paper 000 shares between tasks.
+    (5 × 256 = 1280 channels) is the representation Kendall et al., CVPR 2018
+    share between tasks.
     ``project=True`` adds DeepLabV3's 1×1 conv + BN + ReLU back to ``channels``.
     Like every BatchNorm after global pooling, training needs a batch of at least 2.
     """

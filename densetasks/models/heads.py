@@ -19,7 +19,7 @@ def upsample(features: torch.Tensor, size: tuple[int, int] | torch.Size) -> torc
 
 
 class DeepLabHead(nn.Module):
-    """The per-task decoder of paper 000 (Sec. 4 and App. A) on the deepest feature.
+    """The per-task decoder of Kendall et al., CVPR 2018 (Sec. 4 and App. A) on the deepest feature.
 
     Conv to ``channels`` (256) + BN + ReLU, 1×1 conv to the task's channels, bilinear
     upsampling to the input size. ``kernel_size`` is 3 as in the paper body; the appendix

@@ -9,7 +9,7 @@ from densetasks.tasks.base import Likelihood
 
 
 def test_hand_computed_value_and_gradients(two_tasks):
-    """seg is a classification, depth a regression task (paper 000, eq. 10)."""
+    """seg is a classification, depth a regression task (Kendall et al., CVPR 2018, eq. 10)."""
     balancer = create_balancer("uncertainty", two_tasks, task_init={"seg": 0.5, "depth": -1.0})
     seg = torch.tensor(2.0, requires_grad=True)
     depth = torch.tensor(3.0, requires_grad=True)
@@ -71,7 +71,7 @@ def _learned_variances(tasks, initial_log_variance: float) -> list[float]:
 
 
 def test_learns_the_noise_variances_from_any_initialisation(make_task):
-    """Paper 000, App. B: the learned weights do not depend on the initial s in [−2, 5]."""
+    """The learned weights do not depend on the initial s in [−2, 5] (Kendall et al., App. B)."""
     tasks = [make_task("y1", Likelihood.REGRESSION), make_task("y2", Likelihood.REGRESSION)]
     runs = [_learned_variances(tasks, initial) for initial in (-2.0, 0.0, 5.0)]
     for variance_1, variance_2 in runs:

@@ -1,4 +1,4 @@
-"""Normals from depth (paper 001 App. B.1.1) against the generator's exact normals."""
+"""Normals from depth (Lopes et al., WACV 2023, App. B.1.1) against the exact synthetic ones."""
 
 import torch
 import torch.nn.functional as F

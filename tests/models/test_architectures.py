@@ -72,7 +72,7 @@ def test_a_task_loss_reaches_the_shared_parts_and_only_its_own_head():
     assert all(p.grad is None for p in model.heads["semseg"].parameters())
 
 
-def test_output_stride_8_builds_the_paper_000_network():
+def test_output_stride_8_builds_the_kendall2018_network():
     model = create_model("hard_sharing", {"semseg": 5}, encoder="tiny", output_stride=8)
     assert model.encoder.feature_info[-1].stride == 8
     assert model.bottleneck.rates == (12, 24, 36)

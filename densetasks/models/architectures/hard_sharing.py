@@ -1,7 +1,8 @@
 """Hard parameter sharing: one encoder + bottleneck for all tasks, one head per task.
 
-This is the "multi-head network" (MHN) baseline of paper 002 and the architecture of
-paper 000 (ResNet-101 + ASPP shared, a small decoder per task, App. A).
+This is the "multi-head network" (MHN) baseline of Popovic et al., CVPR 2021 and the
+architecture of Kendall et al., CVPR 2018 (ResNet-101 + ASPP shared, a small decoder per
+task, App. A).
 """
 
 from typing import Any

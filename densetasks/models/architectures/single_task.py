@@ -1,6 +1,7 @@
 """The single-task baseline (STL): its own encoder, bottleneck and head for one task.
 
-Δm (papers 001, 002) compares every multi-task network against one of these per task.
+Δm (Lopes et al., WACV 2023; Popovic et al., CVPR 2021) compares every multi-task network
+against one of these per task.
 """
 
 from densetasks.errors import ConfigError
