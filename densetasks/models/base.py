@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from densetasks.data.sample import IGNORE_INDEX, LabelKind
-from densetasks.errors import ConfigError
+from densetasks.data.sample import LabelKind
 
 Batch = Mapping[str, Any]
 """A collated batch: ``image``, labels by task name, conditioning inputs by name, ``meta``."""
@@ -195,17 +194,6 @@ class Architecture(nn.Module, metaclass=ABCMeta):
         """One unconditioned pass that predicts every task (override for conditioned models)."""
         return [EvaluationPass(tuple(self.task_channels))]
 
-    def check_auxiliary_outputs(self, weights: Mapping[str, float]) -> None:
-        """Raise :class:`ConfigError` unless every configured auxiliary weight names a tag
-        this architecture produces (``weights`` as given in ``model.options``)."""
-        tags = {aux.tag for aux in self.auxiliary_outputs}
-        unknown = sorted(set(weights) - tags)
-        if unknown:
-            raise ConfigError(
-                f"model.options.aux_weights: unknown tag(s) {unknown}; this architecture's "
-                f"auxiliary outputs are {sorted(tags) or 'none'}"
-            )
-
 
 def per_task_plan(tasks: Sequence[str], condition: str) -> EvaluationPlan:
     """One pass per task with ``condition`` filled with the task's index (its palette id)."""
@@ -214,6 +202,3 @@ def per_task_plan(tasks: Sequence[str], condition: str) -> EvaluationPlan:
         for index, task in enumerate(tasks)
     ]
 
-
-NO_TASK = IGNORE_INDEX
-"""The palette value of a pixel where no task is asked for."""
