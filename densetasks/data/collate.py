@@ -1,4 +1,4 @@
-"""Batching sample dicts whose label sets differ (sparse labels, paper 002)."""
+"""Batching sample dicts whose label sets differ (sparse labels, Popovic et al., CVPR 2021)."""
 
 from collections.abc import Mapping
 from typing import Any

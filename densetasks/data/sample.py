@@ -5,7 +5,7 @@ A sample is a ``dict``:
 ``image``
     float32 tensor ``[3, H, W]`` with values in ``[0, 1]`` (normalisation is a transform).
 one entry per task that has a label here
-    a missing key means "not supervised here" (sparse labels, paper 002), never an error.
+    a missing key means "not supervised here" (sparse labels, Popovic et al., CVPR 2021), never an error.
 ``meta``
     a ``dict`` with ``name`` (str, the sample's file stem or index) and, where known,
     ``intrinsics`` (float32 ``[3, 3]`` pinhole matrix for the image as it is now).

@@ -269,7 +269,7 @@ class RandomCrop:
 class RandomScaleCrop:
     """Resize by a random factor in ``scale_range``, then :class:`RandomCrop` ``crop_size``.
 
-    The usual multi-scale augmentation of dense prediction (paper 000 trains on random crops
+    The usual multi-scale augmentation of dense prediction (Kendall et al., CVPR 2018, train on random crops
     with flips). Both sides are scaled by the same factor.
     """
 

@@ -3,7 +3,7 @@
 Every encoder returns its feature maps shallow to deep (never the input image) and describes
 them in :attr:`~densetasks.models.base.Encoder.feature_info` as ``(channels, stride)``.
 The deepest stride is the *output stride*: 8, 16 or 32. Below 32 the last stages keep their
-resolution and dilate their convolutions instead (DeepLab practice; paper 000 uses a
+resolution and dilate their convolutions instead (DeepLab practice; Kendall et al., CVPR 2018, use a
 ResNet-101 at output stride 8, App. A).
 
 ``pretrained`` is ``False`` (random init), ``True`` (timm hub weights, needs the network) or

@@ -37,7 +37,7 @@ def lrs(config: TrainConfig, steps: int) -> list[float]:
     return seen
 
 
-def test_poly_follows_paper_000_appendix():
+def test_poly_follows_kendall2018_appendix():
     seen = lrs(TrainConfig(lr=2.5e-3, steps=10, schedule="poly", power=0.9), 10)
     expected = [2.5e-3 * (1 - step / 10) ** 0.9 for step in range(10)]
     assert seen == pytest.approx(expected)
