@@ -18,10 +18,10 @@ import time
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from densetasks.data.derive import centroid_offsets
 from densetasks.data.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
 from densetasks.metrics.instance_ap import InstanceAPMetric
-from densetasks.tasks.instance import centroid_offsets
-from densetasks.tasks.instance_grouping import GroupingConfig, group_instances_batch
+from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
 
 INSTANCE_CLASSES = [
     SYNTHETIC_CLASSES.index(name) for name in ("box", "sphere", "cylinder", "person")

@@ -180,4 +180,4 @@ def _id_colours(ids: np.ndarray) -> np.ndarray:
     return (hsv_to_rgb(hsv) * 255.0).round().astype(np.uint8)
 
 
-__all__ = ["InstanceOffsets", "InstancePrediction", "centroid_offsets"]
+__all__ = ["InstanceOffsets"]

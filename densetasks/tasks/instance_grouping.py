@@ -1,19 +1,13 @@
-"""Instance grouping as the instance task sees it: drawing grouped ids, and the grouping API.
+"""Drawing grouped instance ids the way the instance task draws them.
 
 The grouping itself (OPTICS on centroid votes, Kendall et al., CVPR 2018, Sec. 4) lives in
 :mod:`densetasks.metrics.instance_grouping`, since evaluation needs it and the metrics never
-import the tasks. Its public names are re-exported here, where ``docs/instances.md`` and
-the benchmarks have always found them.
+import the tasks.
 """
 
 import numpy as np
 import torch
 
-from densetasks.metrics.instance_grouping import (
-    GroupingConfig,
-    group_instances,
-    group_instances_batch,
-)
 from densetasks.tasks.instance import InstanceOffsets
 
 
@@ -27,5 +21,3 @@ def draw_instances(ids: torch.Tensor) -> np.ndarray:
         raise ValueError(f"instance ids must be an integer [H, W] tensor, got {tuple(ids.shape)}")
     return InstanceOffsets().visualize(ids)
 
-
-__all__ = ["GroupingConfig", "draw_instances", "group_instances", "group_instances_batch"]

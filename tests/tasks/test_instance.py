@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from densetasks.data.derive import centroid_offsets
 from densetasks.errors import ConfigError
 from densetasks.metrics.offsets import OffsetErrorMetric
-from densetasks.tasks.instance import InstanceOffsets, centroid_offsets
+from densetasks.tasks.instance import InstanceOffsets
 
 # Instance 1: pixels (x, y) = (1, 0), (2, 0), (2, 1) -> centroid (5/3, 1/3).
 # Instance 7: pixels (0, 1), (1, 1)                  -> centroid (0.5, 1).

@@ -1,14 +1,11 @@
-"""The task side of instance grouping: drawing grouped ids, and the grouping API re-exported
-where the docs and benchmarks import it (the grouping itself is tested in tests/metrics)."""
+"""The task side of instance grouping: drawing grouped ids (the grouping itself is tested in
+tests/metrics)."""
 
 import numpy as np
 import pytest
 import torch
 
-import densetasks.data.derive
-import densetasks.metrics.instance_grouping
-import densetasks.metrics.instance_segmentation
-from densetasks.tasks import instance, instance_grouping
+from densetasks.tasks import instance_grouping
 
 
 def test_draw_instances_is_stable_and_background_black() -> None:
@@ -20,18 +17,3 @@ def test_draw_instances_is_stable_and_background_black() -> None:
     assert np.array_equal(image, instance_grouping.draw_instances(ids.clone()))
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         instance_grouping.draw_instances(torch.zeros(1, 2, 2, dtype=torch.int64))
-
-
-@pytest.mark.parametrize(
-    ("module", "owner", "name"),
-    [
-        (instance_grouping, densetasks.metrics.instance_grouping, "GroupingConfig"),
-        (instance_grouping, densetasks.metrics.instance_grouping, "group_instances"),
-        (instance_grouping, densetasks.metrics.instance_grouping, "group_instances_batch"),
-        (instance, densetasks.data.derive, "centroid_offsets"),
-        (instance, densetasks.metrics.instance_segmentation, "InstancePrediction"),
-    ],
-)
-def test_moved_names_stay_importable_from_the_task_modules(module, owner, name):
-    assert getattr(module, name) is getattr(owner, name)
-    assert name in module.__all__
