@@ -43,11 +43,18 @@ def build(encoder: str):
 def engine_step(encoder: str):
     tasks, model, config, optimizer = build(encoder)
     parts = StepParts(
-        model=model, architecture=model, tasks=tasks, balancer=create_balancer("equal", list(tasks.values())),
-        optimizer=optimizer, schedule=LearningRateSchedule(optimizer, config),
+        model=model,
+        architecture=model,
+        tasks=tasks,
+        balancer=create_balancer("equal", list(tasks.values())),
+        optimizer=optimizer,
+        schedule=LearningRateSchedule(optimizer, config),
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         shared_parameters=model.shared_parameters(),
-        device=torch.device("cpu"), amp_dtype=None, channels_last=False, clip_grad_norm=None,
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        channels_last=False,
+        clip_grad_norm=None,
         process=ProcessInfo(),
     )
     counter = iter(range(10**9))
@@ -95,10 +102,13 @@ def main() -> None:
         for name, step in steps.items():
             timings[name].append(seconds_per_step(step, batch, args.steps))
     plain, engine = (statistics.median(timings[name]) for name in ("plain", "engine"))
-    print(f"encoder={args.encoder} size={args.size} batch={args.batch} threads={torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"encoder={args.encoder} size={args.size} batch={args.batch} threads={threads}")
     for name in steps:
-        print(f"{name:>6}: median {statistics.median(timings[name]) * 1e3:.1f} ms/step "
-              f"(rounds: {', '.join(f'{t * 1e3:.1f}' for t in timings[name])})")
+        print(
+            f"{name:>6}: median {statistics.median(timings[name]) * 1e3:.1f} ms/step "
+            f"(rounds: {', '.join(f'{t * 1e3:.1f}' for t in timings[name])})"
+        )
     print(f"overhead: {100 * (engine / plain - 1):+.1f} %")
 
 

@@ -37,8 +37,10 @@ def depth_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normal_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return (F.normalize(torch.randn(batch, 3, size, size), dim=1),
-            F.normalize(torch.randn(batch, 3, size, size), dim=1))
+    return (
+        F.normalize(torch.randn(batch, 3, size, size), dim=1),
+        F.normalize(torch.randn(batch, 3, size, size), dim=1),
+    )
 
 
 def offset_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +58,9 @@ CASES: dict[str, tuple[Callable[[], Metric], Inputs]] = {
 }
 
 
-def images_per_second(factory: Callable[[], Metric], inputs: Inputs, batches: int,
-                      batch: int, size: int) -> float:
+def images_per_second(
+    factory: Callable[[], Metric], inputs: Inputs, batches: int, batch: int, size: int
+) -> float:
     data = [inputs(batch, size) for _ in range(batches)]
     metric = factory()
     metric.update(*data[0])  # warm-up outside the timing
@@ -79,8 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    print(f"| metric | images/s ({args.batches} x {args.batch}x{args.size}x{args.size}, "
-          f"{args.threads} thread) |")
+    print(
+        f"| metric | images/s ({args.batches} x {args.batch}x{args.size}x{args.size}, "
+        f"{args.threads} thread) |"
+    )
     print("|---|---:|")
     for name, (factory, inputs) in CASES.items():
         rate = images_per_second(factory, inputs, args.batches, args.batch, args.size)

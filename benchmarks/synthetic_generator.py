@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.images} images each")
+    print(
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.images} images each"
+    )
     print("| size | style | images/s (wall) | images/s (CPU) |")
     print("|---|---|---|---|")
     for size in SIZES:

@@ -6,7 +6,13 @@ The public API, flat (see ``docs/design.md`` for the five nouns behind it)::
 """
 
 from densetasks.balancers import BALANCERS, create_balancer
-from densetasks.data import DATASETS, SyntheticScenes, build_transforms, collate_samples, create_dataset
+from densetasks.data import (
+    DATASETS,
+    SyntheticScenes,
+    build_transforms,
+    collate_samples,
+    create_dataset,
+)
 from densetasks.engine import evaluate_run, load_config, load_run, train
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import ARCHITECTURES, ENCODERS, create_model

@@ -52,7 +52,7 @@ class Registry(Generic[T]):
         except TypeError as error:
             taken = [
                 key
-                for key, parameter in list(signature.parameters.items())[len(args):]
+                for key, parameter in list(signature.parameters.items())[len(args) :]
                 if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
             ]
             unknown = sorted(set(options) - set(taken))

@@ -53,8 +53,12 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
     model.load_state_dict(payload["model"])
     model.to(torch_device).eval()
     return LoadedRun(
-        run_dir=run_dir, config=config, model=model, tasks=tasks,
-        transform=build.eval_transform(config, tasks, model), step=int(payload["step"]),
+        run_dir=run_dir,
+        config=config,
+        model=model,
+        tasks=tasks,
+        transform=build.eval_transform(config, tasks, model),
+        step=int(payload["step"]),
         device=torch_device,
     )
 
@@ -102,7 +106,10 @@ class Predictor:
 
     @classmethod
     def from_run_dir(
-        cls, run_dir: str | Path, device: str = "cpu", checkpoint: str = "best",
+        cls,
+        run_dir: str | Path,
+        device: str = "cpu",
+        checkpoint: str = "best",
         amp: str = "none",
     ) -> "Predictor":
         return cls(load_run(run_dir, device=device, checkpoint=checkpoint), amp=amp)
@@ -139,7 +146,12 @@ class Predictor:
         """Raw outputs of a transformed batch, following the model's evaluation plan."""
         plan = self.run.model.evaluation_plan() if plan is None else plan
         return run_plan(
-            self.run.model, self.run.model, self.tasks, batch, plan, self.run.device,
+            self.run.model,
+            self.run.model,
+            self.tasks,
+            batch,
+            plan,
+            self.run.device,
             self.amp_dtype,
         )
 
@@ -150,7 +162,9 @@ class Predictor:
         return [EvaluationPass(tuple(self.tasks))]
 
     def _prediction(
-        self, image: torch.Tensor, adapted: AdaptedOutputs,
+        self,
+        image: torch.Tensor,
+        adapted: AdaptedOutputs,
         by_rule: Mapping[str, AdaptedOutputs] | None = None,
     ) -> Prediction:
         size = tuple(image.shape[-2:])
@@ -159,9 +173,7 @@ class Predictor:
             for name, task in self.tasks.items()
         }
         predictions = evaluation_inputs(self.tasks, outputs)
-        masks = {
-            name: _resize_mask(mask, size)[0].cpu() for name, mask in adapted.masks.items()
-        }
+        masks = {name: _resize_mask(mask, size)[0].cpu() for name, mask in adapted.masks.items()}
         return Prediction(
             image=image,
             outputs={name: output[0].cpu() for name, output in outputs.items()},

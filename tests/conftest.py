@@ -43,10 +43,21 @@ def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str,
     task is evaluated and predicted at the image's size; returns what the caller checks
     further: ``{"run": Path, "test": metrics payload, "prediction": Prediction}``.
     """
-    config = validate_config({**config, "train": {
-        "steps": 3, "optimizer": "adam", "lr": 1e-3, "eval_every": 3, "log_every": 1,
-        "checkpoint_every": 2, "images_every": 3, **config.get("train", {}),
-    }})
+    config = validate_config(
+        {
+            **config,
+            "train": {
+                "steps": 3,
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "eval_every": 3,
+                "log_every": 1,
+                "checkpoint_every": 2,
+                "images_every": 3,
+                **config.get("train", {}),
+            },
+        }
+    )
     whole = train(config, tmp_path / "whole")
 
     import densetasks.engine.run as run_module
@@ -76,8 +87,19 @@ def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str,
     for name in config.tasks:
         assert tuple(prediction.outputs[name].shape[-2:]) == (40, 36), name
     write_image(tmp_path / "photo.png", image)
-    assert main(["--debug", "predict", str(whole), str(tmp_path / "photo.png"),
-                 "--out", str(tmp_path / "predicted")]) == 0
+    assert (
+        main(
+            [
+                "--debug",
+                "predict",
+                str(whole),
+                str(tmp_path / "photo.png"),
+                "--out",
+                str(tmp_path / "predicted"),
+            ]
+        )
+        == 0
+    )
     for name in config.tasks:
         assert (tmp_path / "predicted" / f"photo_{name}.png").is_file(), name
     return {"run": whole, "test": test, "prediction": prediction}

@@ -31,12 +31,16 @@ BASELINES = ("stl_semseg", "stl_edges")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--root", type=Path, default=REPO.parent / "shared" / "data" / "camvid",
+        "--root",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "camvid",
         help="CamVid folder in the SegNet layout (default: shared/data/camvid beside the repo)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "camvid", help="run folders")
     parser.add_argument(
-        "--report", type=Path, default=Path(__file__).resolve().parent,
+        "--report",
+        type=Path,
+        default=Path(__file__).resolve().parent,
         help="report folder (default: benchmarks/camvid)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
@@ -51,8 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_command(name: str, root: Path, out: Path) -> list[str]:
     """``densetasks train`` of ``configs/camvid_<name>.yaml`` into ``out/<name>``."""
     return [
-        "densetasks", "train", str(REPO / "configs" / f"camvid_{name}.yaml"),
-        "--out", str(out / name), "--set", f"data.root={root.resolve()}",
+        "densetasks",
+        "train",
+        str(REPO / "configs" / f"camvid_{name}.yaml"),
+        "--out",
+        str(out / name),
+        "--set",
+        f"data.root={root.resolve()}",
     ]
 
 
@@ -69,7 +78,10 @@ def train_all(root: Path, out: Path, jobs: int) -> dict[str, float]:
             log = (out / f"{name}.log").open("w")
             print(f"training {name} (log: {out / f'{name}.log'})", flush=True)
             process = subprocess.Popen(
-                train_command(name, root, out), cwd=REPO, env=environment, stdout=log,
+                train_command(name, root, out),
+                cwd=REPO,
+                env=environment,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
             running[name] = (process, time.perf_counter(), log)
@@ -93,11 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "timings.json").write_text(json.dumps(timings, indent=2))
     subprocess.run(
         [
-            "densetasks", "report", str(args.out / "mtl"),
-            "--baseline", *(str(args.out / name) for name in BASELINES),
-            "--split", "test", "--out", str(args.report),
+            "densetasks",
+            "report",
+            str(args.out / "mtl"),
+            "--baseline",
+            *(str(args.out / name) for name in BASELINES),
+            "--split",
+            "test",
+            "--out",
+            str(args.report),
         ],
-        cwd=REPO, check=True,
+        cwd=REPO,
+        check=True,
     )
 
 

@@ -51,8 +51,11 @@ DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
 # which also down-weights the pixel-scale instance loss.
 DEFAULT_GRID = ["balancer.weights.instance=0.02,0.1", "balancer.weights.depth=1,5"]
 QUICK = {  # a smoke test of the whole pipeline: the tiny encoder, a few steps, small scenes
-    "model.encoder": "tiny", "model.options.bottleneck": "none",
-    "data.options.n_train": 16, "data.options.n_val": 4, "data.options.n_test": 4,
+    "model.encoder": "tiny",
+    "model.options.bottleneck": "none",
+    "data.options.n_train": 16,
+    "data.options.n_val": 4,
+    "data.options.n_test": 4,
     "data.workers": 0,
 }
 
@@ -63,25 +66,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")
     parser.add_argument("--size", type=int, default=None, help="square scene and crop size (px)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke test: tiny encoder, 16 training scenes, 10 steps at 64 px unless given, "
         "one evaluation at the end",
     )
     parser.add_argument(
-        "--grid", action="append", default=None, metavar="KEY=V1,V2,...",
+        "--grid",
+        action="append",
+        default=None,
+        metavar="KEY=V1,V2,...",
         help=f"fixed-weight grid (repeatable; default {' '.join(DEFAULT_GRID)})",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value for every run",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument(
-        "--work-dir", type=Path, default=ROOT / "runs" / "kendall2018",
+        "--work-dir",
+        type=Path,
+        default=ROOT / "runs" / "kendall2018",
         help="where the run directories go (default runs/kendall2018)",
     )
     parser.add_argument(
-        "--report-dir", type=Path, default=None,
+        "--report-dir",
+        type=Path,
+        default=None,
         help="where report and sweep go (default benchmarks/kendall2018, with --quick "
         "WORK_DIR/report so a smoke test never overwrites the committed results)",
     )
@@ -99,11 +114,17 @@ def scale_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"{key}={value}" for key, value in (QUICK.items() if args.quick else [])]
     if args.steps is not None:
         every = args.steps if args.quick else max(1, args.steps // 5)
-        overrides += [f"train.steps={args.steps}", f"train.eval_every={every}",
-                      f"train.checkpoint_every={every}", f"train.log_every={max(1, every // 10)}"]
+        overrides += [
+            f"train.steps={args.steps}",
+            f"train.eval_every={every}",
+            f"train.checkpoint_every={every}",
+            f"train.log_every={max(1, every // 10)}",
+        ]
     if args.size is not None:
-        overrides += [f"data.options.size=[{args.size}, {args.size}]",
-                      f"data.crop_size=[{args.size}, {args.size}]"]
+        overrides += [
+            f"data.options.size=[{args.size}, {args.size}]",
+            f"data.crop_size=[{args.size}, {args.size}]",
+        ]
     return overrides + args.overrides
 
 
@@ -111,8 +132,10 @@ def experiment_runs(base: dict) -> dict[str, dict]:
     """Single-task baselines, the unweighted sum and uncertainty weighting, by run name."""
     runs = {
         f"stl_{task}": {
-            "tasks": {task: options}, "model.architecture": "single_task",
-            "balancer.name": "equal", "balancer.weights": {},
+            "tasks": {task: options},
+            "model.architecture": "single_task",
+            "balancer.name": "equal",
+            "balancer.weights": {},
         }
         for task, options in base["tasks"].items()
     }
@@ -160,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_text_table(report))
 
     sweep = collect_results(
-        [by_name[name] for name in fixed], "val",
+        [by_name[name] for name in fixed],
+        "val",
         marked=[by_name["equal"].run_dir, by_name["uncertainty"].run_dir],
         keys=list(parse_grid(args.grid or DEFAULT_GRID)),
     )
@@ -173,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         "training_seconds": round(elapsed, 1),
     }
     (args.report_dir / "experiment.json").write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"report: {args.report_dir / 'report.md'}; "
-          f"sweep: {args.report_dir / 'sweep' / 'sweep.md'}")
+    print(
+        f"report: {args.report_dir / 'report.md'}; sweep: {args.report_dir / 'sweep' / 'sweep.md'}"
+    )
     return 0
 
 

@@ -4,12 +4,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from densetasks.errors import ConfigError
 
 
-def ordered_losses(losses: Mapping[str, torch.Tensor], task_names: Sequence[str]) -> list[torch.Tensor]:
+def ordered_losses(
+    losses: Mapping[str, torch.Tensor], task_names: Sequence[str]
+) -> list[torch.Tensor]:
     """The scalar losses in ``task_names`` order, as float32 (AMP losses may be half precision).
 
     Every task of the run must have a loss (a task without labels in a batch gives a zero that
@@ -23,9 +24,11 @@ def ordered_losses(losses: Mapping[str, torch.Tensor], task_names: Sequence[str]
             f"(missing {missing}, unexpected {extra})"
         )
     ordered = [losses[name] for name in task_names]
-    for name, loss in zip(task_names, ordered):
+    for name, loss in zip(task_names, ordered, strict=True):
         if loss.dim() != 0:
-            raise ValueError(f"loss of task {name!r} must be a scalar, got shape {tuple(loss.shape)}")
+            raise ValueError(
+                f"loss of task {name!r} must be a scalar, got shape {tuple(loss.shape)}"
+            )
     return [loss.float() for loss in ordered]
 
 

@@ -115,14 +115,18 @@ class JacobianAggregationBalancer(Balancer):
         total = self(losses)
         shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
         if not shared:
-            raise ValueError("Jacobian aggregation needs at least one shared parameter that requires grad")
+            raise ValueError(
+                "Jacobian aggregation needs at least one shared parameter that requires grad"
+            )
         scaled = [scale(loss) for loss in ordered_losses(losses, self.task_names)]
         aggregated, weights = self._aggregate(scaled, shared)
-        previous = [None if parameter.grad is None else parameter.grad.clone() for parameter in shared]
+        previous = [
+            None if parameter.grad is None else parameter.grad.clone() for parameter in shared
+        ]
         if total.requires_grad:
             scale(total).backward()
         self._store_shared_gradients(shared, previous, aggregated)
-        self.last_weights = dict(zip(self.task_names, weights.tolist()))
+        self.last_weights = dict(zip(self.task_names, weights.tolist(), strict=True))
         return total.detach()
 
     def _aggregate(
@@ -151,7 +155,10 @@ class JacobianAggregationBalancer(Balancer):
         kept = torch.tensor(differentiable)[informative.cpu()]
         weights[kept] = row_weights.detach().cpu().float()
         pieces = gradient.split([parameter.numel() for parameter in shared])
-        return [piece.view_as(parameter).to(parameter.dtype) for piece, parameter in zip(pieces, shared)], weights
+        return [
+            piece.view_as(parameter).to(parameter.dtype)
+            for piece, parameter in zip(pieces, shared, strict=True)
+        ], weights
 
     @staticmethod
     def _store_shared_gradients(
@@ -161,7 +168,7 @@ class JacobianAggregationBalancer(Balancer):
     ) -> None:
         """``grad = previous grad + process-averaged aggregation``, in place (DDP bucket views)."""
         average_across_processes(aggregated)
-        for parameter, before, piece in zip(shared, previous, aggregated):
+        for parameter, before, piece in zip(shared, previous, aggregated, strict=True):
             new_gradient = piece if before is None else before + piece
             if parameter.grad is None:
                 parameter.grad = new_gradient
@@ -170,7 +177,8 @@ class JacobianAggregationBalancer(Balancer):
 
 
 def aggregation_balancer_factory(name: str) -> Callable[..., JacobianAggregationBalancer]:
-    """``factory(tasks, parallel_chunk_size=None, **aggregator_options)`` for registry entry ``name``."""
+    """``factory(tasks, parallel_chunk_size=None, **aggregator_options)`` for registry entry
+    ``name``."""
 
     def create(
         tasks: Sequence[Task], parallel_chunk_size: int | None = None, **options: float

@@ -39,7 +39,9 @@ class DWABalancer(Balancer):
         self.register_buffer("period_supervised_steps", torch.zeros(count, dtype=torch.float32))
         self.register_buffer("steps_in_period", torch.zeros((), dtype=torch.long))
         # Mean loss of the last two completed periods: row 0 is e−1, row 1 is e−2; NaN = unknown.
-        self.register_buffer("previous_means", torch.full((2, count), float("nan"), dtype=torch.float32))
+        self.register_buffer(
+            "previous_means", torch.full((2, count), float("nan"), dtype=torch.float32)
+        )
         self.register_buffer("completed_periods", torch.zeros((), dtype=torch.long))
 
     def current_weights(self) -> torch.Tensor:
@@ -55,7 +57,7 @@ class DWABalancer(Balancer):
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(ordered_losses(losses, self.task_names))
         weights = self.current_weights()
-        self.last_weights = dict(zip(self.task_names, weights.tolist()))
+        self.last_weights = dict(zip(self.task_names, weights.tolist(), strict=True))
         if self.training:
             self._record(stacked.detach())
         return (weights.to(stacked.device) * stacked).sum()

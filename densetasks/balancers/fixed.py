@@ -25,7 +25,7 @@ class FixedBalancer(Balancer):
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(ordered_losses(losses, self.task_names))
         weights = self.task_weights.to(stacked.device)
-        self.last_weights = dict(zip(self.task_names, weights.tolist()))
+        self.last_weights = dict(zip(self.task_names, weights.tolist(), strict=True))
         return (weights * stacked).sum()
 
 

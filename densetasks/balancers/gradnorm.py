@@ -61,7 +61,7 @@ class GradNormBalancer(Balancer):
                 first_seen = (self.initial_losses == 0) & (current > 0)
                 self.initial_losses[first_seen] = current[first_seen]
         weights = self.task_weights.detach()
-        self.last_weights = dict(zip(self.task_names, weights.tolist()))
+        self.last_weights = dict(zip(self.task_names, weights.tolist(), strict=True))
         return (weights.to(stacked.device) * stacked).sum()
 
     def backward(

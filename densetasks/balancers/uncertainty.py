@@ -48,9 +48,11 @@ class UncertaintyBalancer(Balancer):
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(ordered_losses(losses, self.task_names))
         precision = self.loss_factors * torch.exp(-self.log_variances)
-        self.last_weights = dict(zip(self.task_names, precision.detach().tolist()))
+        self.last_weights = dict(zip(self.task_names, precision.detach().tolist(), strict=True))
         return (precision * stacked + 0.5 * self.log_variances).sum()
 
     def sigmas(self) -> dict[str, float]:
         """The learned observation noise σ_t = exp(s_t / 2) per task."""
-        return dict(zip(self.task_names, torch.exp(0.5 * self.log_variances.detach()).tolist()))
+        return dict(
+            zip(self.task_names, torch.exp(0.5 * self.log_variances.detach()).tolist(), strict=True)
+        )

@@ -75,5 +75,5 @@ def _print_class_fractions(task: str, counts: torch.Tensor, options: dict[str, A
     print(f"  {task} pixel fraction per class:")
     names = options.get("class_names", [str(index) for index in range(len(counts))])
     total = max(int(counts.sum()), 1)
-    for name, value in zip(names, counts.tolist()):
+    for name, value in zip(names, counts.tolist(), strict=True):
         print(f"    {name:<16} {value / total:.4f}")

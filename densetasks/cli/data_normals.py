@@ -25,16 +25,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None, help="only this split (default: every image)")
     for flag in _CAMERA_FLAGS:
         parser.add_argument(
-            f"--{flag}", type=float, default=None,
+            f"--{flag}",
+            type=float,
+            default=None,
             help=f"{flag} in pixels at the stored image size (give all four, or none to use "
             "the dataset's intrinsics files)",
         )
     parser.add_argument(
-        "--format", dest="file_format", choices=("npy", "png"), default="npy",
+        "--format",
+        dest="file_format",
+        choices=("npy", "png"),
+        default="npy",
         help="npy: exact float vectors (default); png: 8-bit RGB",
     )
     parser.add_argument(
-        "--invalid-dilation", type=int, default=1,
+        "--invalid-dilation",
+        type=int,
+        default=1,
         help="pixels masked around missing depth (default 1, the least that is correct)",
     )
     parser.set_defaults(func=run)

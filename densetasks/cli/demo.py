@@ -85,7 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("demo"), help="output folder (default demo)"
     )
     parser.add_argument(
-        "--minutes", type=float, default=6.0,
+        "--minutes",
+        type=float,
+        default=6.0,
         help="training time for all runs together, in minutes on a 2-core CPU (default 6)",
     )
     parser.add_argument(
@@ -101,24 +103,31 @@ def run(args: argparse.Namespace) -> int:
     if (out / "data").exists() or (out / "runs").exists():
         raise ConfigError(f"{out} already holds a demo; pass another --out or delete it")
     start = time.perf_counter()
-    print(f"densetasks demo: {len(DEMO_TASKS)} single-task runs + 1 multi-task run, "
-          f"{steps} steps each at {scale.size[0]}x{scale.size[1]} px, output in {out}")
+    print(
+        f"densetasks demo: {len(DEMO_TASKS)} single-task runs + 1 multi-task run, "
+        f"{steps} steps each at {scale.size[0]}x{scale.size[1]} px, output in {out}"
+    )
     data_root = out / "data"
     write_demo_dataset(data_root, scale)
-    print(f"rendered {sum(scale.images.values())} synthetic scenes to {data_root} "
-          f"({_elapsed(start)})")
+    print(
+        f"rendered {sum(scale.images.values())} synthetic scenes to {data_root} ({_elapsed(start)})"
+    )
     plans = {f"stl_{task}": ("single_task", [task]) for task in DEMO_TASKS}
     plans["mtl_hard_sharing"] = ("hard_sharing", list(DEMO_TASKS))
     run_dirs = {}
     for number, (name, (architecture, tasks)) in enumerate(plans.items(), start=1):
-        print(f"[{number}/{len(plans)}] {name}: {architecture} on {', '.join(tasks)} ...",
-              flush=True)
+        print(
+            f"[{number}/{len(plans)}] {name}: {architecture} on {', '.join(tasks)} ...", flush=True
+        )
         config = validate_config(
             demo_config(data_root, scale, architecture, tasks, steps), source=f"demo run {name}"
         )
         run_dirs[name] = train(config, out / "runs" / name)
-        print(f"[{number}/{len(plans)}] {name}: done, test {_primary_summary(run_dirs[name])} "
-              f"({_elapsed(start)})", flush=True)
+        print(
+            f"[{number}/{len(plans)}] {name}: done, test {_primary_summary(run_dirs[name])} "
+            f"({_elapsed(start)})",
+            flush=True,
+        )
     baselines = [run_dirs[f"stl_{task}"] for task in DEMO_TASKS]
     report = write_report([run_dirs["mtl_hard_sharing"]], baselines, out / "report", split="test")
     print()

@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densetasks.engine import evaluate_run
 
-    payload = evaluate_run(args.run_dir, split=args.split, device=args.device,
-                           checkpoint=args.checkpoint)
+    payload = evaluate_run(
+        args.run_dir, split=args.split, device=args.device, checkpoint=args.checkpoint
+    )
     print(json.dumps(payload, indent=2) if args.json else format_table(payload))
     return 0
 
@@ -42,5 +43,8 @@ def format_table(payload: dict[str, Any]) -> str:
             rows.append((task, f"{name}{star} {arrow}", f"{value:.4f}"))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = [f"{payload['split']} @ step {payload['step']}"]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     return "\n".join(lines)

@@ -37,23 +37,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
     parser.add_argument(
-        "--checkpoint", default="best", choices=["best", "last"],
+        "--checkpoint",
+        default="best",
+        choices=["best", "last"],
         help="which checkpoint (default best)",
     )
     parser.add_argument(
-        "--size", type=parse_size, default=None,
+        "--size",
+        type=parse_size,
+        default=None,
         help="resize every image to HxW before the run's own evaluation transform",
     )
     parser.add_argument(
-        "--device", default="cpu", choices=["auto", "cpu", "cuda"],
+        "--device",
+        default="cpu",
+        choices=["auto", "cpu", "cuda"],
         help="where to run (default cpu)",
     )
     parser.add_argument(
-        "--amp", default="none", choices=["none", "bf16", "fp16"],
+        "--amp",
+        default="none",
+        choices=["none", "bf16", "fp16"],
         help="mixed precision on CUDA (default none)",
     )
     parser.add_argument(
-        "--condition", action="append", default=[], metavar="NAME=PNG",
+        "--condition",
+        action="append",
+        default=[],
+        metavar="NAME=PNG",
         help="a conditioning input of the model as a PNG of integer ids at the image's size, "
         "e.g. palette=palette.png (repeatable)",
     )

@@ -22,25 +22,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
     parser.add_argument(
-        "--grid", action="append", default=[], required=True, metavar="KEY=V1,V2,...",
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2,...",
         help="a dotted config key and its values (YAML scalars), e.g. "
         "--grid balancer.weights.semseg=1,10,50 (repeatable; the runs are the product)",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value for every run, e.g. --set train.steps=500 (repeatable)",
     )
     parser.add_argument("--out", required=True, type=Path, help="sweep folder")
     parser.add_argument(
-        "--jobs", type=int, default=1,
+        "--jobs",
+        type=int,
+        default=1,
         help="runs trained at once in separate processes (default 1: sequential)",
     )
     parser.add_argument(
-        "--split", default="val", choices=["val", "test"],
+        "--split",
+        default="val",
+        choices=["val", "test"],
         help="metrics compared in the table and plots (default val)",
     )
     parser.add_argument(
-        "--mark", nargs="+", default=[], type=Path, metavar="RUN_DIR",
+        "--mark",
+        nargs="+",
+        default=[],
+        type=Path,
+        metavar="RUN_DIR",
         help="finished runs added to the table and plots, drawn distinctly "
         "(e.g. the uncertainty-weighted run)",
     )

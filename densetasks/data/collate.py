@@ -30,7 +30,7 @@ def collate_samples(
     if len(set(sizes)) > 1:
         described = ", ".join(
             f"{_name(sample, index)} {size[0]}x{size[1]}"
-            for index, (sample, size) in enumerate(zip(samples, sizes))
+            for index, (sample, size) in enumerate(zip(samples, sizes, strict=True))
         )
         raise DataError(f"images in one batch differ in size (H x W): {described}")
     height, width = sizes[0]
@@ -42,9 +42,7 @@ def collate_samples(
             names = ", ".join(sorted(known))
             raise ValueError(f"sample key {key!r} has no known label kind; known: {names}")
         kind = known[key]
-        labels = [
-            sample[key] if key in sample else kind.empty(height, width) for sample in samples
-        ]
+        labels = [sample[key] if key in sample else kind.empty(height, width) for sample in samples]
         for index, label in enumerate(labels):
             if tuple(label.shape[-2:]) != (height, width):
                 raise DataError(

@@ -5,7 +5,8 @@ A sample is a ``dict``:
 ``image``
     float32 tensor ``[3, H, W]`` with values in ``[0, 1]`` (normalisation is a transform).
 one entry per task that has a label here
-    a missing key means "not supervised here" (sparse labels, Popovic et al., CVPR 2021), never an error.
+    a missing key means "not supervised here" (sparse labels, Popovic et al., CVPR 2021),
+    never an error.
 ``meta``
     a ``dict`` with ``name`` (str, the sample's file stem or index) and, where known,
     ``intrinsics`` (float32 ``[3, 3]`` pinhole matrix for the image as it is now).
@@ -13,15 +14,15 @@ one entry per task that has a label here
 Each label has one :class:`LabelKind`, which fixes its dtype, shape, invalid value and how
 geometric transforms treat it (see ``docs/data.md``):
 
-============  ===================  ===========================================  ===========================
-kind          tensor               invalid / ignore                             geometry
-============  ===================  ===========================================  ===========================
-MASK          int64 ``[H, W]``     ``IGNORE_INDEX`` (255)                       nearest
-BINARY        uint8 ``[H, W]``     ``IGNORE_INDEX`` (255); values 0 / 1          nearest
-DEPTH         float32 ``[1,H,W]``  ``0`` (metres; ``> 0`` is valid)              nearest (values unchanged)
-NORMALS       float32 ``[3,H,W]``  zero vector                                  nearest, flip negates x
-INSTANCE      int64 ``[H, W]``     ``0`` = no instance; ids are arbitrary > 0   nearest
-============  ===================  ===========================================  ===========================
+========  ===================  ==========================================  =====================
+kind      tensor               invalid / ignore                            geometry
+========  ===================  ==========================================  =====================
+MASK      int64 ``[H, W]``     ``IGNORE_INDEX`` (255)                      nearest
+BINARY    uint8 ``[H, W]``     ``IGNORE_INDEX`` (255); values 0 / 1        nearest
+DEPTH     float32 ``[1,H,W]``  ``0`` (metres; ``> 0`` is valid)             nearest, values kept
+NORMALS   float32 ``[3,H,W]``  zero vector                                 nearest, flip negates x
+INSTANCE  int64 ``[H, W]``     ``0`` = no instance; ids arbitrary > 0      nearest
+========  ===================  ==========================================  =====================
 
 Normals are unit vectors in the OpenCV camera frame (x right, y down, z forward), oriented
 towards the camera (``n · p < 0`` for the surface point ``p``). Instance centroid offsets are

@@ -3,8 +3,9 @@
 Every tensor in a sample is treated by what it is: ``image`` (bilinear, padded with 0),
 ``meta`` (its ``intrinsics`` follow every geometric change), and each label by its
 :class:`~densetasks.data.sample.LabelKind` looked up by key in :func:`label_kinds` (every
-registered task, plus any ``kinds`` given to a transform). A tensor under an unknown key is an error: a label never
-passes a transform untyped (the trap of torchvision v2, pytorch/vision#9264).
+registered task, plus any ``kinds`` given to a transform). A tensor under an unknown key is an
+error: a label never passes a transform untyped (the trap of torchvision v2,
+pytorch/vision#9264).
 
 Labels are resized and cropped with nearest-neighbour sampling, so class ids, instance ids,
 binary values, depth values and normal vectors are only ever copied, never blended; padding
@@ -269,8 +270,8 @@ class RandomCrop:
 class RandomScaleCrop:
     """Resize by a random factor in ``scale_range``, then :class:`RandomCrop` ``crop_size``.
 
-    The usual multi-scale augmentation of dense prediction (Kendall et al., CVPR 2018, train on random crops
-    with flips). Both sides are scaled by the same factor.
+    The usual multi-scale augmentation of dense prediction (Kendall et al., CVPR 2018, train
+    on random crops with flips). Both sides are scaled by the same factor.
     """
 
     def __init__(

@@ -79,7 +79,10 @@ def eval_transform(config: RunConfig, tasks: Mapping[str, Task], model: Architec
 
 
 def attach_transform(
-    config: RunConfig, dataset: DenseDataset, tasks: Mapping[str, Task], model: Architecture,
+    config: RunConfig,
+    dataset: DenseDataset,
+    tasks: Mapping[str, Task],
+    model: Architecture,
     train: bool,
 ) -> DenseDataset:
     """Set the training (random scale-crop, flip, jitter) or evaluation transform."""
@@ -88,25 +91,41 @@ def attach_transform(
         return dataset
     data = config.data
     dataset.transform = build_transforms(
-        train=True, size=data.crop_size, scale_range=data.scale_range, flip=data.flip,
-        color_jitter=data.color_jitter, kinds=run_label_kinds(tasks, model),
+        train=True,
+        size=data.crop_size,
+        scale_range=data.scale_range,
+        flip=data.flip,
+        color_jitter=data.color_jitter,
+        kinds=run_label_kinds(tasks, model),
     )
     return dataset
 
 
 def train_loader(
-    config: RunConfig, dataset: DenseDataset, kinds: Mapping[str, LabelKind], start_step: int,
+    config: RunConfig,
+    dataset: DenseDataset,
+    kinds: Mapping[str, LabelKind],
+    start_step: int,
     process: ProcessInfo,
 ) -> DataLoader:
     """Batches of steps ``start_step ..`` in the order fixed by (seed, step); see sampling."""
     sampler = StepSampler(
-        len(dataset), config.data.batch_size, config.train.steps, config.seed,
-        start_step=start_step, rank=process.rank, world_size=process.world_size,
+        len(dataset),
+        config.data.batch_size,
+        config.train.steps,
+        config.seed,
+        start_step=start_step,
+        rank=process.rank,
+        world_size=process.world_size,
     )
     return DataLoader(
-        SeededSamples(dataset), batch_size=config.data.batch_size, sampler=sampler,
-        num_workers=config.data.workers, collate_fn=partial(collate_samples, kinds=dict(kinds)),
-        persistent_workers=config.data.workers > 0, pin_memory=torch.cuda.is_available(),
+        SeededSamples(dataset),
+        batch_size=config.data.batch_size,
+        sampler=sampler,
+        num_workers=config.data.workers,
+        collate_fn=partial(collate_samples, kinds=dict(kinds)),
+        persistent_workers=config.data.workers > 0,
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # worker seeds never draw from the global stream
     )
 
@@ -117,8 +136,11 @@ def eval_loader(
     """This process's shard of an evaluation split, in order, every sample once."""
     shard = Subset(dataset, shard_indices(len(dataset), process.rank, process.world_size))
     return DataLoader(
-        shard, batch_size=config.eval.batch_size or config.data.batch_size, shuffle=False,
-        num_workers=config.data.workers, collate_fn=partial(collate_samples, kinds=dict(kinds)),
+        shard,
+        batch_size=config.eval.batch_size or config.data.batch_size,
+        shuffle=False,
+        num_workers=config.data.workers,
+        collate_fn=partial(collate_samples, kinds=dict(kinds)),
         generator=torch.Generator(),
     )
 
@@ -128,8 +150,11 @@ def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
     architecture's signature (a misspelled option names ``model.options``)."""
     model = config.model
     return create_model(
-        model.architecture, {name: task.channels for name, task in tasks.items()},
-        encoder=model.encoder, pretrained=model.pretrained, output_stride=model.output_stride,
+        model.architecture,
+        {name: task.channels for name, task in tasks.items()},
+        encoder=model.encoder,
+        pretrained=model.pretrained,
+        output_stride=model.output_stride,
         **model.options,
     )
 

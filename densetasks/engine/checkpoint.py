@@ -82,12 +82,14 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     numpy_state = states["numpy"]
-    np.random.set_state((
-        numpy_state["kind"],
-        numpy_state["keys"].numpy().astype(np.uint32),
-        numpy_state["position"],
-        numpy_state["has_gauss"],
-        numpy_state["cached_gauss"],
-    ))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gauss"],
+        )
+    )
     python_state = states["python"]
     random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))

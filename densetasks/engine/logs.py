@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from densetasks.tasks.base import Task
 
+
 class RunLog:
     """Progress bar + JSONL events + TensorBoard scalars for one run directory."""
 
@@ -41,15 +42,27 @@ class RunLog:
             self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
 
     def train(
-        self, step: int, losses: Mapping[str, float], total: float,
-        weights: Mapping[str, float], learning_rates: Mapping[str, float], images_per_s: float,
+        self,
+        step: int,
+        losses: Mapping[str, float],
+        total: float,
+        weights: Mapping[str, float],
+        learning_rates: Mapping[str, float],
+        images_per_s: float,
     ) -> None:
         if not self.enabled:
             return
-        self._append({
-            "type": "train", "step": step, "losses": dict(losses), "total": total,
-            "weights": dict(weights), "lr": dict(learning_rates), "images_per_s": images_per_s,
-        })
+        self._append(
+            {
+                "type": "train",
+                "step": step,
+                "losses": dict(losses),
+                "total": total,
+                "weights": dict(weights),
+                "lr": dict(learning_rates),
+                "images_per_s": images_per_s,
+            }
+        )
         scalars = {"loss/total": total, "speed/images_per_s": images_per_s}
         scalars.update({f"loss/{name}": value for name, value in losses.items()})
         scalars.update({f"weight/{name}": value for name, value in weights.items()})
@@ -65,7 +78,8 @@ class RunLog:
             for name, value in values.items():
                 self._writer.add_scalar(f"{split}/{task}/{name}", value, step)
         summary = ", ".join(
-            f"{task}.{name}={value:.4g}" for task, values in metrics.items()
+            f"{task}.{name}={value:.4g}"
+            for task, values in metrics.items()
             for name, value in values.items()
         )
         self.message(f"step {step} {split}: {summary}")
@@ -91,7 +105,8 @@ def truncate_events(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = [
-        line for line in path.read_text().splitlines()
+        line
+        for line in path.read_text().splitlines()
         if line.strip() and json.loads(line)["step"] <= last_step
     ]
     path.write_text("".join(line + "\n" for line in kept))

@@ -11,7 +11,6 @@ The engine never names a task: everything iterates the ``tasks`` mapping.
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -88,8 +87,10 @@ def task_losses(
         own_auxiliary = [aux for aux in auxiliary if aux.task == name]
         for aux in own_auxiliary:
             if aux.key not in outputs:
-                raise ValueError(f"the model declares auxiliary output {aux.key!r} but did not "
-                                 "return it in training mode")
+                raise ValueError(
+                    f"the model declares auxiliary output {aux.key!r} but did not "
+                    "return it in training mode"
+                )
         output = outputs[name].float()
         if name not in batch:
             unused = sum(outputs[aux.key].float().sum() for aux in own_auxiliary)
@@ -162,7 +163,7 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    process: ProcessInfo = ProcessInfo(),
+    process: ProcessInfo | None = None,
 ) -> Evaluation:
     """Every task's metric over ``batches`` (this process's shard), summed over processes.
 
@@ -184,12 +185,14 @@ def evaluate(
             _update(evaluation.by_rule[rule], tasks, adapted, batch)
     for metrics in (evaluation.metrics, *evaluation.by_rule.values()):
         for metric in metrics.values():
-            all_reduce_metric(metric, process)
+            all_reduce_metric(metric, process or ProcessInfo())
     return evaluation
 
 
 def _update(
-    metrics: Mapping[str, Metric], tasks: Mapping[str, Task], adapted: AdaptedOutputs,
+    metrics: Mapping[str, Metric],
+    tasks: Mapping[str, Task],
+    adapted: AdaptedOutputs,
     batch: Batch,
 ) -> None:
     predictions = evaluation_inputs(tasks, adapted.outputs)

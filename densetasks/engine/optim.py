@@ -30,15 +30,22 @@ def build_optimizer(
     groups = [
         {"name": "encoder", "params": list(encoder_parameters), "lr": encoder_lr},
         {"name": "decoder", "params": list(decoder_parameters), "lr": config.lr},
-        {"name": "balancer", "params": list(balancer_parameters), "lr": config.lr,
-         "weight_decay": 0.0},
+        {
+            "name": "balancer",
+            "params": list(balancer_parameters),
+            "lr": config.lr,
+            "weight_decay": 0.0,
+        },
     ]
     groups = [group for group in groups if group["params"]]
     for group in groups:
         group["initial_lr"] = group["lr"]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
             weight_decay=config.weight_decay,
         )
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW

@@ -39,13 +39,12 @@ from densetasks.engine.distributed import (
 )
 from densetasks.engine.logs import RunLog, write_prediction_images
 from densetasks.engine.loop import Evaluation, StepParts, evaluate, train_step
-from densetasks.engine.passes import run_plan, to_device
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.passes import run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
 from densetasks.inference import load_run
 from densetasks.tasks.base import Task, evaluation_inputs
-
 
 
 @dataclass
@@ -58,7 +57,9 @@ class Selection:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "baseline": self.baseline, "best_score": self.best_score, "best_step": self.best_step
+            "baseline": self.baseline,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
         }
 
 
@@ -101,7 +102,8 @@ def _differing_keys(left: Any, right: Any, prefix: str = "") -> list[str]:
     if isinstance(left, dict) and isinstance(right, dict):
         keys = sorted(set(left) | set(right))
         return [
-            found for key in keys
+            found
+            for key in keys
             for found in _differing_keys(left.get(key), right.get(key), f"{prefix}{key}.")
         ]
     return [] if left == right else [prefix.rstrip(".")]
@@ -111,7 +113,11 @@ class _Trainer:
     """State of one training process; :func:`train` is its only user."""
 
     def __init__(
-        self, config: RunConfig, run_dir: Path, resume: bool, device: torch.device,
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        resume: bool,
+        device: torch.device,
         process: ProcessInfo,
     ) -> None:
         self.config = config
@@ -135,7 +141,9 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.balancer = build.build_balancer(config, self.tasks).to(self.device)
         self.optimizer = build_optimizer(
-            config.train, self.model.encoder_parameters(), self.model.decoder_parameters(),
+            config.train,
+            self.model.encoder_parameters(),
+            self.model.decoder_parameters(),
             self.balancer.parameters(),
         )
         self.schedule = LearningRateSchedule(self.optimizer, config.train)
@@ -210,11 +218,20 @@ class _Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             called = DistributedDataParallel(self.model, device_ids=device_ids)
         parts = StepParts(
-            model=called, architecture=self.model, tasks=self.tasks, balancer=self.balancer,
-            optimizer=self.optimizer, schedule=self.schedule, scaler=self.scaler,
-            shared_parameters=self.model.shared_parameters(), device=self.device,
-            amp_dtype=self.amp_dtype, channels_last=config.train.channels_last,
-            clip_grad_norm=config.train.clip_grad_norm, process=self.process, seed=config.seed,
+            model=called,
+            architecture=self.model,
+            tasks=self.tasks,
+            balancer=self.balancer,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            scaler=self.scaler,
+            shared_parameters=self.model.shared_parameters(),
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=config.train.channels_last,
+            clip_grad_norm=config.train.clip_grad_norm,
+            process=self.process,
+            seed=config.seed,
         )
         val_loader = build.eval_loader(config, self.val_set, self.kinds, self.process)
         images_per_step = config.data.batch_size * self.process.world_size
@@ -230,8 +247,12 @@ class _Trainer:
             if self.step % config.train.log_every == 0:
                 speed = images_per_step * window_steps / (time.perf_counter() - window_start)
                 self.log.train(
-                    self.step, result.losses, result.total, self.balancer.weights(),
-                    self.schedule.learning_rates(), speed,
+                    self.step,
+                    result.losses,
+                    result.total,
+                    self.balancer.weights(),
+                    self.schedule.learning_rates(),
+                    speed,
                 )
             last_step = self.step == config.train.steps
             if self.step % config.train.eval_every == 0 or last_step:
@@ -245,16 +266,25 @@ class _Trainer:
 
     def _validate(self, val_loader) -> None:
         evaluation = evaluate(
-            self.model, self.model, self.tasks, val_loader, self.device, self.amp_dtype,
-            self.config.train.channels_last, self.process,
+            self.model,
+            self.model,
+            self.tasks,
+            val_loader,
+            self.device,
+            self.amp_dtype,
+            self.config.train.channels_last,
+            self.process,
         )
         payload = metrics_payload(self.step, self.config.data.val_split, evaluation, self.tasks)
         self.log.evaluation("val", self.step, payload["metrics"])
         if self.selection.baseline is None:
             self.selection.baseline = primary_values(payload["metrics"], payload["primary"])
         score = selection_score(
-            self.config.eval.best, payload["metrics"], payload["higher_is_better"],
-            payload["primary"], self.selection.baseline,
+            self.config.eval.best,
+            payload["metrics"],
+            payload["higher_is_better"],
+            payload["primary"],
+            self.selection.baseline,
         )
         self.schedule.observe(score)
         if self.selection.best_score is None or score > self.selection.best_score:
@@ -274,8 +304,9 @@ class _Trainer:
             return
         batch = to_device(next(iter(val_loader)), self.device, self.config.train.channels_last)
         plan = self.model.evaluation_plan()
-        outputs = run_plan(self.model, self.model, self.tasks, batch, plan, self.device,
-                           self.amp_dtype)
+        outputs = run_plan(
+            self.model, self.model, self.tasks, batch, plan, self.device, self.amp_dtype
+        )
         predictions = evaluation_inputs(self.tasks, outputs.main.outputs)
         folder = self.run_dir / "images" / f"step_{self.step}"
         write_prediction_images(folder, self.tasks, batch, predictions, count)
@@ -296,8 +327,14 @@ class _Trainer:
                 splits["test"] = build.eval_loader(self.config, test_set, self.kinds, self.process)
         for split, loader in splits.items():
             evaluation = evaluate(
-                self.model, self.model, self.tasks, loader, self.device, self.amp_dtype,
-                self.config.train.channels_last, self.process,
+                self.model,
+                self.model,
+                self.tasks,
+                loader,
+                self.device,
+                self.amp_dtype,
+                self.config.train.channels_last,
+                self.process,
             )
             split_name = self.config.data.val_split if split == "val" else test_split
             payload = metrics_payload(int(best["step"]), split_name, evaluation, self.tasks)

@@ -26,8 +26,14 @@ class StepSampler(Sampler[tuple[int, int]]):
     """Yields ``(dataset index, sample seed)`` for steps ``start_step .. steps-1`` of one rank."""
 
     def __init__(
-        self, dataset_size: int, batch_size: int, steps: int, seed: int,
-        start_step: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        dataset_size: int,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if dataset_size < 1:
             raise ValueError("the training dataset is empty")

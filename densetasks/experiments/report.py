@@ -107,7 +107,9 @@ def _run_entry(
         deltas = {
             "primary": delta_m(
                 {task: usable[task] for task in primary_tasks}, baselines, higher_is_better, primary
-            ) if primary_tasks else None,
+            )
+            if primary_tasks
+            else None,
             "all": delta_m(usable, baselines, higher_is_better) if compared else None,
         }
         gains = {
@@ -158,10 +160,7 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
                 row.append(_number(value) + ("" if _missing(gain) else f" ({gain:+.2f}%)"))
             rows.append(row)
     for key, label in (("primary", "primary metric*"), ("all", "all metrics")):
-        rows.append(
-            ["Δm %", label, "0"]
-            + [_signed(run["delta_m_percent"][key]) for run in runs]
-        )
+        rows.append(["Δm %", label, "0"] + [_signed(run["delta_m_percent"][key]) for run in runs])
     return header, rows
 
 
@@ -212,8 +211,10 @@ def format_text_table(report: Report) -> str:
     """The comparison table as aligned plain text, for the terminal."""
     header, rows = comparison_table(report)
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-             for line in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
 
@@ -256,8 +257,9 @@ def write_report(
     samples = _copy_samples([*runs, *baselines], out_dir / "samples")
     (out_dir / "report.md").write_text(_markdown(report, figures, samples, out_dir))
     (out_dir / "report.html").write_text(
-        render_html(report, comparison_table(report), [TABLE_LEGEND, *delta_notes(report)],
-                    figures, samples)
+        render_html(
+            report, comparison_table(report), [TABLE_LEGEND, *delta_notes(report)], figures, samples
+        )
     )
     return report
 
@@ -287,11 +289,15 @@ def _markdown(
         "# densetasks report",
         "",
         f"Split: `{report['split']}`. Runs: "
-        + ", ".join(f"`{run['name']}` ({run['architecture'] or '?'}, step {run['step']})"
-                    for run in report["runs"])
+        + ", ".join(
+            f"`{run['name']}` ({run['architecture'] or '?'}, step {run['step']})"
+            for run in report["runs"]
+        )
         + ". Single-task baselines: "
-        + (", ".join(f"{task}: `{entry['name']}`" for task, entry in report["baselines"].items())
-           or "none")
+        + (
+            ", ".join(f"{task}: `{entry['name']}`" for task, entry in report["baselines"].items())
+            or "none"
+        )
         + ".",
         "",
         format_markdown_table(report),

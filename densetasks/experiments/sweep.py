@@ -250,7 +250,9 @@ def collect_results(
             higher_is_better.setdefault(task, {}).update(record.higher_is_better[task])
     entries = [
         SweepEntry(
-            name=record.name, run_dir=record.path, overrides=dict(run_overrides),
+            name=record.name,
+            run_dir=record.path,
+            overrides=dict(run_overrides),
             metrics={task: dict(record.metrics[task]) for task in common},
             marked=index >= len(planned),
         )
@@ -260,10 +262,7 @@ def collect_results(
         keys = list(dict.fromkeys(key for run in planned for key in run.overrides))
     result = SweepResult(split, list(keys), entries, primary, higher_is_better)
     front = set(pareto_front(result.primary_points(), result.primary_directions()))
-    result.entries = [
-        replace(entry, pareto=index in front)
-        for index, entry in enumerate(entries)
-    ]
+    result.entries = [replace(entry, pareto=index in front) for index, entry in enumerate(entries)]
     return result
 
 
@@ -283,7 +282,8 @@ def pareto_front(points: list[dict[str, float]], higher_is_better: dict[str, boo
             raise ValueError(f"point {index} lacks {missing}")
         oriented.append([point[k] if up else -point[k] for k, up in higher_is_better.items()])
     return [
-        index for index, candidate in enumerate(oriented)
+        index
+        for index, candidate in enumerate(oriented)
         if not any(_dominates(other, candidate) for other in oriented)
     ]
 

@@ -78,7 +78,9 @@ def _draw_metric_against_setting(axis: Axes, result: SweepResult, task: str) -> 
         xs = list(range(len(swept)))
         axis.set_xticks(xs)
         axis.set_xticklabels(
-            [_setting_label(swept[i], result.keys) for i in order], rotation=30, ha="right",
+            [_setting_label(swept[i], result.keys) for i in order],
+            rotation=30,
+            ha="right",
             fontsize=7,
         )
     ys = [_value(swept[i], result, task) for i in order]
@@ -91,10 +93,14 @@ def _draw_metric_against_setting(axis: Axes, result: SweepResult, task: str) -> 
 
 
 def _setting_label(entry: SweepEntry, keys: Sequence[str]) -> str:
-    return ", ".join(
-        f"{key.rsplit('.', 1)[-1]}={format_value(entry.overrides[key])}"
-        for key in keys if key in entry.overrides
-    ) or entry.name
+    return (
+        ", ".join(
+            f"{key.rsplit('.', 1)[-1]}={format_value(entry.overrides[key])}"
+            for key in keys
+            if key in entry.overrides
+        )
+        or entry.name
+    )
 
 
 def _marked(result: SweepResult) -> list[SweepEntry]:
@@ -108,18 +114,27 @@ def _draw_pair(axis: Axes, result: SweepResult, task_a: str, task_b: str) -> Non
     front = pareto_front(points, directions)
     swept = [i for i, entry in enumerate(entries) if not entry.marked]
     axis.scatter(
-        [points[i][task_a] for i in swept], [points[i][task_b] for i in swept],
-        color="tab:blue", label="fixed setting",
+        [points[i][task_a] for i in swept],
+        [points[i][task_b] for i in swept],
+        color="tab:blue",
+        label="fixed setting",
     )
     for i in swept:
         axis.annotate(
-            _setting_label(entries[i], result.keys), (points[i][task_a], points[i][task_b]),
-            fontsize=6, xytext=(3, 3), textcoords="offset points",
+            _setting_label(entries[i], result.keys),
+            (points[i][task_a], points[i][task_b]),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
         )
     marked = [i for i, entry in enumerate(entries) if entry.marked]
     for colour, i in zip(itertools.cycle(_MARK_COLOURS), marked, strict=False):
         axis.scatter(
-            [points[i][task_a]], [points[i][task_b]], marker="*", s=160, color=colour,
+            [points[i][task_a]],
+            [points[i][task_b]],
+            marker="*",
+            s=160,
+            color=colour,
             label=entries[i].name,
         )
     xs, ys = _staircase([points[i] for i in front], task_a, task_b, directions)

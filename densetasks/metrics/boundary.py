@@ -21,6 +21,7 @@ Pixels labelled ``IGNORE_INDEX`` are neither predictions nor ground truth and re
 """
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import scipy.ndimage
@@ -79,9 +80,10 @@ def suppress_non_maxima(prob: torch.Tensor, smoothing: int = 4) -> torch.Tensor:
 def _sample_bilinear(image: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """``image`` read bilinearly at every pixel moved by ``step`` (pixels, ``[B, H, W, 2]``
     as ``(x, y)``); positions outside the image repeat the border."""
-    batch, height, width = image.shape
+    _batch, height, width = image.shape
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=image.dtype), torch.arange(width, dtype=image.dtype),
+        torch.arange(height, dtype=image.dtype),
+        torch.arange(width, dtype=image.dtype),
         indexing="ij",
     )
     position = torch.stack([xs, ys], dim=-1) + step
@@ -95,14 +97,12 @@ def _sample_bilinear(image: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 def disk_footprint(radius: float) -> np.ndarray:
     """Boolean footprint of the pixels at Euclidean distance ``≤ radius`` from the centre."""
-    reach = int(math.floor(radius))
+    reach = math.floor(radius)
     offsets = np.arange(-reach, reach + 1)
     return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
 
 
-def f_measure(
-    precision: np.ndarray, recall: np.ndarray, beta_squared: float = 1.0
-) -> np.ndarray:
+def f_measure(precision: np.ndarray, recall: np.ndarray, beta_squared: float = 1.0) -> np.ndarray:
     """``(1 + β²)·P·R / (β²·P + R)``, 0 where ``P`` and ``R`` are both 0."""
     denominator = np.maximum(beta_squared * precision + recall, _EPS)
     return (1.0 + beta_squared) * precision * recall / denominator
@@ -135,7 +135,7 @@ class BoundaryMetrics(Metric):
     without ground-truth edges) contributes its counts at the lowest threshold, as in BSDS.
     """
 
-    higher_is_better = {"odsF": True, "oisF": True, "ap": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"odsF": True, "oisF": True, "ap": True}
 
     def __init__(self, thresholds: int = 99, max_dist: float = 0.0075, nms: bool = True) -> None:
         super().__init__()
@@ -179,7 +179,9 @@ class BoundaryMetrics(Metric):
                 edge.flatten(1).sum(1, keepdim=True).expand(-1, len(self.thresholds)),
             ]
         )  # [4, B, K]
-        for name, image_counts in zip(("matched_pred", "pred", "matched_gt", "gt"), counts):
+        for name, image_counts in zip(
+            ("matched_pred", "pred", "matched_gt", "gt"), counts, strict=True
+        ):
             self.set_state(name, getattr(self, name) + image_counts.sum(0))
         scores = f_measure(*self._precision_recall(*counts.numpy()))  # [B, K]
         best = torch.from_numpy(scores.argmax(axis=1))

@@ -5,6 +5,8 @@ Hickson et al., WACV 2022, the δ accuracies). All states are sums over pixels, 
 pixel-pooled over the whole evaluation set, not means of per-image values.
 """
 
+from typing import ClassVar
+
 import torch
 
 from densetasks.metrics.base import Metric
@@ -48,7 +50,7 @@ class DepthMetrics(Metric):
     depth.
     """
 
-    higher_is_better = {
+    higher_is_better: ClassVar[dict[str, bool]] = {
         "rmse": False,
         "mae": False,
         "abs_rel": False,

@@ -20,6 +20,7 @@ COCO's per-image limit of 100 detections and its area ranges are left out.
 """
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class InstanceAPMetric(Metric):
     in ``[..., 0]``, true positives in ``[..., 1]``) and ``instances`` int64 (ground truth).
     """
 
-    higher_is_better = {"ap": True, "ap50": True, "ap75": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"ap": True, "ap50": True, "ap75": True}
 
     def __init__(self, *, bins_per_octave: int = 32) -> None:
         super().__init__()
@@ -67,7 +68,7 @@ class InstanceAPMetric(Metric):
             raise ValueError("instance ids must be integer tensors")
         hits = self.hits.clone()
         instances = int(self.instances)
-        for image_pred, image_target in zip(pred.cpu().numpy(), target.cpu().numpy()):
+        for image_pred, image_target in zip(pred.cpu().numpy(), target.cpu().numpy(), strict=True):
             iou, sizes, truths = _mask_ious(image_pred, image_target)
             instances += truths
             order = np.argsort(-sizes, kind="stable")

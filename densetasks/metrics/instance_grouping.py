@@ -106,8 +106,13 @@ def group_instances(
     an id. The keywords are the fields of :class:`GroupingConfig`.
     """
     config = GroupingConfig(
-        min_samples=min_samples, max_eps=max_eps, xi=xi, cluster_method=cluster_method,
-        max_votes=max_votes, grid=grid, per_class=per_class,
+        min_samples=min_samples,
+        max_eps=max_eps,
+        xi=xi,
+        cluster_method=cluster_method,
+        max_votes=max_votes,
+        grid=grid,
+        per_class=per_class,
     )
     return _group_image(offsets, semantic, instance_classes, config)
 
@@ -127,7 +132,7 @@ def group_instances_batch(
         )
     images = [
         _group_image(image_offsets, image_semantic, instance_classes, config)
-        for image_offsets, image_semantic in zip(offsets, semantic)
+        for image_offsets, image_semantic in zip(offsets, semantic, strict=True)
     ]
     return torch.stack(images) if images else semantic.new_zeros(semantic.shape, dtype=torch.int64)
 
@@ -170,9 +175,12 @@ def _cluster_and_assign(votes: np.ndarray, config: GroupingConfig) -> np.ndarray
         return np.zeros(len(votes), dtype=np.int64)
     members = labels[clustered]
     counts = np.bincount(members)
-    centres = np.stack(
-        [np.bincount(members, weights=votes[sample][clustered, axis]) for axis in range(2)], 1
-    )[counts > 0] / counts[counts > 0, None]
+    centres = (
+        np.stack(
+            [np.bincount(members, weights=votes[sample][clustered, axis]) for axis in range(2)], 1
+        )[counts > 0]
+        / counts[counts > 0, None]
+    )
     _, nearest = cKDTree(centres).query(votes)
     _, consecutive = np.unique(nearest, return_inverse=True)
     return consecutive.astype(np.int64)
@@ -202,28 +210,36 @@ def _optics_labels(votes: np.ndarray, min_samples: int, config: GroupingConfig) 
 def _optics_extract(votes: np.ndarray, min_samples: int, config: GroupingConfig) -> np.ndarray:
     if config.grid is None:
         optics = OPTICS(
-            min_samples=min_samples, max_eps=config.max_eps, xi=config.xi,
+            min_samples=min_samples,
+            max_eps=config.max_eps,
+            xi=config.xi,
             cluster_method=config.cluster_method,
         )
         return optics.fit(votes).labels_
     cell = np.floor(votes / config.grid).astype(np.int64)
     _, vote_cell, weights = np.unique(cell, axis=0, return_inverse=True, return_counts=True)
     vote_cell = vote_cell.ravel()
-    points = np.stack(
-        [np.bincount(vote_cell, weights=votes[:, axis]) for axis in range(2)], 1
-    ) / weights[:, None]
+    points = (
+        np.stack([np.bincount(vote_cell, weights=votes[:, axis]) for axis in range(2)], 1)
+        / weights[:, None]
+    )
     graph = _weighted_optics(points, weights, min_samples, config.max_eps)
     reachability, predecessor, core, ordering = _expand_to_votes(
         graph, weights, vote_cell, config.grid
     )
     if config.cluster_method == "dbscan":
         return cluster_optics_dbscan(
-            reachability=reachability, core_distances=core, ordering=ordering,
+            reachability=reachability,
+            core_distances=core,
+            ordering=ordering,
             eps=config.max_eps,
         )
     labels, _ = cluster_optics_xi(
-        reachability=reachability, predecessor=predecessor, ordering=ordering,
-        min_samples=min_samples, xi=config.xi,
+        reachability=reachability,
+        predecessor=predecessor,
+        ordering=ordering,
+        min_samples=min_samples,
+        xi=config.xi,
     )
     return labels
 
@@ -304,9 +320,7 @@ def _expand_to_votes(
     cell_rank = np.empty(len(weights), dtype=np.int64)
     cell_rank[graph.ordering] = np.arange(len(weights))
     ordering = np.lexsort((~is_first, cell_rank[vote_cell]))
-    reachability = np.where(
-        is_first, graph.reachability[vote_cell], copy_reachability[vote_cell]
-    )
+    reachability = np.where(is_first, graph.reachability[vote_cell], copy_reachability[vote_cell])
     predecessor = np.where(is_first, cell_predecessor[vote_cell], copy_predecessor[vote_cell])
     return reachability, predecessor, graph.core_distances[vote_cell], ordering
 

@@ -10,6 +10,7 @@ COCO-style AP. Nothing here imports ``densetasks.tasks`` (the tasks import the m
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -37,7 +38,10 @@ class InstancePrediction:
 class InstanceSegmentationMetrics(Metric):
     """``offset_error`` (px, lower is better) and ``ap``, ``ap50``, ``ap75`` (%, higher)."""
 
-    higher_is_better = {**OffsetErrorMetric.higher_is_better, **InstanceAPMetric.higher_is_better}
+    higher_is_better: ClassVar[dict[str, bool]] = {
+        **OffsetErrorMetric.higher_is_better,
+        **InstanceAPMetric.higher_is_better,
+    }
 
     def __init__(self, instance_classes: Sequence[int], grouping: GroupingConfig) -> None:
         super().__init__()

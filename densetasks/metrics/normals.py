@@ -8,6 +8,7 @@ the median from a histogram of angles (a sum state), so it is exact to within ha
 """
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -34,7 +35,7 @@ class NormalsMetrics(Metric):
     zero are unlabelled and ignored. A zero predicted vector counts as 90° off.
     """
 
-    higher_is_better = {
+    higher_is_better: ClassVar[dict[str, bool]] = {
         "mean": False,
         "median": False,
         "rmse": False,

@@ -5,6 +5,8 @@ naming the norm; we use the Euclidean distance ``‖x̂_n − x_n‖₂`` of the
 over every instance pixel of the set (one mean over pixels, not a mean of per-image means).
 """
 
+from typing import ClassVar
+
 import torch
 
 from densetasks.data.derive import centroid_offsets
@@ -17,7 +19,7 @@ class OffsetErrorMetric(Metric):
     States: ``error_sum`` float64 (sum of the per-pixel distances) and ``pixels`` int64.
     """
 
-    higher_is_better = {"offset_error": False}
+    higher_is_better: ClassVar[dict[str, bool]] = {"offset_error": False}
 
     def __init__(self) -> None:
         super().__init__()

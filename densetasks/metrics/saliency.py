@@ -7,6 +7,8 @@ whole set, and the best threshold's F-measure and IoU are reported. β² = 0.3 i
 salient-object-detection convention (Achanta et al. 2009), weighing precision above recall.
 """
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
@@ -27,7 +29,7 @@ class SaliencyMetrics(Metric):
     over the same thresholds.
     """
 
-    higher_is_better = {"maxF": True, "maxIoU": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"maxF": True, "maxIoU": True}
 
     def __init__(
         self,

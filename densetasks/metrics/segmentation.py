@@ -5,6 +5,8 @@ it, as papers report it (torchvision ``references/segmentation/utils.py``, detec
 ``SemSegEvaluator``), never as a mean of per-image IoUs (torchmetrics ``MeanIoU``).
 """
 
+from typing import ClassVar
+
 import torch
 
 from densetasks.data.sample import IGNORE_INDEX
@@ -21,7 +23,7 @@ class ConfusionMatrixMetric(Metric):
     rather than counted as 0 or 1. A class predicted but never labelled has IoU 0 and counts.
     """
 
-    higher_is_better = {"miou": True, "pixel_acc": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "pixel_acc": True}
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()

@@ -6,8 +6,8 @@ tests parametrise over every member.
 
 from pathlib import Path
 
-from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
 from densetasks.models.adapters import CompositeAdapter
+from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
 from densetasks.models.base import (
     AdaptedOutputs,
     Architecture,

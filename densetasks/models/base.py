@@ -139,7 +139,9 @@ class UniformCondition:
     def __call__(self, batch: Batch) -> torch.Tensor:
         image = batch["image"]
         return torch.full(
-            (image.shape[0], *image.shape[-2:]), self.value, dtype=torch.int64,
+            (image.shape[0], *image.shape[-2:]),
+            self.value,
+            dtype=torch.int64,
             device=image.device,
         )
 
@@ -201,4 +203,3 @@ def per_task_plan(tasks: Sequence[str], condition: str) -> EvaluationPlan:
         EvaluationPass((task,), {condition: UniformCondition(index)})
         for index, task in enumerate(tasks)
     ]
-

@@ -24,8 +24,12 @@ def conv_bn_relu(
     """Convolution (no bias, "same" padding) + BatchNorm + ReLU: the unit of ASPP and heads."""
     return nn.Sequential(
         nn.Conv2d(
-            in_channels, out_channels, kernel_size,
-            padding=dilation * (kernel_size // 2), dilation=dilation, bias=False,
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            bias=False,
         ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
@@ -107,10 +111,6 @@ BOTTLENECKS.register("aspp", ASPP)
 BOTTLENECKS.register("none", NoBottleneck)
 
 
-def create_bottleneck(
-    name: str, feature_info: list[FeatureSpec], **options: object
-) -> Bottleneck:
+def create_bottleneck(name: str, feature_info: list[FeatureSpec], **options: object) -> Bottleneck:
     """The registered bottleneck ``name`` on an encoder described by ``feature_info``."""
-    return BOTTLENECKS.create(
-        name, feature_info, config_path="model.bottleneck_options", **options
-    )
+    return BOTTLENECKS.create(name, feature_info, config_path="model.bottleneck_options", **options)

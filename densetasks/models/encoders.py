@@ -3,8 +3,8 @@
 Every encoder returns its feature maps shallow to deep (never the input image) and describes
 them in :attr:`~densetasks.models.base.Encoder.feature_info` as ``(channels, stride)``.
 The deepest stride is the *output stride*: 8, 16 or 32. Below 32 the last stages keep their
-resolution and dilate their convolutions instead (DeepLab practice; Kendall et al., CVPR 2018, use a
-ResNet-101 at output stride 8, App. A).
+resolution and dilate their convolutions instead (DeepLab practice; Kendall et al., CVPR 2018,
+use a ResNet-101 at output stride 8, App. A).
 
 ``pretrained`` is ``False`` (random init), ``True`` (timm hub weights, needs the network) or
 the path of a local weights file: a state dict of the timm network as timm distributes it
@@ -195,8 +195,13 @@ class TinyEncoder(Encoder):
             stages.append(
                 nn.Sequential(
                     nn.Conv2d(
-                        in_channels, width, 3, stride=step, padding=dilation,
-                        dilation=dilation, bias=False,
+                        in_channels,
+                        width,
+                        3,
+                        stride=step,
+                        padding=dilation,
+                        dilation=dilation,
+                        bias=False,
                     ),
                     nn.BatchNorm2d(width),
                     nn.ReLU(inplace=True),

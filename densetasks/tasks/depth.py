@@ -77,7 +77,6 @@ class Depth(Task):
     def channels(self) -> int:
         return 1
 
-
     def head_target(self, label: torch.Tensor) -> torch.Tensor:
         """What the head should output for a depth label: ``numerator / d``; 0 where unlabelled."""
         labelled = label > 0

@@ -142,7 +142,6 @@ class Edges(BinaryMapTask):
         self.nms = nms
         self.metrics()  # checks the metric options now, not at the first evaluation
 
-
     def class_weights(self, target: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
         """The fixed weights ``(pos_weight, neg_weight)``."""
         return self.pos_weight, self.neg_weight

@@ -89,7 +89,6 @@ class InstanceOffsets(Task):
         ``semantic_task`` predicts as an instance class (Kendall et al., CVPR 2018, Sec. 4)."""
         return () if self.instance_classes is None else (self.semantic_task,)
 
-
     def evaluation_input(self, predictions: Mapping[str, torch.Tensor]) -> Any:
         """The offsets alone, or with grouping enabled the offsets and the semantic
         prediction they are grouped with (when the run predicts ``semantic_task``; a

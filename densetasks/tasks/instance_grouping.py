@@ -20,4 +20,3 @@ def draw_instances(ids: torch.Tensor) -> np.ndarray:
     if ids.ndim != 2 or ids.is_floating_point():
         raise ValueError(f"instance ids must be an integer [H, W] tensor, got {tuple(ids.shape)}")
     return InstanceOffsets().visualize(ids)
-

@@ -61,7 +61,6 @@ class SemanticSegmentation(Task):
     def channels(self) -> int:
         return self.num_classes
 
-
     def loss(
         self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:

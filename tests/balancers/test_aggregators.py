@@ -35,7 +35,9 @@ def test_shared_gradient_is_the_aggregation(two_tasks, name, expected, expected_
     assert head.grad.item() == pytest.approx(2.0)  # ∂(θ0·h)/∂h, untouched by aggregation
     assert total.item() == pytest.approx(2.0 + 1.0)
     weights = balancer.weights()
-    implied = weights["seg"] * torch.tensor([1.0, 0.0]) + weights["depth"] * torch.tensor([-1.0, 1.0])
+    implied = weights["seg"] * torch.tensor([1.0, 0.0]) + weights["depth"] * torch.tensor(
+        [-1.0, 1.0]
+    )
     assert implied.tolist() == pytest.approx(expected, abs=1e-3)
     if expected_weights is not None:
         assert [weights["seg"], weights["depth"]] == pytest.approx(expected_weights, abs=1e-3)
@@ -50,7 +52,7 @@ def test_amp_scale_scales_the_losses(two_tasks):
 
 
 def test_gradients_accumulate_onto_existing_ones(two_tasks):
-    shared, head, losses = _toy_problem()
+    shared, _head, losses = _toy_problem()
     shared.grad = torch.tensor([1.0, 1.0])
     create_balancer("upgrad", two_tasks).backward(losses, [shared])
     assert shared.grad.tolist() == pytest.approx([1.25, 1.75], abs=1e-3)

@@ -82,4 +82,6 @@ def test_shared_gradients_are_the_mean_of_per_process_aggregations(tmp_path):
         mean_local = (ranks[0]["local"][key] + ranks[1]["local"][key]) / 2
         assert torch.allclose(ranks[0]["ddp"][key], ranks[1]["ddp"][key]), key
         assert torch.allclose(ranks[0]["ddp"][key], mean_local, atol=1e-6), key
-    assert not torch.allclose(ranks[0]["local"]["shared.weight"], ranks[1]["local"]["shared.weight"])
+    assert not torch.allclose(
+        ranks[0]["local"]["shared.weight"], ranks[1]["local"]["shared.weight"]
+    )

@@ -49,7 +49,9 @@ def test_state_dict_round_trip(two_tasks):
     assert target.weights() == {"seg": 1.0, "depth": 0.5}
 
 
-@pytest.mark.parametrize("name", ["equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"])
+@pytest.mark.parametrize(
+    "name", ["equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"]
+)
 def test_every_balancer_survives_a_zero_loss_and_fills_weights(two_tasks, name):
     """A batch without labels of one task gives it a zero loss that still has a graph."""
     shared = torch.nn.Linear(3, 4)
@@ -67,4 +69,6 @@ def test_every_balancer_survives_a_zero_loss_and_fills_weights(two_tasks, name):
 
 
 def test_registry_lists_all_balancers():
-    assert {"equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"} <= set(BALANCERS.names())
+    assert {"equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"} <= set(
+        BALANCERS.names()
+    )

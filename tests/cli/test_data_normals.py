@@ -49,8 +49,23 @@ def test_writes_normals_from_depth_with_dataset_intrinsics(tmp_path, capsys):
 
 def test_camera_flags_and_png_output(tmp_path, capsys):
     write_folder_dataset([plane_sample("a", None)], tmp_path, "train")
-    args = parse([str(tmp_path), "--split", "train", "--fx", "18", "--fy", "18", "--cx", "9.5",
-                  "--cy", "7.5", "--format", "png"])
+    args = parse(
+        [
+            str(tmp_path),
+            "--split",
+            "train",
+            "--fx",
+            "18",
+            "--fy",
+            "18",
+            "--cx",
+            "9.5",
+            "--cy",
+            "7.5",
+            "--format",
+            "png",
+        ]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "normals" / "a.png").is_file()
     normals = FolderDataset(tmp_path, "train", tasks=["normals"])[0]["normals"]

@@ -8,14 +8,20 @@ from densetasks.data import FolderDataset, SyntheticScenes
 
 def test_synth_writes_a_folder_dataset_that_reads_back_identically(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert main(["data", "synth", "--out", str(out), "--n", "3", "--size", "24x32", "--seed", "5"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(out), "--n", "3", "--size", "24x32", "--seed", "5"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "wrote 3 samples of 24x32" in printed and "semseg classes: floor, wall" in printed
 
     written = FolderDataset(out, split="train")
     rendered = SyntheticScenes(n=3, size=(24, 32), seed=5)
     assert len(written) == 3 and set(written.tasks) == set(rendered.tasks)
-    assert written.task_options["semseg"]["class_names"] == rendered.task_options["semseg"]["class_names"]
+    assert (
+        written.task_options["semseg"]["class_names"]
+        == rendered.task_options["semseg"]["class_names"]
+    )
     for index in range(3):
         expected, actual = rendered[index], written[index]
         assert torch.allclose(actual["image"], expected["image"], atol=0.5 / 255)

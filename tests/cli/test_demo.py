@@ -48,10 +48,18 @@ def test_quick_demo_trains_every_run_and_reports_delta_m(quick_demo) -> None:
 def test_predict_on_the_demo_multi_task_run(quick_demo, tmp_path: Path) -> None:
     out, _ = quick_demo
     image = sorted((out / "data" / "images").glob("*.png"))[0]
-    args = parse(predict_command, [
-        "predict", str(out / "runs" / "mtl_hard_sharing"), str(image),
-        "--out", str(tmp_path), "--checkpoint", "last",
-    ])
+    args = parse(
+        predict_command,
+        [
+            "predict",
+            str(out / "runs" / "mtl_hard_sharing"),
+            str(image),
+            "--out",
+            str(tmp_path),
+            "--checkpoint",
+            "last",
+        ],
+    )
     assert args.func(args) == 0
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == sorted(f"{image.stem}_{name}.png" for name in [*DEMO_TASKS, "sheet"])

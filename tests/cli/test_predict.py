@@ -34,8 +34,10 @@ class TwoHeads(Architecture):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         red = image[:, :1]
-        return {"semseg": torch.cat([-red, red, torch.zeros_like(red)], dim=1),
-                "depth": torch.full_like(red, 0.5)}
+        return {
+            "semseg": torch.cat([-red, red, torch.zeros_like(red)], dim=1),
+            "depth": torch.full_like(red, 0.5),
+        }
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return []
@@ -48,9 +50,12 @@ class TwoHeads(Architecture):
 def loaded() -> Predictor:
     """A predictor over what ``load_run`` returns, built by hand."""
     run = LoadedRun(
-        run_dir=Path("unused"), config=None, model=TwoHeads(),
+        run_dir=Path("unused"),
+        config=None,
+        model=TwoHeads(),
         tasks={"semseg": SemanticSegmentation(num_classes=3), "depth": Depth()},
-        transform=build_transforms(train=False, size=None), step=0,
+        transform=build_transforms(train=False, size=None),
+        step=0,
         device=torch.device("cpu"),
     )
     return Predictor(run)
@@ -103,8 +108,18 @@ def test_parser_options() -> None:
     parser = argparse.ArgumentParser()
     predict_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["predict", "run", "a.png", "b.png", "--out", "o", "--checkpoint", "last",
-         "--size", "64x48"]
+        [
+            "predict",
+            "run",
+            "a.png",
+            "b.png",
+            "--out",
+            "o",
+            "--checkpoint",
+            "last",
+            "--size",
+            "64x48",
+        ]
     )
     assert args.images == [Path("a.png"), Path("b.png")]
     assert (args.checkpoint, args.size, args.device) == ("last", (64, 48), "cpu")

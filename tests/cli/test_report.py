@@ -36,8 +36,9 @@ def test_report_command_prints_table_and_writes_files(tmp_path: Path, capsys) ->
     base_b = write_metrics_only_run(tmp_path, "b_only", {"b": 4.0}, "val")
     both = write_metrics_only_run(tmp_path, "both", {"a": 3.0, "b": 3.0}, "val")
     out = tmp_path / "out"
-    args = parse([str(both), "--baseline", str(base_a), str(base_b), "--split", "val",
-                  "--out", str(out)])
+    args = parse(
+        [str(both), "--baseline", str(base_a), str(base_b), "--split", "val", "--out", str(out)]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     # a: +50 %, b: -25 % -> Δm = +12.5 %

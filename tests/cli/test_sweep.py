@@ -23,8 +23,13 @@ CONFIG = {
     "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
     "balancer": {"name": "fixed"},
     "train": {
-        "steps": 4, "optimizer": "adam", "lr": 1e-3, "eval_every": 2, "log_every": 1,
-        "checkpoint_every": 2, "images_every": 0,
+        "steps": 4,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eval_every": 2,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "images_every": 0,
     },
 }
 
@@ -54,8 +59,15 @@ def one_thread():
 
 def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = [str(config_file), "--grid", "balancer.weights.depth=0.1,10",
-            "--set", "balancer.weights.semseg=2", "--out", str(out)]
+    argv = [
+        str(config_file),
+        "--grid",
+        "balancer.weights.depth=0.1,10",
+        "--set",
+        "balancer.weights.semseg=2",
+        "--out",
+        str(out),
+    ]
     assert command(["sweep", *argv]) == 0
     names = ["balancer.weights.depth=0.1", "balancer.weights.depth=10"]
     assert sorted(path.name for path in (out / "runs").iterdir()) == names
@@ -65,7 +77,8 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
     stored = json.loads((out / "sweep.json").read_text())
     assert [run["name"] for run in stored["runs"]] == names
     assert [run["overrides"] for run in stored["runs"]] == [
-        {"balancer.weights.depth": 0.1}, {"balancer.weights.depth": 10},
+        {"balancer.weights.depth": 0.1},
+        {"balancer.weights.depth": 10},
     ]
     assert set(stored["runs"][0]["metrics"]) == {"semseg", "depth"}
     assert any(run["pareto"] for run in stored["runs"])
@@ -91,14 +104,25 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
 def test_parallel_jobs_train_every_combination(config_file, tmp_path):
     """Spawned processes each import torch: slow on a busy 2-core machine, hence ``slow``."""
     out = tmp_path / "sweep"
-    argv = ["sweep", str(config_file), "--grid", "train.lr=0.001,0.002", "--out", str(out),
-            "--jobs", "2"]
+    argv = [
+        "sweep",
+        str(config_file),
+        "--grid",
+        "train.lr=0.001,0.002",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+    ]
     assert command(argv) == 0
     stored = json.loads((out / "sweep.json").read_text())
     assert [run["name"] for run in stored["runs"]] == ["train.lr=0.001", "train.lr=0.002"]
     for name in ("train.lr=0.001", "train.lr=0.002"):
-        steps = [json.loads(line)["step"] for line in (out / "runs" / name / "events.jsonl")
-                 .read_text().splitlines() if json.loads(line)["type"] == "train"]
+        steps = [
+            json.loads(line)["step"]
+            for line in (out / "runs" / name / "events.jsonl").read_text().splitlines()
+            if json.loads(line)["type"] == "train"
+        ]
         assert steps == [1, 2, 3, 4]
 
 
@@ -117,6 +141,7 @@ def test_sweep_resumes_an_interrupted_run_and_evaluates_the_asked_split(config_f
 
 def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.stepz"):
-        command(["sweep", str(config_file), "--grid", "train.stepz=1,2",
-                 "--out", str(tmp_path / "s")])
+        command(
+            ["sweep", str(config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")]
+        )
     assert not (tmp_path / "s").exists()

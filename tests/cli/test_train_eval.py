@@ -23,8 +23,14 @@ CONFIG = {
     "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
     "balancer": {"name": "uncertainty"},
     "train": {
-        "steps": 20, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
-        "eval_every": 10, "log_every": 1, "checkpoint_every": 5, "images_every": 20,
+        "steps": 20,
+        "optimizer": "adam",
+        "lr": 3e-3,
+        "weight_decay": 0.0,
+        "eval_every": 10,
+        "log_every": 1,
+        "checkpoint_every": 5,
+        "images_every": 20,
     },
     "eval": {"num_images": 2},
 }
@@ -73,17 +79,31 @@ def test_instant_run_learns_and_writes_its_run_directory(instant_run):
     assert last < first
     assert set(train_events[0]["weights"]) == {"semseg", "depth"}
     assert set(train_events[0]["lr"]) == {"encoder", "decoder", "balancer"}
-    assert [(e["split"], e["step"]) for e in events(instant_run, "eval")][:2] == [("val", 10), ("val", 20)]
-    for name in ("config.yaml", "metrics_val.json", "metrics_test.json", "checkpoints/best.pt",
-                 "checkpoints/last.pt", "images/step_20/0_input.png",
-                 "images/step_20/1_semseg_pred.png", "images/step_20/1_depth_label.png"):
+    assert [(e["split"], e["step"]) for e in events(instant_run, "eval")][:2] == [
+        ("val", 10),
+        ("val", 20),
+    ]
+    for name in (
+        "config.yaml",
+        "metrics_val.json",
+        "metrics_test.json",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "images/step_20/0_input.png",
+        "images/step_20/1_semseg_pred.png",
+        "images/step_20/1_depth_label.png",
+    ):
         assert (instant_run / name).is_file(), name
     assert list((instant_run / "tensorboard").iterdir())
 
 
 def test_metrics_file_is_the_best_validation_result(instant_run):
     stored = json.loads((instant_run / "metrics_val.json").read_text())
-    at_best = [e for e in events(instant_run, "eval") if e["step"] == stored["step"] and e["split"] == "val"]
+    at_best = [
+        e
+        for e in events(instant_run, "eval")
+        if e["step"] == stored["step"] and e["split"] == "val"
+    ]
     assert stored["metrics"] == at_best[0]["metrics"]
     assert stored["primary"] == {"semseg": "miou", "depth": "rmse"}
     assert stored["higher_is_better"]["depth"]["rmse"] is False
@@ -117,8 +137,17 @@ class Interrupt(Exception):
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    config = {**CONFIG, "train": {**CONFIG["train"], "steps": 8, "eval_every": 3,
-                                  "checkpoint_every": 4, "log_every": 2, "images_every": 0}}
+    config = {
+        **CONFIG,
+        "train": {
+            **CONFIG["train"],
+            "steps": 8,
+            "eval_every": 3,
+            "checkpoint_every": 4,
+            "log_every": 2,
+            "images_every": 0,
+        },
+    }
     path = write_config(tmp_path, config)
     assert command(["train", str(path), "--out", str(tmp_path / "whole")]) == 0
 
@@ -150,23 +179,33 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         assert json.loads((tmp_path / "killed" / f"metrics_{split}.json").read_text()) == expected
     assert events(tmp_path / "killed", "train") == [
         {**event, "images_per_s": resumed_event["images_per_s"]}
-        for event, resumed_event in zip(events(tmp_path / "whole", "train"), events(tmp_path / "killed", "train"))
+        for event, resumed_event in zip(
+            events(tmp_path / "whole", "train"), events(tmp_path / "killed", "train"), strict=True
+        )
     ]
 
 
 def test_resume_refuses_a_changed_config(instant_run, tmp_path):
     path = write_config(tmp_path)
     with pytest.raises(ConfigError, match="train.lr"):
-        command(["train", str(path), "--out", str(instant_run), "--resume", "--set", "train.lr=0.1"])
+        command(
+            ["train", str(path), "--out", str(instant_run), "--resume", "--set", "train.lr=0.1"]
+        )
 
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("train.lrr=1", "train.lrr"), ("train.steps=many", "train.steps"), ("data.flip=[1]", "data.flip")],
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("train.steps=many", "train.steps"),
+        ("data.flip=[1]", "data.flip"),
+    ],
 )
 def test_config_errors_name_the_key_before_anything_starts(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        command(["train", str(write_config(tmp_path)), "--out", str(tmp_path / "r"), "--set", override])
+        command(
+            ["train", str(write_config(tmp_path)), "--out", str(tmp_path / "r"), "--set", override]
+        )
     assert not (tmp_path / "r").exists()
 
 

@@ -25,8 +25,11 @@ def test_missing_labels_become_unsupervised_and_batch_is_rectangular():
 
 def test_every_kind_gets_its_empty_label():
     normals = torch.nn.functional.normalize(torch.randn(3, 4, 5), dim=0)
-    labels = {"normals": normals, "edges": torch.ones(4, 5, dtype=torch.uint8),
-              "instance": torch.ones(4, 5, dtype=torch.int64)}
+    labels = {
+        "normals": normals,
+        "edges": torch.ones(4, 5, dtype=torch.uint8),
+        "instance": torch.ones(4, 5, dtype=torch.int64),
+    }
     batch = collate_samples([sample("full", **labels), sample("none")])
     assert batch["normals"][1].eq(0).all() and batch["edges"][1].eq(IGNORE_INDEX).all()
     assert batch["instance"][1].eq(0).all() and batch["edges"].dtype == torch.uint8
@@ -41,8 +44,9 @@ def test_unknown_label_key_needs_a_kind():
     palette = torch.zeros(4, 5, dtype=torch.int64)
     with pytest.raises(ValueError, match="'palette'"):
         collate_samples([sample("a", palette=palette)])
-    batch = collate_samples([sample("a", palette=palette), sample("b")],
-                            kinds={"palette": LabelKind.MASK})
+    batch = collate_samples(
+        [sample("a", palette=palette), sample("b")], kinds={"palette": LabelKind.MASK}
+    )
     assert batch["palette"][1].eq(IGNORE_INDEX).all()
 
 

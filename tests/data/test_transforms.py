@@ -94,8 +94,11 @@ def test_flipped_depth_is_the_depth_of_the_flipped_scene():
     def depth_of(n):
         return (-2.0 / (n[:, None, None] * rays).sum(0))[None]
 
-    scene = {"image": torch.rand(3, H, W), "depth": depth_of(normal),
-             "meta": {"name": "p", "intrinsics": k_centred}}
+    scene = {
+        "image": torch.rand(3, H, W),
+        "depth": depth_of(normal),
+        "meta": {"name": "p", "intrinsics": k_centred},
+    }
     scene["normals"] = normals_from_depth(scene["depth"], k_centred)
     flipped = hflip(scene)
     assert torch.allclose(flipped["meta"]["intrinsics"], k_centred)
@@ -171,7 +174,7 @@ def test_random_scale_crop_moves_marker_identically_everywhere(seed):
         rows, columns = marker.nonzero(as_tuple=True)
         weights = out["image"][0]
         grid = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
-        for axis, marked in zip(grid, (rows, columns)):
+        for axis, marked in zip(grid, (rows, columns), strict=True):
             centre = (weights * axis).sum() / weights.sum()
             assert centre == pytest.approx(marked.float().mean(), abs=0.5)
 

@@ -28,7 +28,9 @@ def test_config_loads_with_the_expected_tasks_and_architecture(name):
     assert config.data.dataset == "camvid"
     assert config.data.root == "../shared/data/camvid"
     assert (config.data.train_split, config.data.val_split, config.data.test_split) == (
-        "train", "val", "test",
+        "train",
+        "val",
+        "test",
     )
     assert config.model.pretrained is False
     assert dict(config.balancer.weights) == {task: 1.0 for task in tasks}

@@ -17,8 +17,15 @@ CONFIG = {
     "data": {"options": {"n_train": 8, "n_val": 5, "n_test": 3, "size": [32, 32]}, "batch_size": 2},
     "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
     "balancer": {"name": "uncertainty"},
-    "train": {"steps": 4, "optimizer": "adam", "lr": 1e-3, "eval_every": 2,
-              "checkpoint_every": 2, "log_every": 1, "images_every": 0},
+    "train": {
+        "steps": 4,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "images_every": 0,
+    },
 }
 
 
@@ -30,8 +37,11 @@ def free_port() -> int:
 
 def worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     train(validate_config(CONFIG), run_dir)

@@ -61,16 +61,16 @@ def test_aux_outputs_are_resized_and_weighted_into_their_task(tasks):
         upsampled, data["semseg"]
     )
     assert losses["semseg"].item() == pytest.approx(expected.item())
-    assert losses["depth"].item() == pytest.approx(tasks["depth"].loss(outputs["depth"], data["depth"]).item())
+    assert losses["depth"].item() == pytest.approx(
+        tasks["depth"].loss(outputs["depth"], data["depth"]).item()
+    )
 
 
 def test_a_task_without_labels_gets_zero_loss_that_reaches_its_head(tasks):
     model = TwoHeads()
     data = batch()
     del data["depth"]
-    losses = task_losses(
-        tasks, AdaptedOutputs(model(data["image"])), data, model.auxiliary_outputs
-    )
+    losses = task_losses(tasks, AdaptedOutputs(model(data["image"])), data, model.auxiliary_outputs)
     assert losses["depth"].item() == 0.0
     losses["depth"].backward()
     assert model.depth.weight.grad is not None
@@ -80,7 +80,9 @@ def test_an_undeclared_or_missing_auxiliary_output_is_named(tasks):
     model = TwoHeads()
     data = batch()
     outputs = model(data["image"])
-    with pytest.raises(ValueError, match=r"\['semseg@half'\] that its architecture does not declare"):
+    with pytest.raises(
+        ValueError, match=r"\['semseg@half'\] that its architecture does not declare"
+    ):
         task_losses(tasks, AdaptedOutputs(outputs), data, ())
     del outputs["semseg@half"]
     with pytest.raises(ValueError, match="declares auxiliary output 'semseg@half'"):
@@ -105,18 +107,34 @@ def test_check_finite_names_the_bad_tasks():
 
 
 def parts_for(model, tasks, clip):
-    config = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0,
-                         schedule="constant", clip_grad_norm=clip)
+    config = TrainConfig(
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="constant",
+        clip_grad_norm=clip,
+    )
     balancer = create_balancer("equal", list(tasks.values()))
-    optimizer = build_optimizer(config, [model.shared.weight, model.shared.bias],
-                                list(model.semseg.parameters()) + list(model.depth.parameters()))
+    optimizer = build_optimizer(
+        config,
+        [model.shared.weight, model.shared.bias],
+        list(model.semseg.parameters()) + list(model.depth.parameters()),
+    )
     return StepParts(
-        model=model, architecture=model, tasks=tasks, balancer=balancer, optimizer=optimizer,
+        model=model,
+        architecture=model,
+        tasks=tasks,
+        balancer=balancer,
+        optimizer=optimizer,
         schedule=LearningRateSchedule(optimizer, config),
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         shared_parameters=list(model.shared.parameters()),
-        device=torch.device("cpu"), amp_dtype=None, channels_last=False,
-        clip_grad_norm=clip, process=ProcessInfo(),
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        channels_last=False,
+        clip_grad_norm=clip,
+        process=ProcessInfo(),
     )
 
 
@@ -132,7 +150,7 @@ def test_train_step_is_plain_sgd_on_the_summed_loss(tasks):
     total = sum(losses.values())
     total.backward()
     assert result.total == pytest.approx(total.item())
-    for (name, after), before in zip(model.named_parameters(), reference.parameters()):
+    for (name, after), before in zip(model.named_parameters(), reference.parameters(), strict=True):
         assert torch.allclose(after, before - 0.1 * before.grad, atol=1e-6), name
 
 
@@ -140,7 +158,9 @@ def test_clipping_bounds_the_update(tasks):
     model = TwoHeads()
     start = [p.detach().clone() for p in model.parameters()]
     train_step(parts_for(model, tasks, clip=1e-3), batch(), 0)
-    step = torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start)])
+    step = torch.cat(
+        [(p.detach() - s).flatten() for p, s in zip(model.parameters(), start, strict=True)]
+    )
     assert step.norm().item() == pytest.approx(0.1 * 1e-3, rel=1e-3)
 
 

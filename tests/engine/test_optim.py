@@ -29,7 +29,7 @@ def test_adamw_gets_betas():
 
 
 def lrs(config: TrainConfig, steps: int) -> list[float]:
-    optimizer, schedule = make(config)
+    _optimizer, schedule = make(config)
     seen = []
     for _ in range(steps):
         seen.append(schedule.learning_rates()["decoder"])
@@ -56,11 +56,11 @@ def test_step_multistep_and_warmup():
 
 
 def test_plateau_decays_after_patience_and_resumes_exactly():
-    optimizer, schedule = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
+    _optimizer, schedule = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
     for score in [1.0, 0.5, 0.4]:
         schedule.observe(score)
     assert schedule.learning_rates()["decoder"] == pytest.approx(0.5)
-    optimizer2, schedule2 = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
+    _optimizer2, schedule2 = make(TrainConfig(lr=1.0, schedule="plateau", patience=1, gamma=0.5))
     schedule2.load_state_dict(schedule.state_dict())
     assert schedule2.learning_rates() == schedule.learning_rates()
     schedule.observe(0.9)

@@ -1,3 +1,6 @@
+import functools
+import operator
+
 import torch
 
 from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
@@ -16,15 +19,17 @@ def test_each_epoch_is_a_permutation():
 def test_resuming_at_a_step_continues_the_same_sequence():
     full = list(StepSampler(7, batch_size=3, steps=6, seed=4))
     resumed = list(StepSampler(7, batch_size=3, steps=6, seed=4, start_step=4))
-    assert resumed == full[4 * 3:]
+    assert resumed == full[4 * 3 :]
 
 
 def test_ranks_split_each_global_batch():
     single = list(StepSampler(10, batch_size=4, steps=3, seed=1))
-    ranks = [list(StepSampler(10, batch_size=2, steps=3, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    ranks = [
+        list(StepSampler(10, batch_size=2, steps=3, seed=1, rank=r, world_size=2)) for r in (0, 1)
+    ]
     for step in range(3):
-        merged = ranks[0][2 * step: 2 * step + 2] + ranks[1][2 * step: 2 * step + 2]
-        assert merged == single[4 * step: 4 * step + 4]
+        merged = ranks[0][2 * step : 2 * step + 2] + ranks[1][2 * step : 2 * step + 2]
+        assert merged == single[4 * step : 4 * step + 4]
 
 
 def test_different_seeds_give_different_orders():
@@ -52,4 +57,4 @@ def test_sample_randomness_is_a_function_of_its_seed_and_spares_the_global_strea
 
 def test_shards_cover_every_sample_once():
     shards = [shard_indices(7, rank, 3) for rank in range(3)]
-    assert sorted(sum(shards, [])) == list(range(7))
+    assert sorted(functools.reduce(operator.iadd, shards, [])) == list(range(7))

@@ -53,11 +53,17 @@ def write_run(
     if with_events:
         lines = []
         for step in (10, 20, 30):
-            lines.append({
-                "type": "train", "step": step, "losses": {t: 3.0 / step for t in tasks},
-                "total": 3.0 * len(tasks) / step, "weights": {t: 1.0 + step / 100 for t in tasks},
-                "lr": {"decoder": 1e-3}, "images_per_s": 12.0,
-            })
+            lines.append(
+                {
+                    "type": "train",
+                    "step": step,
+                    "losses": {t: 3.0 / step for t in tasks},
+                    "total": 3.0 * len(tasks) / step,
+                    "weights": {t: 1.0 + step / 100 for t in tasks},
+                    "lr": {"decoder": 1e-3},
+                    "images_per_s": 12.0,
+                }
+            )
             lines.append({"type": "eval", "split": "val", "step": step, "metrics": metrics})
         (run_dir / "events.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
         for step in (10, 30):
@@ -114,7 +120,7 @@ def test_task_without_baseline_is_left_out_and_named(runs: dict[str, Path]) -> N
 def test_without_baselines_delta_m_is_absent(runs: dict[str, Path]) -> None:
     report = build_report(load_records([runs["mtl"]], "test"), [], "test")
     assert report["runs"][0]["delta_m_percent"]["primary"] is None
-    header, rows = comparison_table(report)
+    _header, rows = comparison_table(report)
     assert rows[-1][-1] == "—"
 
 
@@ -147,7 +153,7 @@ def test_write_report_files(runs: dict[str, Path], tmp_path: Path) -> None:
         assert (out / "plots" / f"{slug}.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "samples" / "mtl" / "0000_semseg_pred.png").is_file()
     html = (out / "report.html").read_text()
-    assert "src=\"http" not in html and "<link" not in html and "<script" not in html
+    assert 'src="http' not in html and "<link" not in html and "<script" not in html
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     # three plots + one sample picture for each of the three runs
     assert len(images) == 6
@@ -184,9 +190,7 @@ def test_two_baselines_for_one_task_are_refused(runs: dict[str, Path], tmp_path:
 def test_baseline_lacking_a_metric_names_the_run(runs: dict[str, Path], tmp_path: Path) -> None:
     partial = write_run(tmp_path / "p", "depth_partial", {"depth": {"rmse": 1.0}}, "single_task")
     with pytest.raises(DataError, match=r"mtl: cannot compare.*lacks metric 'abs_rel'"):
-        build_report(
-            load_records([runs["mtl"]], "test"), load_records([partial], "test"), "test"
-        )
+        build_report(load_records([runs["mtl"]], "test"), load_records([partial], "test"), "test")
 
 
 def test_latest_sample_folder_is_chosen_numerically(tmp_path: Path) -> None:

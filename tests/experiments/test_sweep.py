@@ -68,7 +68,10 @@ def test_expand_grid_is_the_cartesian_product_last_key_fastest():
     combos = expand_grid(grid)
     assert len(combos) == 6
     assert combos[:4] == [
-        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"}, {"a": 2, "b": "x"},
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 1, "b": "z"},
+        {"a": 2, "b": "x"},
     ]
     assert expand_grid({}) == [{}]
 
@@ -86,7 +89,8 @@ def test_combination_name_is_readable_and_file_system_safe():
 def test_plan_grid_validates_every_combination(tmp_path):
     planned = plan_grid(BASE, {"balancer.weights.semseg": [1, 10], "train.lr": [0.1]}, tmp_path)
     assert [run.name for run in planned] == [
-        "balancer.weights.semseg=1,train.lr=0.1", "balancer.weights.semseg=10,train.lr=0.1",
+        "balancer.weights.semseg=1,train.lr=0.1",
+        "balancer.weights.semseg=10,train.lr=0.1",
     ]
     assert planned[1].config.balancer.weights == {"semseg": 10.0}
     assert planned[1].config.train.lr == 0.1
@@ -155,10 +159,16 @@ def finished_sweep(tmp_path):
     planned = plan_grid(BASE, grid, tmp_path / "runs")
     values = [(0.40, 2.0), (0.50, 2.5), (0.45, 3.0)]
     for run, (miou, rmse) in zip(planned, values, strict=True):
-        fake_run(run.run_dir, ["semseg", "depth"],
-                 {"semseg": {"miou": miou, "pixel_acc": 0.9}, "depth": {"rmse": rmse}})
-    fake_run(tmp_path / "uncertainty", ["semseg", "depth"],
-             {"semseg": {"miou": 0.55, "pixel_acc": 0.9}, "depth": {"rmse": 2.2}})
+        fake_run(
+            run.run_dir,
+            ["semseg", "depth"],
+            {"semseg": {"miou": miou, "pixel_acc": 0.9}, "depth": {"rmse": rmse}},
+        )
+    fake_run(
+        tmp_path / "uncertainty",
+        ["semseg", "depth"],
+        {"semseg": {"miou": 0.55, "pixel_acc": 0.9}, "depth": {"rmse": 2.2}},
+    )
     return planned, grid, tmp_path
 
 
@@ -176,7 +186,7 @@ def test_collect_results_marks_the_pareto_front_including_marked_runs(finished_s
 
 
 def test_collect_results_compares_only_the_tasks_every_run_has(finished_sweep):
-    planned, grid, tmp_path = finished_sweep
+    planned, _grid, tmp_path = finished_sweep
     fake_run(tmp_path / "stl_semseg", ["semseg"], {"semseg": {"miou": 0.6, "pixel_acc": 0.9}})
     result = collect_results(planned, "val", marked=[tmp_path / "stl_semseg"])
     assert result.primary == {"semseg": "miou"}
@@ -190,8 +200,10 @@ def test_write_sweep_writes_json_table_and_figure(finished_sweep):
     write_sweep(result, tmp_path / "out", render_png=sweep_figure_png)
     stored = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [run["overrides"] for run in stored["runs"]] == [
-        {"balancer.weights.semseg": 1}, {"balancer.weights.semseg": 10},
-        {"balancer.weights.semseg": 50}, {},
+        {"balancer.weights.semseg": 1},
+        {"balancer.weights.semseg": 10},
+        {"balancer.weights.semseg": 50},
+        {},
     ]
     assert stored["runs"][1]["metrics"]["depth"] == {"rmse": 2.5}
     assert [run["pareto"] for run in stored["runs"]] == [True, False, False, True]
@@ -210,7 +222,8 @@ def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
     planned = plan_grid(BASE, grid, tmp_path)
     for index, run in enumerate(planned):
         metrics = {
-            "semseg": {"miou": 0.1 * index, "pixel_acc": 0.5}, "depth": {"rmse": 1.0 + index}
+            "semseg": {"miou": 0.1 * index, "pixel_acc": 0.5},
+            "depth": {"rmse": 1.0 + index},
         }
         fake_run(run.run_dir, ["semseg", "depth"], metrics)
     result = collect_results(planned, "val")
@@ -219,7 +232,8 @@ def test_sweep_figure_with_two_swept_keys_and_the_pareto_staircase(tmp_path):
     # Staircase through a front (higher a and lower b are better): best a first.
     front = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": 3.0}, {"a": 0.6, "b": 2.0}]
     assert _staircase(front, "a", "b", {"a": True, "b": False}) == (
-        [0.7, 0.6, 0.6, 0.5, 0.5], [3.0, 3.0, 2.0, 2.0, 1.0]
+        [0.7, 0.6, 0.6, 0.5, 0.5],
+        [3.0, 3.0, 2.0, 2.0, 1.0],
     )
 
 

@@ -52,10 +52,14 @@ def test_nms_thins_a_blurred_ridge_to_its_crest():
     assert torch.equal(thin[0, :, 7], prob[0, :, 7])
     assert thin[0, :, [6, 8]].abs().sum() == 0
     assert torch.equal(suppress_non_maxima(prob.transpose(1, 2))[0, 7], prob[0, :, 7])
-    diagonal = torch.eye(16, dtype=torch.float64)[None] + 0.5 * (
-        torch.diag(torch.ones(15, dtype=torch.float64), 1)
-        + torch.diag(torch.ones(15, dtype=torch.float64), -1)
-    )[None]
+    diagonal = (
+        torch.eye(16, dtype=torch.float64)[None]
+        + 0.5
+        * (
+            torch.diag(torch.ones(15, dtype=torch.float64), 1)
+            + torch.diag(torch.ones(15, dtype=torch.float64), -1)
+        )[None]
+    )
     assert torch.equal(suppress_non_maxima(diagonal), torch.eye(16, dtype=torch.float64)[None])
 
 
@@ -106,8 +110,10 @@ def test_matches_a_distance_transform_reference_over_several_batches():
         metric.update(prob, label)
     thresholds = np.linspace(0, 1, 21)[1:-1]
     counts = np.concatenate(
-        [reference_counts(p.double().numpy(), y.numpy(), thresholds, 0.03 * 80.0)
-         for p, y in batches]
+        [
+            reference_counts(p.double().numpy(), y.numpy(), thresholds, 0.03 * 80.0)
+            for p, y in batches
+        ]
     )
     assert metric.matched_pred.tolist() == counts[..., 0].sum(0).tolist()
     assert metric.pred.tolist() == counts[..., 1].sum(0).tolist()

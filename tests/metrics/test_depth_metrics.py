@@ -45,7 +45,7 @@ def test_accumulated_batches_match_numpy_and_one_big_batch():
     for target in targets:
         target[torch.rand(target.shape, generator=generator) < 0.3] = 0.0
     batched, whole = DepthMetrics(), DepthMetrics()
-    for pred, target in zip(preds, targets):
+    for pred, target in zip(preds, targets, strict=True):
         batched.update(pred, target)
     whole.update(torch.cat(preds), torch.cat(targets))
     reference = numpy_reference(preds, targets)

@@ -19,7 +19,7 @@ def two_instances() -> torch.Tensor:
 def reference_ap(preds: list[np.ndarray], truths: list[np.ndarray], threshold: float) -> float:
     """COCO AP at one IoU threshold; score = pixel count, equal scores form one PR point."""
     detections, instances = [], 0
-    for pred, truth in zip(preds, truths):
+    for pred, truth in zip(preds, truths, strict=True):
         true_masks = [truth == i for i in np.unique(truth) if i > 0]
         instances += len(true_masks)
         pred_masks = [pred == i for i in np.unique(pred) if i > 0]

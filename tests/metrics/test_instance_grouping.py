@@ -128,4 +128,3 @@ def test_bad_config_and_shapes_are_named():
         group_instances(torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.int64), [1])
     with pytest.raises(ValueError, match=r"\[B, 2, H, W\]"):
         group_instances_batch(torch.zeros(2, 4, 4), torch.zeros(1, 4, 4), [1])
-

@@ -47,7 +47,7 @@ def test_accumulated_batches_match_numpy_and_one_big_batch(bin_width):
     for target in targets:
         target[:, :, :2] = 0.0
     batched, whole = NormalsMetrics(bin_width), NormalsMetrics(bin_width)
-    for pred, target in zip(preds, targets):
+    for pred, target in zip(preds, targets, strict=True):
         batched.update(pred, target)
     whole.update(torch.cat(preds), torch.cat(targets))
     angles = numpy_angles(preds, targets)

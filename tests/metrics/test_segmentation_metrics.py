@@ -53,7 +53,7 @@ def test_accumulated_batches_match_numpy_and_one_big_batch():
     targets = [torch.randint(0, num_classes + 1, (2, 9, 11), generator=generator) for _ in range(4)]
     targets = [torch.where(t == num_classes, IGNORE_INDEX, t) for t in targets]
     batched = ConfusionMatrixMetric(num_classes)
-    for pred, target in zip(preds, targets):
+    for pred, target in zip(preds, targets, strict=True):
         batched.update(pred, target)
     whole = ConfusionMatrixMetric(num_classes)
     whole.update(torch.cat(preds), torch.cat(targets))

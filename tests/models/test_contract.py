@@ -42,7 +42,7 @@ def halves(batch) -> torch.Tensor:
     """Task 0 on the left half, task 1 on the right half."""
     image = batch["image"]
     palette = torch.zeros(image.shape[0], *image.shape[-2:], dtype=torch.int64)
-    palette[..., image.shape[-1] // 2:] = 1
+    palette[..., image.shape[-1] // 2 :] = 1
     return palette.to(image.device)
 
 
@@ -67,8 +67,10 @@ class ToyComposite(Architecture):
         return {"composite": self.decoder(torch.cat([features, code], dim=1))}
 
     def evaluation_plan(self):
-        return [*per_task_plan(list(self.task_channels), "palette"),
-                EvaluationPass(tuple(self.task_channels), {"palette": halves}, rule="halves")]
+        return [
+            *per_task_plan(list(self.task_channels), "palette"),
+            EvaluationPass(tuple(self.task_channels), {"palette": halves}, rule="halves"),
+        ]
 
     def encoder_parameters(self):
         return list(self.encoder.parameters())
@@ -81,8 +83,9 @@ class ToyAuxiliary(Architecture):
     """Full-resolution heads from stride 2 and training-only ``task@quarter`` heads from
     stride 4, weighted by ``aux_weight``."""
 
-    def __init__(self, task_channels, encoder="tiny", pretrained=False, output_stride=16,
-                 aux_weight=0.25):
+    def __init__(
+        self, task_channels, encoder="tiny", pretrained=False, output_stride=16, aux_weight=0.25
+    ):
         super().__init__(task_channels)
         self.encoder = create_encoder(encoder, pretrained, output_stride)
         half, quarter = (spec.channels for spec in self.encoder.feature_info[:2])
@@ -115,14 +118,15 @@ class ToyBranch(Architecture):
     """A timm encoder shared up to stage ``split``; each task runs its own copy of the deeper
     stages and a 1×1 head on the deepest feature."""
 
-    def __init__(self, task_channels, encoder="test_resnet", pretrained=False,
-                 output_stride=16, split=2):
+    def __init__(
+        self, task_channels, encoder="test_resnet", pretrained=False, output_stride=16, split=2
+    ):
         super().__init__(task_channels)
         self.split = split
         self.encoder = create_encoder(encoder, pretrained, output_stride)
-        self.branches = nn.ModuleDict({
-            task: create_encoder(encoder, pretrained, output_stride) for task in task_channels
-        })
+        self.branches = nn.ModuleDict(
+            {task: create_encoder(encoder, pretrained, output_stride) for task in task_channels}
+        )
         deepest = self.encoder.feature_info[-1].channels
         self.heads = nn.ModuleDict({t: nn.Conv2d(deepest, c, 1) for t, c in task_channels.items()})
 
@@ -131,7 +135,8 @@ class ToyBranch(Architecture):
         return {
             task: F.interpolate(
                 self.heads[task](branch.forward_stages(shared, self.split, None)[-1]),
-                size=image.shape[-2:], mode="bilinear",
+                size=image.shape[-2:],
+                mode="bilinear",
             )
             for task, branch in self.branches.items()
         }
@@ -145,10 +150,13 @@ class ToyBranch(Architecture):
 
 def test_a_palette_conditioned_composite_model_goes_end_to_end(register, run_end_to_end):
     register(ARCHITECTURES, "toy_composite", ToyComposite)
-    result = run_end_to_end({
-        "tasks": {"semseg": {}, "depth": {}}, "data": DATA,
-        "model": {"architecture": "toy_composite", "encoder": "tiny"},
-    })
+    result = run_end_to_end(
+        {
+            "tasks": {"semseg": {}, "depth": {}},
+            "data": DATA,
+            "model": {"architecture": "toy_composite", "encoder": "tiny"},
+        }
+    )
     assert set(result["test"]["by_rule"]["halves"]) == {"semseg", "depth"}
     assert result["test"]["metrics"]["depth"] != result["test"]["by_rule"]["halves"]["depth"]
     predictor = Predictor.from_run_dir(result["run"])
@@ -174,22 +182,30 @@ def test_the_composite_adapter_masks_each_task_by_its_palette_id():
 
     tasks = {"semseg": create_task("semseg", num_classes=3), "depth": create_task("depth")}
     palette = torch.tensor([[[0, 1], [IGNORE_INDEX, 1]]])
-    adapted = CompositeAdapter()({"composite": torch.zeros(1, 3, 2, 2)}, tasks,
-                                 {"palette": palette})
+    adapted = CompositeAdapter()(
+        {"composite": torch.zeros(1, 3, 2, 2)}, tasks, {"palette": palette}
+    )
     assert adapted.masks["semseg"].tolist() == [[[True, False], [False, False]]]
     assert adapted.masks["depth"].tolist() == [[[False, True], [False, True]]]
     assert adapted.outputs["semseg"].shape == (1, 3, 2, 2)
-    assert torch.equal(adapted.outputs["depth"],
-                       tasks["depth"].from_composite(torch.zeros(1, 3, 2, 2)))
+    assert torch.equal(
+        adapted.outputs["depth"], tasks["depth"].from_composite(torch.zeros(1, 3, 2, 2))
+    )
 
 
 def test_auxiliary_outputs_with_instance_offsets_go_end_to_end(register, run_end_to_end):
     register(ARCHITECTURES, "toy_auxiliary", ToyAuxiliary)
-    result = run_end_to_end({
-        "tasks": {"semseg": {}, "instance": {}}, "data": DATA,
-        "model": {"architecture": "toy_auxiliary", "encoder": "tiny",
-                  "options": {"aux_weight": 0.4}},
-    })
+    result = run_end_to_end(
+        {
+            "tasks": {"semseg": {}, "instance": {}},
+            "data": DATA,
+            "model": {
+                "architecture": "toy_auxiliary",
+                "encoder": "tiny",
+                "options": {"aux_weight": 0.4},
+            },
+        }
+    )
     model = Predictor.from_run_dir(result["run"]).run.model
     assert [aux.weight for aux in model.auxiliary_outputs] == [0.4, 0.4]
     assert all("@" not in key for key in result["prediction"].outputs)
@@ -209,8 +225,12 @@ def test_instance_offsets_at_quarter_resolution_are_supervised_in_full_resolutio
     small = centroid_offsets(ids[:, 1::4, 1::4])[0]  # offsets on the 1/4 grid, in its pixels
     main = torch.zeros(1, 2, 16, 16)
     adapted = AdaptedOutputs({"instance": main, "instance@quarter": small})
-    losses = task_losses({"instance": task}, adapted, {"instance": ids},
-                         [AuxiliaryOutput("instance", "quarter", 0.5)])
+    losses = task_losses(
+        {"instance": task},
+        adapted,
+        {"instance": ids},
+        [AuxiliaryOutput("instance", "quarter", 0.5)],
+    )
     target, inside = centroid_offsets(ids)
     hand = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False) * 4.0
     aux_loss = (hand - target).abs().sum(dim=1)[inside].mean()
@@ -221,11 +241,17 @@ def test_instance_offsets_at_quarter_resolution_are_supervised_in_full_resolutio
 
 def test_a_model_branching_a_timm_encoder_goes_end_to_end(register, run_end_to_end):
     register(ARCHITECTURES, "toy_branch", ToyBranch)
-    result = run_end_to_end({
-        "tasks": {"semseg": {}, "depth": {}}, "data": DATA,
-        "model": {"architecture": "toy_branch", "encoder": "test_resnet",
-                  "options": {"split": 3}},
-    })
+    result = run_end_to_end(
+        {
+            "tasks": {"semseg": {}, "depth": {}},
+            "data": DATA,
+            "model": {
+                "architecture": "toy_branch",
+                "encoder": "test_resnet",
+                "options": {"split": 3},
+            },
+        }
+    )
     model = Predictor.from_run_dir(result["run"]).run.model
     image = torch.rand(1, 3, 32, 32)
     shared = model.encoder.forward_stages(image, 0, 3)

@@ -63,7 +63,11 @@ def test_decode_is_probability_in_label_layout_and_metrics_are_fresh():
     assert isinstance(first, BoundaryMetrics) and first is not second
     assert len(first.thresholds) == 9
     assert task.options() == {
-        "pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 9, "max_dist": 0.0075, "nms": True
+        "pos_weight": 0.95,
+        "neg_weight": 0.05,
+        "thresholds": 9,
+        "max_dist": 0.0075,
+        "nms": True,
     }
 
 

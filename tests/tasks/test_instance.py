@@ -63,7 +63,10 @@ def test_contract_members_and_composite_round_trip():
     task = InstanceOffsets(composite_scale=4.0)
     assert task.channels == 2
     assert task.options() == {
-        "composite_scale": 4.0, "instance_classes": None, "semantic_task": "semseg", "grouping": {}
+        "composite_scale": 4.0,
+        "instance_classes": None,
+        "semantic_task": "semseg",
+        "grouping": {},
     }
     assert isinstance(task.metrics(), OffsetErrorMetric)
     composite = task.to_composite(IDS)

@@ -55,8 +55,7 @@ def foreground_samples(n: int, seed: int):
     for index, sample in enumerate(SyntheticScenes(n, size=(32, 32), seed=seed)):
         label = (sample["semseg"] > 2).to(torch.uint8)
         label[sample["semseg"] == IGNORE_INDEX] = IGNORE_INDEX
-        yield {"image": sample["image"], "foreground": label,
-               "meta": {"name": f"s{seed}_{index}"}}
+        yield {"image": sample["image"], "foreground": label, "meta": {"name": f"s{seed}_{index}"}}
 
 
 def test_a_task_defined_here_goes_end_to_end(register, run_end_to_end, tmp_path):
@@ -64,11 +63,16 @@ def test_a_task_defined_here_goes_end_to_end(register, run_end_to_end, tmp_path)
     root = tmp_path / "data"
     for seed, (split, n) in enumerate({"train": 8, "val": 4, "test": 4}.items()):
         write_folder_dataset(foreground_samples(n, seed), root, split)
-    result = run_end_to_end({
-        "tasks": {"foreground": {}},
-        "data": {"dataset": "folder", "root": str(root), "batch_size": 2},
-        "model": {"architecture": "single_task", "encoder": "tiny",
-                  "options": {"bottleneck": "none"}},
-    })
+    result = run_end_to_end(
+        {
+            "tasks": {"foreground": {}},
+            "data": {"dataset": "folder", "root": str(root), "batch_size": 2},
+            "model": {
+                "architecture": "single_task",
+                "encoder": "tiny",
+                "options": {"bottleneck": "none"},
+            },
+        }
+    )
     assert 0.0 <= result["test"]["metrics"]["foreground"]["maxF"] <= 100.0
     assert result["prediction"].predictions["foreground"].shape == (40, 36)

@@ -25,30 +25,50 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "normals": ({}, {}),
     "edges": (
         {},
-        {"pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 99, "max_dist": 0.0075,
-         "nms": True},
+        {"pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 99, "max_dist": 0.0075, "nms": True},
     ),
     "saliency": ({}, {}),
     "instance": (
         {},
-        {"composite_scale": 32.0, "instance_classes": None, "semantic_task": "semseg",
-         "grouping": {}},
+        {
+            "composite_scale": 32.0,
+            "instance_classes": None,
+            "semantic_task": "semseg",
+            "grouping": {},
+        },
     ),
 }
 
 EXPLICIT: dict[str, dict[str, Any]] = {
     # name: a value other than the default for every constructor argument
-    "semseg": {"num_classes": 2, "class_names": ("sky", "road"), "focal_gamma": 2.0,
-               "composite_eps": 1e-6},
-    "parts": {"num_classes": 2, "class_names": ["bg", "arm"], "focal_gamma": 2.0,
-              "composite_eps": 0.1},
+    "semseg": {
+        "num_classes": 2,
+        "class_names": ("sky", "road"),
+        "focal_gamma": 2.0,
+        "composite_eps": 1e-6,
+    },
+    "parts": {
+        "num_classes": 2,
+        "class_names": ["bg", "arm"],
+        "focal_gamma": 2.0,
+        "composite_eps": 0.1,
+    },
     "depth": {"loss": "berhu", "far": 50.0, "ssi_depth_weight": 0.5},
     "normals": {},
-    "edges": {"pos_weight": 0.9, "neg_weight": 0.1, "thresholds": 9, "max_dist": 0.01,
-              "nms": False},
+    "edges": {
+        "pos_weight": 0.9,
+        "neg_weight": 0.1,
+        "thresholds": 9,
+        "max_dist": 0.01,
+        "nms": False,
+    },
     "saliency": {},
-    "instance": {"composite_scale": 16.0, "instance_classes": (3, 4), "semantic_task": "seg",
-                 "grouping": {"min_samples": 5, "grid": None}},
+    "instance": {
+        "composite_scale": 16.0,
+        "instance_classes": (3, 4),
+        "semantic_task": "seg",
+        "grouping": {"min_samples": 5, "grid": None},
+    },
 }
 
 AS_SAVED = {"semseg": {"class_names": ["sky", "road"]}, "instance": {"instance_classes": [3, 4]}}

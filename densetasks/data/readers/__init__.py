@@ -21,9 +21,9 @@ for _reader in (NYUDMultiTask, NYUDNpy, NYUDLabelledMat, PascalMultiTask, Citysc
 
 __all__ = [
     "READERS",
-    "DatasetReader",
     "CamVid",
     "Cityscapes",
+    "DatasetReader",
     "NYUDLabelledMat",
     "NYUDMultiTask",
     "NYUDNpy",

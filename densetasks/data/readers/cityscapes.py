@@ -102,7 +102,9 @@ class Cityscapes(DatasetReader):
         if not images:
             raise DataError(f"{image_root}: no <city>/*_leftImg8bit.png images")
         self.names = [path.name[: -len("_leftImg8bit.png")] for path in images]
-        relative = [Path(path.parent.name) / name for path, name in zip(images, self.names)]
+        relative = [
+            Path(path.parent.name) / name for path, name in zip(images, self.names, strict=True)
+        ]
         self._files = {"image": images}
         for key, folder, suffix in self._needed_files():
             self._files[key] = _checks.files_for_names(

@@ -103,7 +103,9 @@ def sample_appearance(rng: np.random.Generator, style: Style, surfaces: int) -> 
     )
 
 
-def albedo(appearance: Appearance, style: Style, surface: np.ndarray, coords: np.ndarray) -> np.ndarray:
+def albedo(
+    appearance: Appearance, style: Style, surface: np.ndarray, coords: np.ndarray
+) -> np.ndarray:
     """Surface colour ``[N, 3]`` of hits on ``surface`` ``[N]`` at texture ``coords`` ``[N, 3]``."""
     mix = np.zeros(len(surface), dtype=np.float32)
     pattern = appearance.pattern[surface]
@@ -112,7 +114,10 @@ def albedo(appearance: Appearance, style: Style, surface: np.ndarray, coords: np
         if len(rows):
             which = surface[rows]
             mix[rows] = PATTERNS[name](
-                coords[rows], appearance.frequency[which], appearance.direction[which], appearance.phase[which]
+                coords[rows],
+                appearance.frequency[which],
+                appearance.direction[which],
+                appearance.phase[which],
             )
     mix = mix[:, None]
     return (1.0 - mix) * appearance.base[surface] + mix * appearance.second[surface]

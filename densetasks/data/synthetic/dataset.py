@@ -25,7 +25,13 @@ from densetasks.data.synthetic.styles import STYLES, Style
 from densetasks.errors import ConfigError
 
 SYNTHETIC_TASKS: tuple[str, ...] = (
-    "semseg", "depth", "normals", "edges", "saliency", "parts", "instance",
+    "semseg",
+    "depth",
+    "normals",
+    "edges",
+    "saliency",
+    "parts",
+    "instance",
 )
 
 _GEOMETRY, _APPEARANCE = 0, 1
@@ -91,7 +97,9 @@ class SyntheticScenes(DenseDataset):
         requested = SYNTHETIC_TASKS if tasks is None else tuple(tasks)
         unknown = [task for task in requested if task not in SYNTHETIC_TASKS]
         if unknown:
-            raise ConfigError(f"tasks {unknown} are not synthetic labels; known: {', '.join(SYNTHETIC_TASKS)}")
+            raise ConfigError(
+                f"tasks {unknown} are not synthetic labels; known: {', '.join(SYNTHETIC_TASKS)}"
+            )
         self.n = n
         self.size = (int(size[0]), int(size[1]))
         self.seed = seed
@@ -100,7 +108,10 @@ class SyntheticScenes(DenseDataset):
         self.persons = _check_range("persons", persons)
         self.tasks = requested
         options = {
-            "semseg": {"num_classes": len(SYNTHETIC_CLASSES), "class_names": list(SYNTHETIC_CLASSES)},
+            "semseg": {
+                "num_classes": len(SYNTHETIC_CLASSES),
+                "class_names": list(SYNTHETIC_CLASSES),
+            },
             "parts": {"num_classes": len(SYNTHETIC_PARTS), "class_names": list(SYNTHETIC_PARTS)},
             "instance": {"instance_classes": list(THING_CLASSES)},
         }
@@ -118,7 +129,9 @@ class SyntheticScenes(DenseDataset):
 
     def load(self, index: int) -> Sample:
         scene = self.scene(index)
-        rendering = render(scene, self.style, np.random.default_rng([self.seed, index, _APPEARANCE]))
+        rendering = render(
+            scene, self.style, np.random.default_rng([self.seed, index, _APPEARANCE])
+        )
         sample: Sample = {"image": torch.from_numpy(rendering.image)}
         sample.update(labels_from_rendering(rendering, self.tasks))
         sample["meta"] = {

@@ -39,31 +39,47 @@ def _sample_object(rng: np.random.Generator, instance: int) -> tuple[Primitive, 
         half = np.array([rng.uniform(0.15, 0.6), rng.uniform(0.15, 0.6), rng.uniform(0.15, 0.75)])
         turned = rng.random() < 0.5
         rotation = yaw_rotation(rng.uniform(0.0, np.pi)) if turned else np.eye(3)
-        primitive = Primitive(Shape.BOX, np.array([0.0, 0.0, half[2]]), rotation, half, BOX, instance)
+        primitive = Primitive(
+            Shape.BOX, np.array([0.0, 0.0, half[2]]), rotation, half, BOX, instance
+        )
         return primitive, float(np.hypot(half[0], half[1]))
     if kind == 1:
         radius = rng.uniform(0.15, 0.5)
         primitive = Primitive(
-            Shape.SPHERE, np.array([0.0, 0.0, radius]), np.eye(3), np.full(3, radius), SPHERE, instance
+            Shape.SPHERE,
+            np.array([0.0, 0.0, radius]),
+            np.eye(3),
+            np.full(3, radius),
+            SPHERE,
+            instance,
         )
         return primitive, radius
     radius = rng.uniform(0.12, 0.4)
     half_length = rng.uniform(0.15, 0.7)
     size = np.array([radius, radius, half_length])
     if rng.random() < 0.7:
-        primitive = Primitive(Shape.CYLINDER, np.array([0.0, 0.0, half_length]), np.eye(3), size, CYLINDER, instance)
+        primitive = Primitive(
+            Shape.CYLINDER, np.array([0.0, 0.0, half_length]), np.eye(3), size, CYLINDER, instance
+        )
         return primitive, radius
     angle = rng.uniform(0.0, np.pi)
     axis = np.array([np.cos(angle), np.sin(angle), 0.0])
-    primitive = Primitive(Shape.CYLINDER, np.array([0.0, 0.0, radius]), frame_along(axis), size, CYLINDER, instance)
+    primitive = Primitive(
+        Shape.CYLINDER, np.array([0.0, 0.0, radius]), frame_along(axis), size, CYLINDER, instance
+    )
     return primitive, float(np.hypot(radius, half_length))
 
 
 def _moved(primitive: Primitive, xy: np.ndarray) -> Primitive:
     center = primitive.center + np.array([xy[0], xy[1], 0.0])
     return Primitive(
-        primitive.shape, center, primitive.rotation, primitive.size,
-        primitive.semantic, primitive.instance, primitive.part,
+        primitive.shape,
+        center,
+        primitive.rotation,
+        primitive.size,
+        primitive.semantic,
+        primitive.instance,
+        primitive.part,
     )
 
 

@@ -48,19 +48,31 @@ def sample_person(
 
     parts = [
         Primitive(
-            Shape.SPHERE, world(np.array([0.0, 0.0, 1.58])), np.eye(3),
-            np.full(3, 0.11 * scale), PERSON, instance, HEAD,
+            Shape.SPHERE,
+            world(np.array([0.0, 0.0, 1.58])),
+            np.eye(3),
+            np.full(3, 0.11 * scale),
+            PERSON,
+            instance,
+            HEAD,
         ),
         Primitive(
-            Shape.BOX, world(np.array([0.0, 0.0, 1.15])), facing,
-            scale * np.array([0.11, 0.19, 0.3]), PERSON, instance, TORSO,
+            Shape.BOX,
+            world(np.array([0.0, 0.0, 1.15])),
+            facing,
+            scale * np.array([0.11, 0.19, 0.3]),
+            PERSON,
+            instance,
+            TORSO,
         ),
     ]
     leg_swing = rng.uniform(-0.45, 0.45)
     for side in (1.0, -1.0):
         hip = np.array([0.0, side * 0.1, 0.86])
         foot = hip + 0.86 * _limb_direction(side * leg_swing, 0.0, side)
-        parts.append(cylinder_between(world(hip), world(foot), 0.07 * scale, PERSON, instance, LEGS))
+        parts.append(
+            cylinder_between(world(hip), world(foot), 0.07 * scale, PERSON, instance, LEGS)
+        )
         shoulder = np.array([0.0, side * 0.25, 1.4])
         hand = shoulder + 0.62 * _limb_direction(
             rng.uniform(-1.0, 1.0), rng.uniform(0.1, 1.4), side

@@ -23,7 +23,11 @@ ROOM_SURFACES = 3
 def _bounding_radius(primitive: Primitive) -> float:
     if primitive.shape == Shape.CYLINDER:
         return float(np.hypot(primitive.size[0], primitive.size[2]))
-    return float(np.linalg.norm(primitive.size)) if primitive.shape == Shape.BOX else float(primitive.size[0])
+    return (
+        float(np.linalg.norm(primitive.size))
+        if primitive.shape == Shape.BOX
+        else float(primitive.size[0])
+    )
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,9 @@ class PrimitiveArrays:
         shapes = np.array([p.shape for p in primitives], dtype=np.int64)
         return cls(
             centers=np.array([p.center for p in primitives], dtype=np.float32).reshape(-1, 3),
-            rotations=np.array([p.rotation for p in primitives], dtype=np.float32).reshape(-1, 3, 3),
+            rotations=np.array([p.rotation for p in primitives], dtype=np.float32).reshape(
+                -1, 3, 3
+            ),
             sizes=np.array([p.size for p in primitives], dtype=np.float32).reshape(-1, 3),
             shapes=shapes,
             bounds=np.array([_bounding_radius(p) for p in primitives], dtype=np.float32),
@@ -190,7 +196,9 @@ def _primitive_normals(
     normal[box] = box_normal
     cylinder = shapes == Shape.CYLINDER
     cyl = local[cylinder]
-    on_cap = np.abs(cyl[:, 2]) / size[cylinder, 2] > np.hypot(cyl[:, 0], cyl[:, 1]) / size[cylinder, 0]
+    on_cap = (
+        np.abs(cyl[:, 2]) / size[cylinder, 2] > np.hypot(cyl[:, 0], cyl[:, 1]) / size[cylinder, 0]
+    )
     normal[cylinder] = np.where(
         on_cap[:, None],
         np.stack([np.zeros_like(cyl[:, 0]), np.zeros_like(cyl[:, 0]), np.sign(cyl[:, 2])], axis=1),

@@ -58,7 +58,11 @@ def _shadowed(scene: Scene, arrays: PrimitiveArrays, points: np.ndarray) -> np.n
 
 
 def _shade(
-    scene: Scene, style: Style, hits: Hits, points: np.ndarray, colour: np.ndarray,
+    scene: Scene,
+    style: Style,
+    hits: Hits,
+    points: np.ndarray,
+    colour: np.ndarray,
     arrays: PrimitiveArrays,
 ) -> np.ndarray:
     """Lambertian radiance: ``albedo · (ambient + light · max(n·l, 0) · falloff · lit)``."""
@@ -83,7 +87,14 @@ def render(scene: Scene, style: Style, rng: np.random.Generator) -> Rendering:
     points = camera.position.astype(np.float32) + hits.t[:, None] * rays_world
 
     appearance = sample_appearance(rng, style, ROOM_SURFACES + len(arrays))
-    colour = _shade(scene, style, hits, points, albedo(appearance, style, hits.surface, hits.texture_coords), arrays)
+    colour = _shade(
+        scene,
+        style,
+        hits,
+        points,
+        albedo(appearance, style, hits.surface, hits.texture_coords),
+        arrays,
+    )
     colour = np.clip(colour, 0.0, 1.0) ** style.gamma
     if style.grain > 0:
         colour = colour + rng.normal(0.0, style.grain, colour.shape)

@@ -12,7 +12,13 @@ from enum import IntEnum
 import numpy as np
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
-    "floor", "wall", "ceiling", "box", "sphere", "cylinder", "person",
+    "floor",
+    "wall",
+    "ceiling",
+    "box",
+    "sphere",
+    "cylinder",
+    "person",
 )
 """Semantic classes; the id is the position. Floor, wall and ceiling are "stuff" (instance 0)."""
 
@@ -95,9 +101,7 @@ def look_rotation(yaw: float, pitch: float) -> np.ndarray:
 
     ``pitch > 0`` looks up. Columns: right, down, forward (a right-handed OpenCV frame).
     """
-    forward = np.array(
-        [np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)]
-    )
+    forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
     right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
     down = np.cross(forward, right)
     return np.stack([right, down, forward], axis=1)

@@ -13,18 +13,34 @@ STEM = "aachen_000000_000019"
 BASELINE, FX = 0.2, 100.0
 
 
-def write_cityscapes(root: Path, label_ids: np.ndarray, instance_ids: np.ndarray, disparity: np.ndarray) -> None:
+def write_cityscapes(
+    root: Path, label_ids: np.ndarray, instance_ids: np.ndarray, disparity: np.ndarray
+) -> None:
     """One frame of the official layout (label ids 8-bit, instance ids and disparity 16-bit)."""
     city = "aachen"
-    folders = {name: root / name / "train" / city for name in ("leftImg8bit", "gtFine", "disparity", "camera")}
+    folders = {
+        name: root / name / "train" / city
+        for name in ("leftImg8bit", "gtFine", "disparity", "camera")
+    }
     for folder in folders.values():
         folder.mkdir(parents=True)
     height, width = label_ids.shape
-    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(folders["leftImg8bit"] / f"{STEM}_leftImg8bit.png")
-    Image.fromarray(label_ids.astype(np.uint8)).save(folders["gtFine"] / f"{STEM}_gtFine_labelIds.png")
-    Image.fromarray(instance_ids.astype(np.uint16)).save(folders["gtFine"] / f"{STEM}_gtFine_instanceIds.png")
-    Image.fromarray(disparity.astype(np.uint16)).save(folders["disparity"] / f"{STEM}_disparity.png")
-    camera = {"extrinsic": {"baseline": BASELINE}, "intrinsic": {"fx": FX, "fy": FX, "u0": 15.5, "v0": 11.5}}
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(
+        folders["leftImg8bit"] / f"{STEM}_leftImg8bit.png"
+    )
+    Image.fromarray(label_ids.astype(np.uint8)).save(
+        folders["gtFine"] / f"{STEM}_gtFine_labelIds.png"
+    )
+    Image.fromarray(instance_ids.astype(np.uint16)).save(
+        folders["gtFine"] / f"{STEM}_gtFine_instanceIds.png"
+    )
+    Image.fromarray(disparity.astype(np.uint16)).save(
+        folders["disparity"] / f"{STEM}_disparity.png"
+    )
+    camera = {
+        "extrinsic": {"baseline": BASELINE},
+        "intrinsic": {"fx": FX, "fy": FX, "u0": 15.5, "v0": 11.5},
+    }
     (folders["camera"] / f"{STEM}_camera.json").write_text(json.dumps(camera))
 
 
@@ -45,7 +61,9 @@ def test_train_ids_depth_and_instances(frame):
     sample = Cityscapes(frame, "train")[0]
     assert sample["meta"]["name"] == STEM
     semseg = sample["semseg"]
-    assert semseg[10, 20] == 0 and semseg[10, 2] == 13 and semseg[0, 20] == 255 and semseg[5, 9] == 9
+    assert (
+        semseg[10, 20] == 0 and semseg[10, 2] == 13 and semseg[0, 20] == 255 and semseg[5, 9] == 9
+    )
     depth = sample["depth"]
     assert depth.shape == (1, 24, 32)
     assert depth[0, 10, 10].item() == pytest.approx(BASELINE * FX / 4)

@@ -39,7 +39,11 @@ def test_nyud_mt_layout(tmp_path):
     dataset = NYUDMultiTask(tmp_path, "train")
     sample = dataset[0]
     assert len(dataset) == 2 and dataset.task_options["semseg"]["num_classes"] == 40
-    assert sample["semseg"][0, 0] == 255 and sample["semseg"][1, 0] == 39 and sample["semseg"][5, 5] == 4
+    assert (
+        sample["semseg"][0, 0] == 255
+        and sample["semseg"][1, 0] == 39
+        and sample["semseg"][5, 5] == 4
+    )
     assert sample["depth"].shape == (1, H, W) and sample["depth"].unique().tolist() == [2.0]
     assert torch.equal(sample["normals"][:, 3, 3], torch.tensor([0.0, 0.0, -1.0]))
     assert sample["edges"].dtype == torch.uint8 and sample["edges"][:, 3].tolist() == [1] * H
@@ -119,7 +123,9 @@ def write_nyud_mat(root: Path) -> None:
     struct = np.empty((1, 1), dtype=[("mapping", "O")])
     struct[0, 0]["mapping"] = to_13
     scipy.io.savemat(root / "class13Mapping.mat", {"classMapping13": struct})
-    scipy.io.savemat(root / "splits.mat", {"trainNdxs": np.array([[2]]), "testNdxs": np.array([[1]])})
+    scipy.io.savemat(
+        root / "splits.mat", {"trainNdxs": np.array([[2]]), "testNdxs": np.array([[1]])}
+    )
 
 
 def test_nyud_mat_transposed_frames_and_mappings(tmp_path):
@@ -128,7 +134,11 @@ def test_nyud_mat_transposed_frames_and_mappings(tmp_path):
     sample = dataset[0]
     assert len(dataset) == 1 and sample["meta"]["name"] == "0002"
     assert sample["image"].shape == (3, H, W) and sample["image"][0].min() == 1.0
-    assert sample["semseg"][0, 0] == 255 and sample["semseg"][0, 12] == 39 and sample["semseg"][0, 25] == 0
+    assert (
+        sample["semseg"][0, 0] == 255
+        and sample["semseg"][0, 12] == 39
+        and sample["semseg"][0, 25] == 0
+    )
     assert sample["depth"].shape == (1, H, W)
     assert torch.allclose(sample["normals"][:, 10, 10], torch.tensor([0.0, 0.0, -1.0]), atol=1e-5)
     assert set(sample["instance"].unique().tolist()) == {0, 3 * 256 + 1, 2 * 256 + 1}

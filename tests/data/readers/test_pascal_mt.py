@@ -21,15 +21,24 @@ def person(mask: np.ndarray, parts: list[tuple[str, np.ndarray]]) -> tuple:
 
 def write_parts(path: Path, objects: list[tuple]) -> None:
     """A Pascal-Part ``anno`` struct: imname and a struct array of objects."""
-    array = np.empty((1, len(objects)), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
+    array = np.empty(
+        (1, len(objects)), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
+    )
     for index, obj in enumerate(objects):
         array[0, index] = obj
     scipy.io.savemat(path, {"anno": {"imname": path.stem, "objects": array}})
 
 
 def write_pascal(root: Path, names: list[str]) -> None:
-    for folder in ("JPEGImages", "semseg/pascal-context", "human_parts", "normals_distill",
-                   "sal_distill", "pascal-context/trainval", "ImageSets/Context"):
+    for folder in (
+        "JPEGImages",
+        "semseg/pascal-context",
+        "human_parts",
+        "normals_distill",
+        "sal_distill",
+        "pascal-context/trainval",
+        "ImageSets/Context",
+    ):
         (root / folder).mkdir(parents=True)
     for name in names:
         Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")

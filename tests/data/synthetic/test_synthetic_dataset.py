@@ -41,7 +41,7 @@ def test_every_label_has_its_shape_and_dtype(samples):
         for key, (shape, dtype) in expected.items():
             assert tuple(sample[key].shape) == shape, key
             assert sample[key].dtype == dtype, key
-        assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0
+        assert sample["image"].min() >= 0.0 and sample["image"].max() <= 1.0
         assert sample["meta"]["intrinsics"].dtype == torch.float32
         assert sample["meta"]["intrinsics"].shape == (3, 3)
 
@@ -55,7 +55,9 @@ def test_meta_name_and_intrinsics(samples):
 def test_depth_positive_finite_and_normals_unit(samples):
     for sample in samples:
         assert torch.isfinite(sample["depth"]).all() and (sample["depth"] > 0).all()
-        torch.testing.assert_close(sample["normals"].norm(dim=0), torch.ones(40, 56), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            sample["normals"].norm(dim=0), torch.ones(40, 56), atol=1e-5, rtol=0
+        )
 
 
 def test_same_seed_same_sample_in_any_order(dataset):
@@ -70,7 +72,9 @@ def test_same_seed_same_sample_in_any_order(dataset):
 
 
 def test_instances_agree_with_semantics(samples):
-    object_classes = torch.tensor([SYNTHETIC_CLASSES.index(c) for c in ("box", "sphere", "cylinder", "person")])
+    object_classes = torch.tensor(
+        [SYNTHETIC_CLASSES.index(c) for c in ("box", "sphere", "cylinder", "person")]
+    )
     for sample in samples:
         on_object = torch.isin(sample["semseg"], object_classes)
         assert torch.equal(sample["instance"] > 0, on_object)

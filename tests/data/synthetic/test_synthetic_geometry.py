@@ -37,7 +37,9 @@ def test_fronto_parallel_wall_depth_equals_its_distance():
     wall = result.semseg == WALL
     assert wall.sum() > SIZE * SIZE / 3
     np.testing.assert_allclose(result.depth[wall], 3.0, rtol=1e-5)
-    np.testing.assert_allclose(result.normals[:, wall].T, [[0.0, 0.0, -1.0]] * int(wall.sum()), atol=1e-6)
+    np.testing.assert_allclose(
+        result.normals[:, wall].T, [[0.0, 0.0, -1.0]] * int(wall.sum()), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("pitch", [0.0, -0.35])
@@ -48,7 +50,9 @@ def test_floor_normal_is_world_up_in_camera_frame(pitch):
     # Up is (0, 0, 1) in the world; in the OpenCV camera frame of a camera pitched down by
     # |pitch| it is (0, -cos(pitch), sin(pitch)): mostly "-y" (up the image), tilted forward.
     expected = np.array([0.0, -np.cos(pitch), np.sin(pitch)])
-    np.testing.assert_allclose(result.normals[:, floor].T, np.broadcast_to(expected, (floor.sum(), 3)), atol=1e-5)
+    np.testing.assert_allclose(
+        result.normals[:, floor].T, np.broadcast_to(expected, (floor.sum(), 3)), atol=1e-5
+    )
     # The floor is 1.5 m below the camera: depth · (ray's y) = 1.5 for pitch 0.
     if pitch == 0.0:
         rows = np.nonzero(floor)[0]
@@ -62,7 +66,9 @@ def _centre_pixel(result):
 
 def test_sphere_depth_and_normal_at_image_centre():
     # Centre on the optical axis, 2 m ahead, radius 0.5: the near pole is 1.5 m away.
-    sphere = Primitive(Shape.SPHERE, np.array([3.0, 2.0, 1.5]), np.eye(3), np.full(3, 0.5), SPHERE, 1)
+    sphere = Primitive(
+        Shape.SPHERE, np.array([3.0, 2.0, 1.5]), np.eye(3), np.full(3, 0.5), SPHERE, 1
+    )
     result = _render([sphere])
     np.testing.assert_allclose(_centre_pixel(result), 1.5, atol=2e-3)
     # Every sphere pixel: the normal is (hit point − centre) / radius, in the camera frame.
@@ -75,11 +81,18 @@ def test_sphere_depth_and_normal_at_image_centre():
 
 
 def test_box_face_and_standing_cylinder_depth():
-    box = Primitive(Shape.BOX, np.array([2.5, 2.0, 1.5]), np.eye(3), np.array([0.3, 0.4, 0.4]), BOX, 1)
+    box = Primitive(
+        Shape.BOX, np.array([2.5, 2.0, 1.5]), np.eye(3), np.array([0.3, 0.4, 0.4]), BOX, 1
+    )
     result = _render([box])
     np.testing.assert_allclose(_centre_pixel(result), 1.2, rtol=1e-5)
     cylinder = Primitive(
-        Shape.CYLINDER, np.array([3.0, 2.0, 1.5]), np.eye(3), np.array([0.25, 0.25, 0.5]), CYLINDER, 1
+        Shape.CYLINDER,
+        np.array([3.0, 2.0, 1.5]),
+        np.eye(3),
+        np.array([0.25, 0.25, 0.5]),
+        CYLINDER,
+        1,
     )
     result = _render([cylinder])
     np.testing.assert_allclose(_centre_pixel(result), 1.75, atol=2e-3)
@@ -99,7 +112,9 @@ def test_cylinder_cap_seen_from_above_faces_up():
 
 
 def test_normals_are_unit_and_face_the_camera():
-    sphere = Primitive(Shape.SPHERE, np.array([3.0, 1.5, 1.0]), np.eye(3), np.full(3, 0.5), SPHERE, 1)
+    sphere = Primitive(
+        Shape.SPHERE, np.array([3.0, 1.5, 1.0]), np.eye(3), np.full(3, 0.5), SPHERE, 1
+    )
     result = _render([sphere], pitch=-0.2)
     np.testing.assert_allclose(np.linalg.norm(result.normals, axis=0), 1.0, atol=1e-5)
     rays = _camera(-0.2).camera_rays().T.reshape(3, SIZE, SIZE)
