@@ -1,4 +1,4 @@
-"""``densetasks sweep CONFIG --grid key=v1,v2 ...``: one run per combination, compared.
+"""``densetasks sweep CONFIG --grid key=v1,v2 ... [--seeds 0 1 2]``: one run per combination.
 
 Reproduces Kendall, Gal & Cipolla (CVPR 2018), Fig. 2 for any dotted config key; see
 ``docs/sweep.md``. The command wires :mod:`densetasks.experiments.sweep` (runs, table) to
@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train one run per combination of config values and compare them (Pareto front)",
         description="Expand the Cartesian product of the --grid options, validate every "
         "resulting config, train each combination into OUT/runs/<key=value,...> (a finished "
-        "run is skipped, an interrupted one resumed), then write OUT/sweep.json, OUT/sweep.md "
+        "run is skipped, an interrupted one resumed; --seeds trains each combination once per "
+        "seed, into OUT/runs/<key=value,...,seed=N>), then write OUT/sweep.json, OUT/sweep.md "
         "(one row per combination, each task's primary metric, the Pareto-optimal runs) and "
         "OUT/sweep.png (metrics against the setting, as Kendall et al. 2018 Fig. 2, and Pareto "
         "fronts).",
@@ -25,10 +26,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--grid",
         action="append",
         default=[],
-        required=True,
         metavar="KEY=V1,V2,...",
         help="a dotted config key and its values (YAML scalars), e.g. "
         "--grid balancer.weights.semseg=1,10,50 (repeatable; the runs are the product)",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="SEED",
+        help="train every combination once per seed (the config's top-level seed), e.g. "
+        "--seeds 0 1 2; the run folders end in seed=N (same as --grid seed=0,1,2)",
     )
     parser.add_argument(
         "--set",
@@ -67,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from densetasks.engine.config import load_config
     from densetasks.errors import ConfigError
     from densetasks.experiments.sweep import (
+        add_seed_axis,
         collect_results,
         format_sweep_table,
         parse_grid,
@@ -78,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    grid = parse_grid(args.grid)
+    if not args.grid and not args.seeds:
+        raise ConfigError("give at least one --grid KEY=V1,V2,... or --seeds SEED ...")
+    grid = add_seed_axis(parse_grid(args.grid), args.seeds)
     base = load_config(args.config, args.overrides).to_dict()
     planned = plan_grid(base, grid, args.out / "runs")
     print(f"sweep: {len(planned)} runs into {args.out / 'runs'}")

@@ -6,7 +6,9 @@ at some weighting both tasks beat their single-task models, nearby weightings lo
 A sweep reproduces that curve for any dotted config key (loss weights, learning rates, ...):
 
 1. :func:`parse_grid` / :func:`expand_grid` turn ``--grid key=v1,v2`` options into the
-   Cartesian product of overrides;
+   Cartesian product of overrides; :func:`add_seed_axis` adds the run config's ``seed`` as
+   the last (fastest) key, so every setting is trained once per seed (mean ± std over seeds
+   is then ``densetasks report --group``);
 2. :func:`plan_runs` validates every resulting config before anything trains;
 3. :func:`run_sweep` trains the runs (sequentially or in parallel processes), resuming a run
    that was interrupted and skipping one that already finished;
@@ -20,6 +22,7 @@ imports this module's data types): the caller wires the two, as ``densetasks swe
 Sweep directory layout::
 
     DIR/runs/<key1=v1,key2=v2>/     one ordinary run directory per combination
+    DIR/runs/<key1=v1,seed=0>/      ... ending in the seed when the sweep has a seed axis
     DIR/sweep.json                  every combination: overrides, metrics, primary, Pareto flag
     DIR/sweep.md                    one row per combination (and per --mark run)
     DIR/sweep.png                   primary metrics against the setting; pairwise Pareto scatters
@@ -126,6 +129,23 @@ def expand_grid(grid: Grid) -> list[dict[str, Any]]:
     """The Cartesian product of ``grid``, the last key varying fastest; ``{}`` gives ``[{}]``."""
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def add_seed_axis(grid: Grid, seeds: Sequence[int]) -> Grid:
+    """``grid`` with the top-level config key ``seed`` taking ``seeds``, as its last key.
+
+    Last, so it varies fastest: the seeds of one setting are neighbours and every run folder
+    name ends in ``seed=<n>``. A seed given twice, or ``seed`` already in the grid, is a
+    :class:`ConfigError`.
+    """
+    if not seeds:
+        return dict(grid)
+    if "seed" in grid:
+        raise ConfigError("--seeds and --grid seed=... both give the seeds: use one")
+    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds: seed {repeated[0]} is given twice")
+    return {**grid, "seed": list(seeds)}
 
 
 def combination_name(overrides: Mapping[str, Any]) -> str:

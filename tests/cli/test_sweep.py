@@ -3,6 +3,7 @@
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import yaml
 
 from densetasks.cli import sweep as sweep_command
 from densetasks.errors import ConfigError
+from densetasks.experiments import sweep as sweep_module
 
 CONFIG = {
     "seed": 1,
@@ -145,3 +147,43 @@ def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
             ["sweep", str(config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")]
         )
     assert not (tmp_path / "s").exists()
+
+
+def fake_train(config: dict, run_dir: str, threads: int | None) -> None:
+    """Stands in for training: writes the files a finished run has, metrics from the seed."""
+    path = Path(run_dir)
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    stored = {
+        "step": 4,
+        "metrics": {"semseg": {"miou": 0.1 * config["seed"]}, "depth": {"rmse": 1.0}},
+        "higher_is_better": {"semseg": {"miou": True}, "depth": {"rmse": False}},
+        "primary": {"semseg": "miou", "depth": "rmse"},
+    }
+    (path / "metrics_val.json").write_text(json.dumps(stored))
+
+
+def test_seeds_train_each_combination_once_per_seed_and_resume(
+    config_file, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(sweep_module, "_train_one", fake_train)
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(config_file), "--grid", "train.lr=0.1,0.2", "--out", str(out)]
+    assert command([*argv, "--seeds", "0", "1"]) == 0
+    names = [f"train.lr={lr},seed={seed}" for lr in (0.1, 0.2) for seed in (0, 1)]
+    assert sorted(path.name for path in (out / "runs").iterdir()) == names
+    for name in names:
+        resolved = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())
+        assert f"seed={resolved['seed']}" in name
+    stored = json.loads((out / "sweep.json").read_text())
+    assert stored["keys"] == ["train.lr", "seed"]
+    assert [run["overrides"]["seed"] for run in stored["runs"]] == [0, 1, 0, 1]
+    capsys.readouterr()
+    assert command([*argv, "--seeds", "0", "1", "2"]) == 0  # one more seed: only it trains
+    assert capsys.readouterr().out.count("already finished, skipped") == 4
+    assert (out / "runs" / "train.lr=0.2,seed=2" / "metrics_val.json").is_file()
+
+
+def test_sweep_needs_a_grid_or_seeds(config_file, tmp_path):
+    with pytest.raises(ConfigError, match="--grid KEY=V1,V2,... or --seeds"):
+        command(["sweep", str(config_file), "--out", str(tmp_path / "s")])

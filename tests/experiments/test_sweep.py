@@ -12,6 +12,7 @@ import yaml
 from densetasks.errors import ConfigError
 from densetasks.experiments import sweep as sweep_module
 from densetasks.experiments.sweep import (
+    add_seed_axis,
     collect_results,
     combination_name,
     expand_grid,
@@ -286,3 +287,26 @@ assert "matplotlib.pyplot" not in sys.modules
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_seed_axis_is_the_last_key_and_named_in_every_run_folder(tmp_path):
+    grid = add_seed_axis({"balancer.weights.semseg": [1, 10]}, [0, 1])
+    assert list(grid) == ["balancer.weights.semseg", "seed"]
+    planned = plan_grid(BASE, grid, tmp_path)
+    assert [run.name for run in planned] == [
+        "balancer.weights.semseg=1,seed=0",
+        "balancer.weights.semseg=1,seed=1",
+        "balancer.weights.semseg=10,seed=0",
+        "balancer.weights.semseg=10,seed=1",
+    ]
+    assert [run.config.seed for run in planned] == [0, 1, 0, 1]
+    assert add_seed_axis({"train.lr": [0.1]}, []) == {"train.lr": [0.1]}
+
+
+@pytest.mark.parametrize(
+    "grid, seeds, fragment",
+    [({"seed": [0, 1]}, [2], "use one"), ({}, [0, 1, 0], "seed 0 is given twice")],
+)
+def test_seed_axis_rejects_double_seeds(grid, seeds, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        add_seed_axis(grid, seeds)
