@@ -13,8 +13,11 @@ Everything happens inside :meth:`GradNormBalancer.backward`, so the engine needs
 case: ``backward`` sets ``w.grad`` and the optimiser (which holds ``balancer.parameters()``)
 updates w; the renormalisation happens at the start of the next ``forward``.
 
-W is the last tensor of ``shared_parameters`` by default (the paper's "last shared layer",
-cheap: one small gradient per task); ``gradient_layer="all"`` uses every shared parameter.
+W is the weight of the last shared layer, as in the paper (cheap: one gradient per task on one
+layer): the engine hands the balancer ``Architecture.last_shared_layer()`` through
+:meth:`GradNormBalancer.use_layer` (``engine.build.build_balancer``); a balancer never given a
+layer takes the last tensor of ``shared_parameters`` (what a caller outside the engine passes).
+``gradient_layer="all"`` uses every shared parameter instead.
 A task whose loss is zero in a batch (no labels) or that has no first loss yet takes no part in
 ``L_grad`` for that step: its weight gets no gradient.
 """
@@ -50,6 +53,14 @@ class GradNormBalancer(Balancer):
         self.task_weights = nn.Parameter(torch.ones(count))
         # L_t(0), the first non-zero loss of each task; 0 until it has been seen.
         self.register_buffer("initial_losses", torch.zeros(count))
+        # W for gradient_layer="last": the model's parameters, not this module's (not saved).
+        self.layer: list[nn.Parameter] = []
+
+    def use_layer(self, layer: Sequence[nn.Parameter]) -> None:
+        """Measure the task gradients on ``layer`` (``Architecture.last_shared_layer()``)."""
+        if not layer:
+            raise ValueError("GradNorm's layer needs at least one parameter")
+        self.layer = list(layer)
 
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """``Σ_t w_t · L_t`` with w renormalised to sum to T and held constant here."""
@@ -94,10 +105,14 @@ class GradNormBalancer(Balancer):
         return total.detach()
 
     def _gradient_parameters(self, shared_parameters: Sequence[nn.Parameter]) -> list[nn.Parameter]:
+        """W: every shared parameter for ``"all"``, else the given layer or the last tensor."""
         trainable = [parameter for parameter in shared_parameters if parameter.requires_grad]
+        if self.gradient_layer == "last":
+            own = [parameter for parameter in self.layer if parameter.requires_grad]
+            trainable = own if self.layer else trainable[-1:]
         if not trainable:
-            raise ValueError("GradNorm needs at least one shared parameter that requires grad")
-        return trainable[-1:] if self.gradient_layer == "last" else trainable
+            raise ValueError("GradNorm needs a shared layer with parameters that require grad")
+        return trainable
 
     @staticmethod
     def _gradient_norm(loss: torch.Tensor, parameters: list[nn.Parameter]) -> torch.Tensor:

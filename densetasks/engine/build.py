@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from densetasks.balancers import create_balancer
+from densetasks.balancers import GradNormBalancer, create_balancer
 from densetasks.balancers.base import Balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
@@ -159,8 +159,12 @@ def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
     )
 
 
-def build_balancer(config: RunConfig, tasks: Mapping[str, Task]) -> Balancer:
+def build_balancer(config: RunConfig, tasks: Mapping[str, Task], model: Architecture) -> Balancer:
+    """The configured balancer; GradNorm gets the model's last shared layer as its W."""
     options = dict(config.balancer.options)
     if config.balancer.weights:
         options["weights"] = dict(config.balancer.weights)
-    return create_balancer(config.balancer.name, list(tasks.values()), **options)
+    balancer = create_balancer(config.balancer.name, list(tasks.values()), **options)
+    if isinstance(balancer, GradNormBalancer):
+        balancer.use_layer(model.last_shared_layer())
+    return balancer

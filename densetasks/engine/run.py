@@ -139,7 +139,7 @@ class _Trainer:
         self.val_set = build.attach_transform(config, val_set, self.tasks, self.model, train=False)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.balancer = build.build_balancer(config, self.tasks).to(self.device)
+        self.balancer = build.build_balancer(config, self.tasks, self.model).to(self.device)
         self.optimizer = build_optimizer(
             config.train,
             self.model.encoder_parameters(),

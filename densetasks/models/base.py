@@ -192,6 +192,20 @@ class Architecture(nn.Module, metaclass=ABCMeta):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that every task's loss reaches (gradient-based balancers use them)."""
 
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The weight(s) W of the last shared layer: GradNorm (Chen et al., ICML 2018) measures
+        each task's gradient norm on W, so it must be a layer every task's output goes through.
+
+        Default: the last parameter of :meth:`shared_parameters` with two or more dimensions
+        (a convolution's or linear layer's weight, never a bias or a normalisation's scale).
+        Override it when that order is not the data flow or when the last shared layer is
+        several parallel convolutions whose outputs are concatenated.
+        """
+        weights = [parameter for parameter in self.shared_parameters() if parameter.dim() > 1]
+        if not weights:
+            raise ValueError(f"{type(self).__name__} has no shared layer with a weight matrix")
+        return weights[-1:]
+
     def evaluation_plan(self) -> EvaluationPlan:
         """One unconditioned pass that predicts every task (override for conditioned models)."""
         return [EvaluationPass(tuple(self.task_channels))]

@@ -2,7 +2,11 @@ import pytest
 import torch
 
 from densetasks.balancers import create_balancer
+from densetasks.engine.build import build_balancer
+from densetasks.engine.config import validate_config
 from densetasks.errors import ConfigError
+from densetasks.models import create_model
+from densetasks.models.base import Architecture
 
 
 def _losses(shared: torch.nn.Parameter) -> dict[str, torch.Tensor]:
@@ -73,3 +77,86 @@ def test_state_dict_round_trip(two_tasks):
     target.load_state_dict(source.state_dict())
     assert target.task_weights.tolist() == [0.5, 1.5]
     assert target.initial_losses.tolist() == [1.0, 8.0]
+
+
+def test_the_given_layer_is_w_not_the_last_shared_tensor(two_tasks):
+    """W = the layer's weight (1×2); the bias after it, last in the list, is not W."""
+    balancer = create_balancer("gradnorm", two_tasks, alpha=1.5)
+    weight = torch.nn.Parameter(torch.tensor([[1.0, 2.0]]))
+    bias = torch.nn.Parameter(torch.tensor(5.0))
+    balancer.use_layer([weight])
+    # seg = W00² + b, depth = 2·W01² + 3b: on W, ‖∇L‖ = (2, 8) as in the first hand step
+    # (Ḡ = 5, target (5, 5), ∇w = (−2, 8)); on the bias alone it would be (1, 3).
+    losses = {"seg": weight[0, 0] ** 2 + bias, "depth": 2 * weight[0, 1] ** 2 + 3 * bias}
+    balancer.backward(losses, [weight, bias])
+    assert balancer.task_weights.grad.tolist() == pytest.approx([-2.0, 8.0])
+    assert weight.grad.flatten().tolist() == pytest.approx([2.0, 8.0])
+    assert bias.grad.item() == pytest.approx(4.0)
+
+
+def _model(**options):
+    return create_model("hard_sharing", {"semseg": 3, "depth": 1}, encoder="tiny", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"bottleneck_options": {"project": True}}, ["bottleneck.project.0.weight"]),
+        (
+            {},
+            [f"bottleneck.branches.{index}.0.weight" for index in range(4)]
+            + ["bottleneck.branches.4.project.0.weight"],
+        ),
+        ({"bottleneck": "none"}, ["encoder.stages.4.0.weight"]),
+    ],
+    ids=["aspp-projected", "aspp-concatenated", "no-bottleneck"],
+)
+def test_hard_sharing_names_its_last_shared_convolutions(options, expected):
+    model = _model(**options)
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    assert [names[id(parameter)] for parameter in model.last_shared_layer()] == expected
+
+
+def test_the_default_layer_is_the_last_shared_weight_matrix():
+    class Linear(Architecture):
+        def __init__(self) -> None:
+            super().__init__({"a": 1})
+            self.body = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.LayerNorm(3))
+            self.head = torch.nn.Linear(3, 1)
+
+        def encoder_parameters(self):
+            return list(self.body.parameters())
+
+        def shared_parameters(self):
+            return list(self.body.parameters())
+
+    model = Linear()
+    assert model.last_shared_layer() == [model.body[0].weight]
+
+
+def test_build_balancer_gives_gradnorm_the_models_layer(two_tasks):
+    config = validate_config({"tasks": {"seg": {}, "depth": {}}, "balancer": {"name": "gradnorm"}})
+    model = _model(bottleneck_options={"project": True})
+    balancer = build_balancer(config, {task.name: task for task in two_tasks}, model)
+    assert balancer.layer == [model.bottleneck.project[0].weight]
+
+
+def test_a_step_on_hard_sharing_measures_norms_on_its_layer(two_tasks):
+    """At the first step w = (1, 1), r = (1, 1) and the target is Ḡ, so |∂L_grad/∂w_t| = G_t =
+    ‖∇_W L_t‖ with W every branch convolution of the concatenating ASPP."""
+    torch.manual_seed(0)
+    model = _model()
+    outputs = model(torch.rand(2, 3, 32, 32))
+    losses = {"seg": outputs["semseg"].pow(2).mean(), "depth": outputs["depth"].abs().mean()}
+    layer = model.last_shared_layer()
+    expected = [
+        _norm(torch.autograd.grad(loss, layer, retain_graph=True)) for loss in losses.values()
+    ]
+    balancer = create_balancer("gradnorm", two_tasks)
+    balancer.use_layer(layer)
+    balancer.backward(losses, model.shared_parameters())
+    assert balancer.task_weights.grad.abs().tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def _norm(gradients: tuple[torch.Tensor, ...]) -> float:
+    return torch.cat([gradient.flatten() for gradient in gradients]).norm().item()

@@ -12,7 +12,7 @@ from torch import nn
 
 from densetasks.errors import ConfigError
 from densetasks.models.base import Architecture
-from densetasks.models.bottlenecks import create_bottleneck
+from densetasks.models.bottlenecks import ASPP, create_bottleneck
 from densetasks.models.encoders import Pretrained, create_encoder
 from densetasks.models.heads import create_head
 
@@ -68,3 +68,29 @@ class HardSharing(Architecture):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.bottleneck.parameters()]
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The convolution(s) that make the shared representation the heads read.
+
+        ASPP with ``project=True``: its 1×1 projection. ASPP without: its five parallel branch
+        convolutions (1×1, three dilated 3×3, image pooling), whose concatenated outputs are the
+        representation Kendall et al. share. No bottleneck: the encoder's last convolution.
+        """
+        bottleneck = self.bottleneck
+        if isinstance(bottleneck, ASPP) and not _has_parameters(bottleneck.project):
+            return [_last_convolution(branch).weight for branch in bottleneck.branches]
+        shared = bottleneck if _has_parameters(bottleneck) else self.encoder
+        return [_last_convolution(shared).weight]
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def _last_convolution(module: nn.Module) -> nn.Conv2d:
+    """The last ``Conv2d`` registered in ``module`` (registration follows the data flow in our
+    bottlenecks and in the encoders' stages)."""
+    convolutions = [child for child in module.modules() if isinstance(child, nn.Conv2d)]
+    if not convolutions:
+        raise ValueError(f"{type(module).__name__} has no convolution")
+    return convolutions[-1]
