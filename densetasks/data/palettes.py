@@ -64,7 +64,7 @@ def create_palette_rule(
 
 
 class SingleTaskRule(PaletteRule):
-    """Rule S: one task at every pixel (Sec. 4).
+    """Rule S: one task at every pixel (Popovic et al., CVPR 2021, Sec. 4).
 
     ``task`` names it; with ``None`` each image gets a random task, changing with every
     request, as when training with S.
@@ -94,8 +94,9 @@ class MosaicRule(PaletteRule):
     """Rule R1r: four rectangles around a random split point, a random task each.
 
     Per image the split point is ``c_x ~ U[W/4, 3W/4)``, ``c_y ~ U[H/4, 3H/4)`` in integers
-    (supplementary C, eq. 6; the authors' code draws it half-open); columns ``x < c_x`` are
-    the left rectangles, rows ``y < c_y`` the top ones. With at least four tasks the four
+    (Popovic et al., CVPR 2021, supplementary C, eq. 6; half-open as in the authors' code,
+    bounds rounded up so the point stays in the middle half). Columns ``x < c_x`` are the
+    left rectangles, rows ``y < c_y`` the top ones. With at least four tasks the four
     rectangles get four distinct random tasks, as in the authors' code; with fewer tasks
     each rectangle draws its task independently (so two may share one).
     """
@@ -134,7 +135,8 @@ def _region_tasks(task_count: int, count: int, generator: torch.Generator | None
 
 
 class RandomRule(PaletteRule):
-    """Rule Rrnd: a task drawn uniformly and independently for every pixel (Sec. 4)."""
+    """Rule Rrnd: a task drawn uniformly and independently for every pixel, the hardest
+    composition (Popovic et al., CVPR 2021, Sec. 4 and 6.5)."""
 
     name = "Rrnd"
 
@@ -150,7 +152,8 @@ class RandomRule(PaletteRule):
 
 
 class SemanticRule(PaletteRule):
-    """Rules R2 / R3: each pixel's task from its ground-truth semantic class (supplementary C).
+    """Rules R2 / R3: each pixel's task from its ground-truth semantic class (Popovic et
+    al., CVPR 2021, Sec. 4 / supplementary C), so that tasks are asked where they mean most.
 
     The class -> task table is a built-in one named by ``table``
     (:mod:`~densetasks.data.palette_tables`; default :attr:`default_table`, the paper's
@@ -237,7 +240,8 @@ def _class_lists(classes: Mapping[str, Sequence[int]], rule: str) -> dict[str, t
 
 
 class FileRule(PaletteRule):
-    """A user's palette from a PNG file, the same for every image (task editing, Sec. 6.3).
+    """A user's palette from a PNG file, the same for every image: a palette edited by hand
+    (Popovic et al., CVPR 2021, Sec. 6.3).
 
     The PNG is read once (:func:`read_palette_png`) and resized nearest to each batch's size.
     """
