@@ -1,9 +1,10 @@
 """Saliency: one logit per pixel, batch-balanced BCE (Popovic et al., CVPR 2021), maxF and
-maxIoU."""
+maxIoU under a named evaluation protocol."""
 
 import torch
 
-from densetasks.metrics.saliency import SaliencyMetrics
+from densetasks.errors import ConfigError
+from densetasks.metrics.saliency import SALIENCY_PROTOCOLS, SaliencyMetrics, SaliencyProtocol
 from densetasks.tasks.edges import BinaryMapTask
 
 
@@ -14,11 +15,21 @@ class Saliency(BinaryMapTask):
     batch, normalised to sum to 1: ``w₊ = (1/n₊) / (1/n₊ + 1/n₋) = n₋ / n``, the fraction of
     negatives, and ``w₋ = n₊ / n``, the fraction of positives, counted over the batch's valid,
     palette-selected pixels (the authors' code does the same). Metrics: :class:`SaliencyMetrics`
-    (maxF with β² = 0.3 and maxIoU over 15 thresholds).
+    under ``protocol``: ``per_image_f1`` (default; the ASTMT evaluation Popovic et al. follow)
+    or ``pooled_beta2_0.3``. The primary metric is ``maxIoU``: the "Sal" column of Popovic et
+    al. (CVPR 2021, Tables 1 and 2, "maximal mIoU over different thresholds", Sec. 5).
     """
 
     name = "saliency"
-    primary_metric = "maxF"
+    primary_metric = "maxIoU"
+
+    def __init__(self, *, protocol: SaliencyProtocol = "per_image_f1") -> None:
+        if protocol not in SALIENCY_PROTOCOLS:
+            raise ConfigError(
+                f"saliency.protocol must be one of {', '.join(SALIENCY_PROTOCOLS)}, "
+                f"got {protocol!r}"
+            )
+        self.protocol = protocol
 
     def class_weights(
         self, target: torch.Tensor, valid: torch.Tensor
@@ -29,4 +40,5 @@ class Saliency(BinaryMapTask):
         return 1.0 - positive_fraction, positive_fraction
 
     def metrics(self) -> SaliencyMetrics:
-        return SaliencyMetrics()
+        """maxF and maxIoU over 15 thresholds in [0.2, 0.9] under the task's protocol."""
+        return SaliencyMetrics(self.protocol)

@@ -1,19 +1,23 @@
-"""Saliency metrics against a direct NumPy computation over the whole set."""
+"""Saliency metrics, both protocols, against independent NumPy computations and by hand."""
 
 import numpy as np
 import pytest
 import torch
 
 from densetasks.data.sample import IGNORE_INDEX
-from densetasks.metrics.saliency import SaliencyMetrics
+from densetasks.errors import ConfigError
+from densetasks.metrics.saliency import SALIENCY_PROTOCOLS, SaliencyMetrics
+
+THRESHOLDS = np.linspace(0.2, 0.9, 15)
 
 
-def direct_max_f_and_iou(prob: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+def pooled_reference(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Counts pooled over the set (``p ≥ t``), then F with β² = 0.3 and IoU, best threshold."""
     valid = label != IGNORE_INDEX
+    salient = (label == 1) & valid
     best_f = best_iou = 0.0
-    for threshold in np.linspace(0.2, 0.9, 15):
+    for threshold in THRESHOLDS:
         predicted = (prob >= threshold) & valid
-        salient = (label == 1) & valid
         tp = (predicted & salient).sum()
         fp = (predicted & ~salient).sum()
         fn = (~predicted & salient).sum()
@@ -22,34 +26,122 @@ def direct_max_f_and_iou(prob: np.ndarray, label: np.ndarray) -> tuple[float, fl
         if precision + recall > 0:
             best_f = max(best_f, 1.3 * precision * recall / (0.3 * precision + recall))
         best_iou = max(best_iou, tp / max(tp + fp + fn, 1))
-    return 100 * best_f, 100 * best_iou
+    return {"maxF": 100 * best_f, "maxIoU": 100 * best_iou}
 
 
-def test_matches_direct_computation_and_accumulates_over_batches():
-    generator = torch.Generator().manual_seed(1)
-    label = (torch.rand(6, 32, 32, generator=generator) > 0.6).to(torch.uint8)
-    label[torch.rand(6, 32, 32, generator=generator) > 0.9] = IGNORE_INDEX
-    prob = (0.5 * torch.rand(6, 32, 32, generator=generator) + 0.4 * (label == 1)).float()
-    metric = SaliencyMetrics()
-    for start in range(0, 6, 2):
-        metric.update(prob[start : start + 2], label[start : start + 2])
-    max_f, max_iou = direct_max_f_and_iou(prob.double().numpy(), label.numpy())
-    assert metric.compute() == pytest.approx({"maxF": max_f, "maxIoU": max_iou})
-    one_pass = SaliencyMetrics()
-    one_pass.update(prob, label)
-    assert one_pass.compute() == pytest.approx(metric.compute())
+def per_image_reference(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Per image P, R, IoU (``p > t``), means over images, then F₁; best threshold."""
+    scores = []  # [images, thresholds, (P, R, IoU)]
+    for image_prob, image_label in zip(prob, label, strict=True):
+        valid = image_label != IGNORE_INDEX
+        if not valid.any():
+            continue
+        gt = image_label[valid] == 1
+        rows = []
+        for threshold in THRESHOLDS:
+            pred = image_prob[valid] > threshold
+            tp, fp, fn = (pred & gt).sum(), (pred & ~gt).sum(), (~pred & gt).sum()
+            iou = 1.0 if not (gt.any() or pred.any()) else tp / (pred | gt).sum()
+            rows.append((tp / (tp + fp + 1e-12), tp / (tp + fn + 1e-12), iou))
+        scores.append(rows)
+    precision, recall, iou = np.asarray(scores).mean(0).T
+    f1 = 2 * precision * recall / (precision + recall + 1e-12)
+    return {"maxF": 100 * f1.max(), "maxIoU": 100 * iou.max()}
 
 
-def test_hand_made_case():
-    # Threshold 0.5: TP 1, FP 1, FN 0 -> P 0.5, R 1, F = 1.3*0.5 / (0.15 + 1), IoU 0.5.
-    # Threshold > 0.7: TP 1, FP 0, FN 0 -> F 1 and IoU 1 (the maximum).
-    prob = torch.tensor([[[0.95, 0.6, 0.1, 0.3]]])
-    label = torch.tensor([[[1, 0, 0, IGNORE_INDEX]]], dtype=torch.uint8)
-    metric = SaliencyMetrics()
-    metric.update(prob, label)
-    assert metric.compute() == pytest.approx({"maxF": 100.0, "maxIoU": 100.0})
-    index = int(torch.argmin((metric.thresholds - 0.5).abs()))
-    assert metric.thresholds[index].item() == pytest.approx(0.5)
-    assert (metric.tp[index].item(), metric.fp[index].item(), metric.fn[index].item()) == (1, 1, 0)
+REFERENCES = {"per_image_f1": per_image_reference, "pooled_beta2_0.3": pooled_reference}
+
+
+def random_maps(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    label = (torch.rand(8, 24, 32, generator=generator) > 0.6).to(torch.uint8)
+    label[torch.rand(8, 24, 32, generator=generator) > 0.9] = IGNORE_INDEX
+    label[3] = IGNORE_INDEX  # an image without labelled pixels
+    label[5][label[5] == 1] = 0  # an image without salient pixels
+    prob = 0.6 * torch.rand(8, 24, 32, generator=generator) + 0.35 * (label == 1)
+    return prob.float(), label
+
+
+@pytest.mark.parametrize("protocol", SALIENCY_PROTOCOLS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_maps_match_the_numpy_reference(protocol, seed):
+    prob, label = random_maps(seed)
+    metric = SaliencyMetrics(protocol)
+    for start in range(0, 8, 3):
+        metric.update(prob[start : start + 3], label[start : start + 3])
+    reference = REFERENCES[protocol](prob.double().numpy(), label.numpy())
+    assert metric.compute() == pytest.approx(reference, rel=1e-9)
+
+
+@pytest.mark.parametrize("protocol", SALIENCY_PROTOCOLS)
+def test_summed_states_equal_one_pass_as_an_all_reduce_would(protocol):
+    prob, label = random_maps(3)
+    whole, first, second = (SaliencyMetrics(protocol) for _ in range(3))
+    whole.update(prob, label)
+    first.update(prob[:5], label[:5])
+    second.update(prob[5:], label[5:])
+    for name, state in first.states().items():
+        first.set_state(name, state + second.states()[name])
+    assert first.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    assert set(whole.states()) == (
+        {"precision", "recall", "iou", "images"}
+        if protocol == "per_image_f1"
+        else {"tp", "fp", "fn"}
+    )
+
+
+# Image A: p [0.95, 0.6, 0.1, ·], labels [1, 0, 0, ignored]; image B: p [0.87, 0.1, ·, ·],
+# labels [1, 1, ignored, ignored]. Thresholds 0.2, 0.25, ..., 0.9.
+HAND_PROB = torch.tensor([[[0.95, 0.6, 0.1, 0.3]], [[0.87, 0.1, 0.5, 0.5]]])
+HAND_LABEL = torch.tensor(
+    [[[1, 0, 0, IGNORE_INDEX]], [[1, 1, IGNORE_INDEX, IGNORE_INDEX]]], dtype=torch.uint8
+)
+
+
+def test_hand_computed_per_image():
+    # 0.6 < t < 0.87: A P 1 R 1 IoU 1; B P 1 R 1/2 IoU 1/2 -> mean P 1, R 3/4, IoU 3/4,
+    # F₁ = 2 · 3/4 / (7/4) = 6/7. t ≤ 0.55: A P 1/2 R 1, B P 1 R 1/2 -> F₁ 3/4, IoU 1/2;
+    # t = 0.9: A P 1 R 1, B P 0 R 0 -> F₁ 1/2, IoU 1/2.
+    metric = SaliencyMetrics("per_image_f1")
+    metric.update(HAND_PROB, HAND_LABEL)
+    assert metric.compute() == pytest.approx({"maxF": 600 / 7, "maxIoU": 75.0})
+    assert int(metric.images) == 2
+
+
+def test_hand_computed_pooled():
+    # 0.6 < t ≤ 0.85: TP 2, FP 0, FN 1 -> P 1, R 2/3, F = 1.3 · 2/3 / (0.3 + 2/3) = 26/29,
+    # IoU 2/3 (the best of both).
+    metric = SaliencyMetrics("pooled_beta2_0.3")
+    metric.update(HAND_PROB, HAND_LABEL)
+    assert metric.compute() == pytest.approx({"maxF": 2600 / 29, "maxIoU": 200 / 3})
+    index = int(torch.argmin((metric.thresholds - 0.7).abs()))
+    assert (metric.tp[index].item(), metric.fp[index].item(), metric.fn[index].item()) == (2, 0, 1)
     metric.reset()
     assert metric.compute() == {"maxF": 0.0, "maxIoU": 0.0}
+
+
+def test_per_image_empty_images():
+    # No salient pixel and no prediction: P = R = 0 and IoU 1 (ASTMT ``jaccard``); an image
+    # with no labelled pixel is not counted at all.
+    prob = torch.tensor([[[0.1, 0.1]], [[0.9, 0.9]]])
+    label = torch.tensor([[[0, 0]], [[IGNORE_INDEX, IGNORE_INDEX]]], dtype=torch.uint8)
+    metric = SaliencyMetrics("per_image_f1")
+    assert metric.compute() == {"maxF": 0.0, "maxIoU": 0.0}
+    metric.update(prob, label)
+    assert metric.compute() == pytest.approx({"maxF": 0.0, "maxIoU": 100.0})
+    assert int(metric.images) == 1
+
+
+def test_protocol_threshold_direction_and_errors():
+    # p equal to a threshold is salient when pooled (p ≥ t), not per image (p > t).
+    prob = torch.full((1, 1, 2), 0.9, dtype=torch.float64)
+    label = torch.tensor([[[1, 1]]], dtype=torch.uint8)
+    assert SaliencyMetrics().protocol == "per_image_f1"
+    pooled, per_image = SaliencyMetrics("pooled_beta2_0.3"), SaliencyMetrics("per_image_f1")
+    for metric in (pooled, per_image):
+        metric.update(prob, label)
+    assert pooled.tp[-1].item() == 2 and per_image.iou[-1].item() == 0.0
+    with pytest.raises(ConfigError, match="protocol"):
+        SaliencyMetrics("pooled")
+    with pytest.raises(ValueError, match=r"\[B, H, W\]"):
+        SaliencyMetrics().update(prob, label[0])

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from densetasks.data.sample import IGNORE_INDEX
-from densetasks.metrics.saliency import SaliencyMetrics
+from densetasks.errors import ConfigError
+from densetasks.metrics.saliency import SALIENCY_PROTOCOLS, SaliencyMetrics
+from densetasks.tasks.registry import create_task
 from densetasks.tasks.saliency import Saliency
 
 
@@ -49,9 +51,24 @@ def test_gradients_flow_and_empty_batch_gives_zero_with_graph():
 
 def test_contract_members():
     task = Saliency()
-    assert task.channels == 1 and task.primary_metric == "maxF" and task.options() == {}
+    assert task.channels == 1 and task.primary_metric == "maxIoU"
+    assert task.options() == {"protocol": "per_image_f1"}
     assert isinstance(task.metrics(), SaliencyMetrics)
+    assert task.primary_metric in task.metrics().higher_is_better
     assert task.decode(torch.zeros(2, 1, 4, 4)).shape == (2, 4, 4)
     label = torch.tensor([[[1, 0]]], dtype=torch.uint8)
     assert torch.equal(task.decode(task.from_composite(task.to_composite(label))) > 0.5, label == 1)
     assert task.visualize(label[0]).shape == (1, 2, 3)
+
+
+@pytest.mark.parametrize("protocol", SALIENCY_PROTOCOLS)
+def test_protocol_option_reaches_the_metrics_and_rebuilds(protocol):
+    task = create_task("saliency", protocol=protocol)
+    metric = task.metrics()
+    assert metric.protocol == protocol and metric is not task.metrics()
+    assert Saliency(**task.options()).options() == task.options() == {"protocol": protocol}
+
+
+def test_unknown_protocol_is_a_config_error():
+    with pytest.raises(ConfigError, match="saliency.protocol"):
+        Saliency(protocol="per_image_f2")
