@@ -106,7 +106,12 @@ class JacobianAggregationBalancer(Balancer):
         shared_parameters: Sequence[nn.Parameter],
         scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
     ) -> torch.Tensor:
-        """Task-specific grads from ``scale(Σ L_t)``; shared grads ``+= A(J)`` of the scaled losses.
+        """Task-specific grads from ``scale(Σ L_t)``; shared grads ``+= s · A(J)``.
+
+        ``scale`` multiplies by the AMP loss scale s (the grad scaler's ``scale``). J is taken
+        of the scaled losses (fp16 gradients stay in range) and divided by s before the
+        aggregator weighs its rows: Nash-MTL is not positively homogeneous, so weighing
+        ``s · J`` would shrink its update by s once the scaler unscales it.
 
         The plain backward of the sum also runs DDP's hooks, so the reducer finishes its round
         and task-specific gradients are averaged over processes as usual; the shared gradients
@@ -119,7 +124,8 @@ class JacobianAggregationBalancer(Balancer):
                 "Jacobian aggregation needs at least one shared parameter that requires grad"
             )
         scaled = [scale(loss) for loss in ordered_losses(losses, self.task_names)]
-        aggregated, weights = self._aggregate(scaled, shared)
+        loss_scale = float(scale(torch.ones((), device=total.device)))
+        aggregated, weights = self._aggregate(scaled, shared, loss_scale)
         previous = [
             None if parameter.grad is None else parameter.grad.clone() for parameter in shared
         ]
@@ -130,9 +136,10 @@ class JacobianAggregationBalancer(Balancer):
         return total.detach()
 
     def _aggregate(
-        self, scaled_losses: list[torch.Tensor], shared: list[nn.Parameter]
+        self, scaled_losses: list[torch.Tensor], shared: list[nn.Parameter], loss_scale: float
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per shared parameter its slice of ``wᵀ J``, and w per task (0 for the left-out ones)."""
+        """Per shared parameter its slice of ``w(J)ᵀ (s·J)``, and w per task (0 for the left-out
+        ones), where ``s·J`` is the Jacobian of the scaled losses and ``s = loss_scale``."""
         weights = torch.zeros(len(scaled_losses))
         differentiable = [index for index, loss in enumerate(scaled_losses) if loss.requires_grad]
         if not differentiable:
@@ -146,11 +153,11 @@ class JacobianAggregationBalancer(Balancer):
             parallel_chunk_size=self.parallel_chunk_size,
         )
         matrix = torch.cat([jacobian.flatten(1) for jacobian in jacobians], dim=1).float()
-        informative = matrix.norm(dim=1) > 0
+        informative = matrix.norm(dim=1) != 0  # an overflowed (inf / NaN) row is kept
         if not informative.any():
             return [torch.zeros_like(parameter) for parameter in shared], weights
         rows = matrix[informative]
-        row_weights = self.aggregator.weighting(rows)
+        row_weights = self._row_weights(rows, loss_scale)
         gradient = row_weights @ rows
         kept = torch.tensor(differentiable)[informative.cpu()]
         weights[kept] = row_weights.detach().cpu().float()
@@ -159,6 +166,17 @@ class JacobianAggregationBalancer(Balancer):
             piece.view_as(parameter).to(parameter.dtype)
             for piece, parameter in zip(pieces, shared, strict=True)
         ], weights
+
+    def _row_weights(self, scaled_rows: torch.Tensor, loss_scale: float) -> torch.Tensor:
+        """The aggregator's weights for the unscaled rows ``scaled_rows / loss_scale``.
+
+        A non-finite Jacobian (an fp16 overflow) gets weight 1 per row instead: its non-finite
+        sum makes the AMP scaler skip the step, as for any overflow, where CAGrad's and
+        Nash-MTL's solvers would raise and MGDA's and UPGrad's would return NaN weights.
+        """
+        if not torch.isfinite(scaled_rows).all():
+            return torch.ones(len(scaled_rows), device=scaled_rows.device)
+        return self.aggregator.weighting(scaled_rows / loss_scale)
 
     @staticmethod
     def _store_shared_gradients(
