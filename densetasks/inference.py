@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from densetasks.data.collate import collate_samples
+from densetasks.data.palettes import create_palette_rule
 from densetasks.data.transforms import Compose, resize
 from densetasks.engine import build
 from densetasks.engine.checkpoint import load_checkpoint
@@ -89,6 +90,17 @@ class Prediction:
             pictures[name] = picture.astype(np.uint8)
         return pictures
 
+    def composite_picture(self, tasks: Mapping[str, Task]) -> np.ndarray | None:
+        """The composite output as the palette asks for it: every pixel drawn by the task its
+        palette names (black where no task is asked); ``None`` for an unconditioned model."""
+        if not self.masks:
+            return None
+        pictures = self.pictures(tasks)
+        canvas = np.zeros_like(next(iter(pictures.values())))
+        for name, mask in self.masks.items():
+            canvas[mask.cpu().numpy()] = pictures[name][mask.cpu().numpy()]
+        return canvas
+
 
 class Predictor:
     """Predicts every task of a trained run on single images.
@@ -154,6 +166,17 @@ class Predictor:
             self.run.device,
             self.amp_dtype,
         )
+
+    def rule_palette(
+        self, image: torch.Tensor, rule: str, seed: int = 0, **options: Any
+    ) -> torch.Tensor:
+        """The Task Palette ``[H, W]`` that palette rule ``rule`` (``S``, ``R1r``, ``Rrnd``,
+        ``file``, ...; :mod:`densetasks.data.palettes`) draws for ``image`` with ``seed``, in
+        the run's task order. Semantic rules (``R2``, ``R3``) need a class map and fail here
+        with an error naming it."""
+        palette_rule = create_palette_rule(rule, config_path=f"rule {rule}", **options)
+        generator = torch.Generator().manual_seed(seed)
+        return palette_rule({"image": image[None]}, list(self.tasks), generator)[0]
 
     def _plan(self, conditions: Mapping[str, torch.Tensor] | None) -> list[EvaluationPass] | None:
         """With user conditions: one pass with them (from the batch) scoring every task."""

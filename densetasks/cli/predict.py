@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from densetasks.cli.parsing import parse_size
 from densetasks.data.io import read_image, read_png_array
+from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.errors import ConfigError
 from densetasks.inference import Predictor
 
@@ -68,6 +69,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a conditioning input of the model as a PNG of integer ids at the image's size, "
         "e.g. palette=palette.png (repeatable)",
     )
+    palette = parser.add_mutually_exclusive_group()
+    palette.add_argument(
+        "--palette",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="a Task Palette for a CompositeTasking run: 8-bit PNG at the image's size, task "
+        "index in the run's task order per pixel, 255 = no task",
+    )
+    palette.add_argument(
+        "--rule",
+        default=None,
+        metavar="RULE",
+        help="draw the Task Palette of each image with a palette rule (S, R1r, Rrnd, ...)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the palette rule (default 0)")
     parser.set_defaults(func=run)
 
 
@@ -77,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     )
     conditions = read_conditions(args.condition)
     for path in args.images:
-        written = predict_image(predictor, path, args.out, args.size, conditions)
+        written = predict_image(
+            predictor, path, args.out, args.size, conditions, args.palette, args.rule, args.seed
+        )
         print(f"{path}: wrote {', '.join(file.name for file in written)}")
     return 0
 
@@ -99,12 +118,29 @@ def predict_image(
     out_dir: Path,
     size: tuple[int, int] | None = None,
     conditions: dict[str, torch.Tensor] | None = None,
+    palette: Path | None = None,
+    rule: str | None = None,
+    seed: int = 0,
 ) -> list[Path]:
     """Predict every task of a run on one image file; returns the files written.
 
-    An unreadable image raises :class:`~densetasks.errors.DataError` naming the file.
+    With a Task Palette (a ``palette`` PNG, or drawn by ``rule`` with ``seed``) it also writes
+    the palette (``<stem>_palette.png``, task ids) and the composite output drawn per task
+    region (``<stem>_composite.png``). An unreadable image or a palette of another size
+    raises :class:`~densetasks.errors.DataError` naming the file.
     """
-    prediction = predictor(read_image(path), conditions, size=size)
+    image = read_image(path)
+    conditions = dict(conditions or {})
+    source = f"--condition palette (for {path})"
+    if palette is not None:
+        conditions["palette"] = read_palette_png(palette)
+        source = f"{palette} (for {path})"
+    elif rule is not None:
+        conditions["palette"] = predictor.rule_palette(image, rule, seed)
+        source = f"rule {rule} for {path}"
+    if "palette" in conditions:
+        check_palette(conditions["palette"], list(predictor.tasks), image.shape[-2:], source)
+    prediction = predictor(image, conditions, size=size)
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = [("input", _to_uint8(prediction.image))]
     written = []
@@ -113,9 +149,27 @@ def predict_image(
         Image.fromarray(picture).save(target)
         written.append(target)
         panels.append((name, picture))
+    composite = prediction.composite_picture(predictor.tasks)
+    if composite is not None and "palette" in conditions:
+        palette_file = out_dir / f"{path.stem}_palette.png"
+        write_palette_png(palette_file, _resized_palette(conditions["palette"], composite.shape))
+        target = out_dir / f"{path.stem}_composite.png"
+        Image.fromarray(composite).save(target)
+        written += [palette_file, target]
+        panels.append(("composite", composite))
     sheet = out_dir / f"{path.stem}_sheet.png"
     Image.fromarray(contact_sheet(panels)).save(sheet)
     return [*written, sheet]
+
+
+def _resized_palette(palette: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The palette at the prediction's size (``--size`` resizes image and palette alike)."""
+    if tuple(palette.shape[-2:]) == tuple(shape[:2]):
+        return palette
+    resized = torch.nn.functional.interpolate(
+        palette[None, None].float(), size=tuple(shape[:2]), mode="nearest"
+    )
+    return resized[0, 0].long()
 
 
 def contact_sheet(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:

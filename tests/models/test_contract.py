@@ -6,12 +6,16 @@
 3. A model that branches a timm encoder at a chosen stage (network fission's shape).
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densetasks.cli.main import main
 from densetasks.data.derive import centroid_offsets
+from densetasks.data.io import write_image
+from densetasks.data.palettes import read_palette_png, write_palette_png
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.engine.loop import task_losses
 from densetasks.engine.passes import condition_inputs
@@ -166,6 +170,30 @@ def test_a_palette_conditioned_composite_model_goes_end_to_end(register, run_end
     painted = predictor(image, {"palette": palette})
     assert painted.masks["depth"][:8].all() and not painted.masks["depth"][8:].any()
     assert not painted.masks["semseg"].any()
+    composite = painted.composite_picture(predictor.tasks)
+    np.testing.assert_array_equal(composite[8:], 0)
+    np.testing.assert_array_equal(composite[:8], painted.pictures(predictor.tasks)["depth"][:8])
+    _predict_with_palettes(result["run"], palette)
+
+
+def _predict_with_palettes(run, palette):
+    """``densetasks predict --palette`` and ``--rule`` write the palette and the composite."""
+    folder = run.parent
+    write_image(folder / "photo.png", torch.rand(3, 16, 16))
+    write_palette_png(folder / "palette.png", palette)
+    command = ["--debug", "predict", str(run), str(folder / "photo.png")]
+    assert (
+        main([*command, "--out", str(folder / "painted"), "--palette", str(folder / "palette.png")])
+        == 0
+    )
+    assert torch.equal(read_palette_png(folder / "painted" / "photo_palette.png"), palette)
+    assert (folder / "painted" / "photo_composite.png").is_file()
+    assert main([*command, "--out", str(folder / "mosaic"), "--rule", "R1r", "--seed", "3"]) == 0
+    mosaic = read_palette_png(folder / "mosaic" / "photo_palette.png")
+    assert set(mosaic.unique().tolist()) <= {0, 1}
+    write_palette_png(folder / "small.png", palette[:8])
+    with pytest.raises(DataError, match=r"small.png \(for .*photo.png\): the palette is 8x16"):
+        main([*command, "--out", str(folder / "bad"), "--palette", str(folder / "small.png")])
 
 
 def test_a_missing_condition_is_named():
