@@ -38,6 +38,12 @@ class RunRecord:
     train_events: list[dict[str, Any]] = field(default_factory=list)
     eval_events: list[dict[str, Any]] = field(default_factory=list)
     sample_images: list[Path] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        """The config's top-level ``seed``; ``None`` when the run has no config to say it."""
+        return self.config.get("seed")
 
 
 def load_run_record(run_dir: Path, split: str, name: str | None = None) -> RunRecord:
@@ -71,6 +77,7 @@ def load_run_record(run_dir: Path, split: str, name: str | None = None) -> RunRe
         train_events=[event for event in events if event.get("type") == "train"],
         eval_events=[event for event in events if event.get("type") == "eval"],
         sample_images=latest_sample_images(run_dir / "images"),
+        config=config,
     )
 
 

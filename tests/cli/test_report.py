@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from densetasks.cli import report as report_command
-from densetasks.errors import DataError
+from densetasks.errors import ConfigError, DataError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,3 +56,35 @@ def test_report_command_needs_evaluated_runs(tmp_path: Path) -> None:
 def test_report_command_requires_out(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parse([str(tmp_path)])
+
+
+def write_seed_run(root: Path, name: str, seed: int, metrics: dict[str, float]) -> Path:
+    """:func:`write_metrics_only_run` plus a config that holds the seed."""
+    run_dir = write_metrics_only_run(root, name, metrics, "test")
+    (run_dir / "config.yaml").write_text(f"seed: {seed}\ntasks: {{{', '.join(metrics)}}}\n")
+    return run_dir
+
+
+def test_report_command_groups_seeds_into_one_row(tmp_path: Path, capsys) -> None:
+    base_a = [write_seed_run(tmp_path, f"a{s}", s, {"a": v}) for s, v in ((0, 1.0), (1, 3.0))]
+    both = [write_seed_run(tmp_path, f"ab{s}", s, {"a": v, "b": v}) for s, v in enumerate((2, 4))]
+    out = tmp_path / "out"
+    argv = ["--group", "mtl", *map(str, both), "--baseline", *map(str, base_a), "--out", str(out)]
+    args = parse(argv)
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    # a against the baselines' mean 2: +0 % and +100 % -> Δm 50 ± 70.71 (b has no baseline)
+    assert "mtl (n=2)" in printed and "single-task (n=2)" in printed
+    assert "+50.00 ± 70.71" in printed
+    stored = json.loads((out / "report.json").read_text())
+    assert stored["runs"][0]["seeds"] == [0, 1]
+
+
+def test_report_command_refuses_a_group_without_a_name(tmp_path: Path) -> None:
+    run_dir = write_seed_run(tmp_path, "r0", 0, {"a": 1.0})
+    args = parse(["--group", str(run_dir), "--out", str(tmp_path / "out")])
+    with pytest.raises(ConfigError, match="the first value is the row's name"):
+        args.func(args)
+    with pytest.raises(ConfigError, match="at least one RUN_DIR or --group"):
+        empty = parse(["--out", str(tmp_path / "out")])
+        empty.func(empty)

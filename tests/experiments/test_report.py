@@ -15,10 +15,12 @@ from densetasks.experiments.report import (
     build_report,
     comparison_table,
     format_text_table,
+    load_group,
     load_records,
     match_baselines,
     write_report,
 )
+from densetasks.experiments.report_seeds import close_to_best, mean_std
 from densetasks.experiments.run_record import latest_sample_images, load_run_record, read_events
 
 DIRECTIONS = {
@@ -35,12 +37,19 @@ def write_run(
     architecture: str,
     split: str = "test",
     with_events: bool = True,
+    seed: int | None = None,
+    lr: float = 1e-3,
 ) -> Path:
-    """A run directory in the engine's layout with a loss falling over 3 logged steps."""
+    """A run directory in the engine's layout with a loss falling over 3 logged steps.
+
+    With ``seed`` the config holds it and ``train.lr``, as a seed of one config would.
+    """
     run_dir = root / name
     run_dir.mkdir(parents=True)
     tasks = list(metrics)
     config = {"tasks": {task: {} for task in tasks}, "model": {"architecture": architecture}}
+    if seed is not None:
+        config.update(seed=seed, train={"lr": lr})
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     stored = {
         "step": 30,
@@ -183,7 +192,7 @@ def test_two_baselines_for_one_task_are_refused(runs: dict[str, Path], tmp_path:
     other = write_run(tmp_path / "b", "semseg_stl", {"semseg": {"miou": 0.4}}, "single_task")
     records = load_records([runs["semseg_stl"], other], "test")
     assert records[0].name != records[1].name  # clashing folder names fall back to paths
-    with pytest.raises(DataError, match="two baselines for task 'semseg'"):
+    with pytest.raises(DataError, match=r"baselines of task 'semseg': .* has no seed"):
         match_baselines(records)
 
 
@@ -218,3 +227,171 @@ def test_zero_baseline_metric_is_left_out_and_named(tmp_path: Path) -> None:
     assert delta["zero_baselines"] == {"depth": ["abs_rel"]}
     write_report([mtl], [stl], tmp_path / "out", split="test")
     assert "baseline depth abs_rel is 0" in (tmp_path / "out" / "report.md").read_text()
+
+
+def write_seeds(root: Path, name: str, tables: list[dict], architecture: str) -> list[Path]:
+    """One run per metric table, seeds 0, 1, ... of one config, in ``root/name_s<seed>``."""
+    return [
+        write_run(root, f"{name}_s{seed}", table, architecture, with_events=False, seed=seed)
+        for seed, table in enumerate(tables)
+    ]
+
+
+def semseg_depth(miou: float, rmse: float) -> dict[str, dict[str, float]]:
+    return {"semseg": {"miou": miou, "pixel_acc": 0.8}, "depth": {"rmse": rmse, "abs_rel": 0.2}}
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> dict[str, list[Path]]:
+    """Baselines of 2 seeds (miou 0.52 ± 0.028, rmse 1.1 ± 0.14) and two rows of seeds.
+
+    ``mtl`` gains 0, 10 and 20 % on both primary metrics over the baselines' means;
+    ``uw`` (2 seeds) is within mtl's spread on miou, far better on rmse.
+    """
+    stl_semseg = [{"semseg": {"miou": m, "pixel_acc": 0.8}} for m in (0.50, 0.54)]
+    stl_depth = [{"depth": {"rmse": r, "abs_rel": 0.2}} for r in (1.0, 1.2)]
+    mtl = [semseg_depth(0.52 * (1 + g), 1.1 * (1 - g)) for g in (0.0, 0.1, 0.2)]
+    return {
+        "baselines": write_seeds(tmp_path, "stl_semseg", stl_semseg, "single_task")
+        + write_seeds(tmp_path, "stl_depth", stl_depth, "single_task"),
+        "mtl": write_seeds(tmp_path, "mtl", mtl, "hard_sharing"),
+        "uw": write_seeds(
+            tmp_path, "uw", [semseg_depth(0.60, 0.50), semseg_depth(0.62, 0.52)], "hard_sharing"
+        ),
+    }
+
+
+def seeded_report(seeded: dict[str, list[Path]]) -> dict:
+    groups = [load_group(name, seeded[name], "test") for name in ("mtl", "uw")]
+    return build_report(groups, load_records(seeded["baselines"], "test"), "test")
+
+
+def test_seeds_give_mean_and_sample_std_of_metrics_and_delta_m(seeded) -> None:
+    report = seeded_report(seeded)
+    semseg = report["baselines"]["semseg"]
+    assert semseg["n"] == 2 and semseg["seeds"] == [0, 1]
+    assert semseg["metrics"]["miou"] == pytest.approx(0.52)
+    assert semseg["metrics_std"]["miou"] == pytest.approx(0.04 / 2**0.5)  # n − 1
+    mtl = report["runs"][0]
+    assert (mtl["name"], mtl["n"], mtl["seeds"]) == ("mtl", 3, [0, 1, 2])
+    assert mtl["metrics"]["semseg"]["miou"] == pytest.approx(0.572)
+    assert mtl["metrics_std"]["semseg"]["miou"] == pytest.approx(0.052)
+    assert mtl["metrics_std"]["depth"]["abs_rel"] == pytest.approx(0.0)
+    # Per seed against the baselines' means: primary Δm 0, 10, 20 %; all metrics half that
+    # (pixel_acc and abs_rel gain 0).
+    delta = mtl["delta_m_percent"]
+    assert delta["primary_per_seed"] == pytest.approx([0.0, 10.0, 20.0])
+    assert (delta["primary"], delta["primary_std"]) == pytest.approx((10.0, 10.0))
+    assert (delta["all"], delta["all_std"]) == pytest.approx((5.0, 5.0))
+    assert mtl["relative_gain_percent"]["depth"]["rmse"] == pytest.approx(10.0)
+    assert mtl["relative_gain_percent_std"]["depth"]["rmse"] == pytest.approx(10.0)
+    uw = report["runs"][1]["delta_m_percent"]["primary_per_seed"]
+    by_hand = [(0.08 / 0.52 + 0.6 / 1.1) * 50, (0.10 / 0.52 + 0.58 / 1.1) * 50]
+    assert uw == pytest.approx(by_hand)
+
+
+def test_within_spread_pairs_and_the_marker_next_to_the_best_row(seeded) -> None:
+    report = seeded_report(seeded)
+    lines = {(line["task"], line["metric"]): line["pairs"] for line in report["within_spread"]}
+    # miou: |0.572 − 0.61| = 0.038 ≤ 0.052 + 0.014; rmse: |0.99 − 0.51| > 0.11 + 0.014.
+    assert lines[("semseg", "miou")] == [["mtl", "uw"]]
+    assert lines[("depth", "rmse")] == []
+    assert lines[("delta_m_percent", "primary")] == []
+    assert lines[("semseg", "pixel_acc")] == [["mtl", "uw"]]  # equal means, no spread
+    header, rows = comparison_table(report)
+    assert header == ["task", "metric", "single-task (n=2)", "mtl (n=3)", "uw (n=2)"]
+    by_metric = {(row[0], row[1]): row[2:] for row in rows}
+    assert by_metric[("semseg", "miou* ↑")] == [
+        "0.52 ± 0.028",
+        "0.572 ± 0.052 (+10.00%) ≈",
+        "0.61 ± 0.014 (+17.31%)",
+    ]
+    assert by_metric[("depth", "rmse* ↓")][1] == "0.99 ± 0.11 (+10.00%)"
+    assert by_metric[("Δm %", "primary metric*")][:2] == ["0", "+10.00 ± 10.00"]
+
+
+def test_a_single_run_next_to_seeds_has_no_spread_and_no_marker(seeded, tmp_path) -> None:
+    single = write_run(tmp_path / "one", "single", semseg_depth(0.6, 0.5), "hard_sharing")
+    rows = [load_group("mtl", seeded["mtl"], "test"), load_record_row(single)]
+    report = build_report(rows, load_records(seeded["baselines"], "test"), "test")
+    assert "n" not in report["runs"][1]
+    assert report["within_spread"] == []  # one row with seeds: nothing to compare
+    _header, table = comparison_table(report)
+    assert table[0][-1] == "0.6 (+15.38%)"
+
+
+def load_record_row(run_dir: Path):
+    return load_records([run_dir], "test")[0]
+
+
+def test_write_report_with_groups_shows_seeds_in_every_output(seeded, tmp_path) -> None:
+    out = tmp_path / "report"
+    groups = {name: seeded[name] for name in ("mtl", "uw")}
+    write_report([], seeded["baselines"], out, split="test", groups=groups)
+    markdown = (out / "report.md").read_text()
+    assert "| semseg | miou* ↑ | 0.52 ± 0.028 | 0.572 ± 0.052 (+10.00%) ≈ |" in markdown
+    assert "`mtl` (hard_sharing, n=3, seeds 0, 1, 2, steps 30, 30, 30)" in markdown
+    assert "semseg: `stl_semseg_s0, stl_semseg_s1` (n=2, seeds 0, 1" in markdown
+    assert "|mean − mean_best| ≤ std + std_best" in markdown
+    html = (out / "report.html").read_text()
+    assert "0.572 ± 0.052 (+10.00%) ≈" in html and "mean_best" in html
+    stored = json.loads((out / "report.json").read_text())
+    assert stored["within_spread"][0] == {
+        "task": "semseg",
+        "metric": "miou",
+        "pairs": [["mtl", "uw"]],
+    }
+
+
+def test_single_runs_have_no_seed_fields_or_seed_legend(runs: dict[str, Path], tmp_path) -> None:
+    out = tmp_path / "report"
+    report = write_report([runs["mtl"]], [runs["semseg_stl"], runs["depth_stl"]], out)
+    assert "within_spread" not in report and "n" not in report["runs"][0]
+    assert "±" not in (out / "report.md").read_text()
+    assert "mean_best" not in (out / "report.html").read_text()
+
+
+def test_a_group_of_one_run_is_that_run_under_the_group_name(runs: dict[str, Path]) -> None:
+    group = load_group("hard", [runs["mtl"]], "test")
+    baselines = load_records([runs["semseg_stl"], runs["depth_stl"]], "test")
+    entry = build_report([group], baselines, "test")["runs"][0]
+    alone = build_report(load_records([runs["mtl"]], "test"), baselines, "test")["runs"][0]
+    assert entry == {**alone, "name": "hard"}
+
+
+def test_seeds_must_differ_only_by_their_seed(tmp_path: Path) -> None:
+    table = semseg_depth(0.5, 1.0)
+    a = write_run(tmp_path, "a", table, "hard_sharing", seed=0, lr=0.001)
+    b = write_run(tmp_path, "b", table, "hard_sharing", seed=1, lr=0.002)
+    c = write_run(tmp_path, "c", table, "hard_sharing", seed=0)
+    with pytest.raises(DataError, match=r"mtl: .* differ in more than their seed: train.lr"):
+        load_group("mtl", [a, b], "test")
+    with pytest.raises(DataError, match=r"have the same seed 0 \(the same run twice\?\)"):
+        load_group("mtl", [a, c], "test")
+    with pytest.raises(DataError, match="two rows of the report are named 'mtl'"):
+        build_report([load_group("mtl", [a], "test")] * 2, [], "test")
+
+
+def test_baseline_seeds_must_be_seeds_of_one_config(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "a", {"semseg": {"miou": 0.5}}, "single_task", seed=0)
+    b = write_run(tmp_path, "b", {"semseg": {"miou": 0.5}}, "hard_sharing", seed=1)
+    with pytest.raises(DataError, match=r"baselines of task 'semseg'.*model.architecture"):
+        match_baselines(load_records([a, b], "test"))
+
+
+@pytest.mark.parametrize(
+    "spreads, higher, close",
+    [
+        ([(1.0, 0.1), (1.15, 0.1), (1.3, 0.1)], True, {1}),  # 0.15 ≤ 0.2, 0.3 > 0.2
+        ([(1.0, 0.1), (1.15, 0.1), (1.3, 0.1)], False, {1}),
+        ([(1.0, 0.1), (1.15, None), (1.08, 0.0)], True, {0}),  # a single run is not compared
+        ([(1.0, None), (2.0, None)], True, set()),
+    ],
+)
+def test_close_to_best(spreads, higher, close) -> None:
+    assert close_to_best(spreads, higher) == close
+
+
+def test_mean_std_is_the_sample_std() -> None:
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, None)
