@@ -50,8 +50,24 @@ def berhu(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(magnitude <= threshold, magnitude, quadratic)
 
 
+def _check_positive(**values: float | None) -> None:
+    """``ConfigError`` naming the first ``depth.<option>`` that is set but not > 0."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"depth.{name} must be > 0, got {value}")
+
+
 class Depth(Task):
-    """Depth in metres (label kind DEPTH, ``[B, 1, H, W]``, 0 = no label), 1 head channel."""
+    """Depth in metres (label kind DEPTH, ``[B, 1, H, W]``, 0 = no label), 1 head channel.
+
+    ``max_depth`` (metres, ``None`` = no limit) leaves labels beyond it out of the loss and the
+    metrics: stereo depth far away is sub-pixel matching noise (Cityscapes SGM labels reach
+    ~1e5 m while predictions stop at ``far``). ``disparity_scale`` = baseline · focal (m · px)
+    adds disparity errors in pixels to the metrics (Kendall et al., CVPR 2018, Table 1).
+    ``primary_metric`` picks which metric drives Δm and the best checkpoint (default ``rmse``,
+    Lopes et al., WACV 2023); it must be one the metrics compute. A dataset that knows its
+    range and camera supplies the first two (Cityscapes: 80 m and its nominal camera).
+    """
 
     name = "depth"
     label_kind = LabelKind.DEPTH
@@ -59,19 +75,34 @@ class Depth(Task):
     primary_metric = "rmse"
 
     def __init__(
-        self, *, loss: DepthLoss = "l1_inverse", far: float = 80.0, ssi_depth_weight: float = 0.25
+        self,
+        *,
+        loss: DepthLoss = "l1_inverse",
+        far: float = 80.0,
+        ssi_depth_weight: float = 0.25,
+        max_depth: float | None = None,
+        disparity_scale: float | None = None,
+        primary_metric: str = "rmse",
     ) -> None:
         if loss not in DEPTH_LOSSES:
             raise ConfigError(f"depth.loss must be one of {', '.join(DEPTH_LOSSES)}, got {loss!r}")
-        if far <= 0:
-            raise ConfigError(f"depth.far must be > 0, got {far}")
+        _check_positive(far=far, max_depth=max_depth, disparity_scale=disparity_scale)
         if ssi_depth_weight < 0:
             raise ConfigError(f"depth.ssi_depth_weight must be >= 0, got {ssi_depth_weight}")
         self.loss_name = loss
         self.far = far
         self.ssi_depth_weight = ssi_depth_weight
+        self.max_depth = max_depth
+        self.disparity_scale = disparity_scale
         self.numerator = far if loss == "berhu" else 1.0
         """The head predicts ``numerator / depth``: d_far for berHu, 1 otherwise."""
+        computed = self.metrics().names
+        if primary_metric not in computed:
+            raise ConfigError(
+                f"depth.primary_metric must be one of {', '.join(computed)}, got "
+                f"{primary_metric!r} (the disparity errors need depth.disparity_scale)"
+            )
+        self.primary_metric = primary_metric  # this instance's choice over the class default
 
     @property
     def channels(self) -> int:
@@ -82,10 +113,17 @@ class Depth(Task):
         labelled = label > 0
         return torch.where(labelled, self.numerator / label.clamp(min=MIN_OUTPUT), 0.0)
 
+    def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Labelled pixels within ``mask`` and, with ``max_depth``, not beyond it."""
+        valid = super().valid(label, mask)
+        if self.max_depth is None:
+            return valid
+        return valid & (label <= self.max_depth).squeeze(-3)
+
     def loss(
         self, output: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The configured loss, averaged over labelled pixels within ``mask``."""
+        """The configured loss, averaged over the :meth:`valid` pixels."""
         valid = self.valid(label, mask)
         self.check_output(output, label)
         prediction = output.squeeze(1)
@@ -110,8 +148,13 @@ class Depth(Task):
         return self.numerator / output.clamp(min=floor)
 
     def metrics(self) -> DepthMetrics:
-        """Depth metrics; for ``ssi`` they align scale and shift per image first."""
-        return DepthMetrics(align_scale_shift=self.loss_name == "ssi")
+        """Depth metrics up to ``max_depth``; for ``ssi`` they align scale and shift per image
+        first."""
+        return DepthMetrics(
+            align_scale_shift=self.loss_name == "ssi",
+            max_depth=self.max_depth,
+            disparity_scale=self.disparity_scale,
+        )
 
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """Depth ``[1, H, W]`` -> magma colours of inverse depth, min-max normalised per image.

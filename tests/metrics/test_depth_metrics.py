@@ -21,13 +21,14 @@ def test_hand_computed_values():
     assert [result[f"delta{i}"] for i in (1, 2, 3)] == pytest.approx([50.0, 50.0, 50.0])
 
 
-def numpy_reference(preds, targets):
+def numpy_reference(preds, targets, max_depth=np.inf, disparity_scale=None):
     pred = np.concatenate([p.numpy().ravel() for p in preds]).astype(np.float64)
     target = np.concatenate([t.numpy().ravel() for t in targets]).astype(np.float64)
-    keep = target > 0
+    keep = (target > 0) & (target <= max_depth)
     pred, target = pred[keep], target[keep]
     ratio = np.maximum(pred / target, target / pred)
-    return {
+    inverse_error = 1 / pred - 1 / target
+    reference = {
         "rmse": np.sqrt(np.mean((pred - target) ** 2)),
         "mae": np.mean(np.abs(pred - target)),
         "abs_rel": np.mean(np.abs(pred - target) / target),
@@ -35,25 +36,63 @@ def numpy_reference(preds, targets):
         "delta1": 100 * np.mean(ratio < 1.25),
         "delta2": 100 * np.mean(ratio < 1.25**2),
         "delta3": 100 * np.mean(ratio < 1.25**3),
+        "inverse_mae": np.mean(np.abs(inverse_error)),
+        "inverse_rmse": np.sqrt(np.mean(inverse_error**2)),
     }
+    if disparity_scale is not None:
+        disparity_error = disparity_scale / pred - disparity_scale / target
+        reference["disparity_mae"] = np.mean(np.abs(disparity_error))
+        reference["disparity_rmse"] = np.sqrt(np.mean(disparity_error**2))
+    return reference
 
 
-def test_accumulated_batches_match_numpy_and_one_big_batch():
-    generator = torch.Generator().manual_seed(0)
+def random_depths(seed):
+    generator = torch.Generator().manual_seed(seed)
     preds = [0.5 + 10 * torch.rand(2, 1, 7, 9, generator=generator) for _ in range(3)]
     targets = [0.5 + 10 * torch.rand(2, 1, 7, 9, generator=generator) for _ in range(3)]
     for target in targets:
         target[torch.rand(target.shape, generator=generator) < 0.3] = 0.0
-    batched, whole = DepthMetrics(), DepthMetrics()
+        target[torch.rand(target.shape, generator=generator) < 0.1] = 1e5  # far SGM noise
+    return preds, targets
+
+
+@pytest.mark.parametrize(
+    ("max_depth", "disparity_scale"), [(None, None), (8.0, None), (None, 59.2), (8.0, 473.6)]
+)
+def test_accumulated_batches_match_numpy_and_one_big_batch(max_depth, disparity_scale):
+    preds, targets = random_depths(0)
+    options = {"max_depth": max_depth, "disparity_scale": disparity_scale}
+    batched, whole = DepthMetrics(**options), DepthMetrics(**options)
     for pred, target in zip(preds, targets, strict=True):
         batched.update(pred, target)
     whole.update(torch.cat(preds), torch.cat(targets))
-    reference = numpy_reference(preds, targets)
+    reference = numpy_reference(preds, targets, max_depth or np.inf, disparity_scale)
+    assert set(batched.compute()) == set(reference) == set(batched.names)
     for name, value in batched.compute().items():
         assert value == pytest.approx(reference[name], rel=1e-9), name
         assert whole.compute()[name] == pytest.approx(value, rel=1e-12), name
-    assert set(batched.compute()) == set(DepthMetrics.higher_is_better)
+    assert set(DepthMetrics.higher_is_better) >= set(batched.names)
     assert not DepthMetrics.higher_is_better["rmse"] and DepthMetrics.higher_is_better["delta1"]
+    assert not DepthMetrics.higher_is_better["disparity_mae"]
+
+
+def test_max_depth_leaves_far_labels_out_by_hand():
+    # Labels 2, 4, 1e5 (SGM noise) and 80 (kept: the limit is inclusive); predictions 3, 4,
+    # 80, 78. RMSE over the kept pixels: sqrt((1 + 0 + 4) / 3); with the far pixel it would
+    # be ~5.0e4 m.
+    pred = torch.tensor([[[[3.0, 4.0, 80.0, 78.0]]]])
+    target = torch.tensor([[[[2.0, 4.0, 1e5, 80.0]]]])
+    capped = DepthMetrics(max_depth=80.0, disparity_scale=10.0)
+    capped.update(pred, target)
+    result = capped.compute()
+    assert result["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert result["mae"] == pytest.approx(1.0)
+    # disparity 10/d: |10/3 - 5| = 5/3, 0, |10/78 - 10/80| = 1/312
+    assert result["disparity_mae"] == pytest.approx((5 / 3 + 1 / 312) / 3)
+    assert result["inverse_mae"] == pytest.approx(result["disparity_mae"] / 10)
+    uncapped = DepthMetrics()
+    uncapped.update(pred, target)
+    assert uncapped.compute()["rmse"] > 4e4 and "disparity_mae" not in uncapped.compute()
 
 
 def test_align_disparity_matches_numpy_least_squares():

@@ -94,3 +94,33 @@ def test_visualize_colours_and_black_invalid():
     # near (1 m) is the brightest end of magma, far (4 m) the darkest
     assert image[0, 0].sum() > image[0, 1].sum() > image[1, 0].sum()
     assert task.visualize(torch.zeros(1, 3, 3)).sum() == 0
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_max_depth_leaves_far_labels_out_of_the_loss(loss):
+    task, near = Depth(loss=loss, max_depth=80.0), Depth(loss=loss)
+    output = torch.rand(1, 1, 2, 3, generator=torch.Generator().manual_seed(0)) + 0.1
+    label = torch.tensor([[[[2.0, 5.0, 1e5], [80.0, 0.0, 3.0]]]])
+    near_only = torch.where(label > 80.0, 0.0, label)
+    assert task.loss(output, label).item() == pytest.approx(near.loss(output, near_only).item())
+    assert task.valid(label).tolist() == [[[True, True, False], [True, False, True]]]
+    mask = torch.tensor([[[False, True, True], [True, True, True]]])
+    assert task.valid(label, mask).tolist() == [[[False, True, False], [True, False, True]]]
+
+
+def test_metrics_options_and_primary_metric_choice():
+    task = Depth(max_depth=80.0, disparity_scale=59.2, primary_metric="disparity_mae")
+    metric = task.metrics()
+    assert (metric.max_depth, metric.disparity_scale) == (80.0, 59.2)
+    assert task.primary_metric == "disparity_mae" and Depth.primary_metric == "rmse"
+    assert Depth(**task.options()).primary_metric == "disparity_mae"
+    assert Depth().primary_metric == "rmse" and Depth().options()["max_depth"] is None
+    assert Depth(primary_metric="inverse_mae").primary_metric in Depth().metrics().names
+    with pytest.raises(ConfigError, match="disparity_scale"):
+        Depth(primary_metric="disparity_mae")
+    with pytest.raises(ConfigError, match="depth.primary_metric"):
+        Depth(primary_metric="rmse_log")
+    with pytest.raises(ConfigError, match="depth.max_depth"):
+        Depth(max_depth=0.0)
+    with pytest.raises(ConfigError, match="depth.disparity_scale"):
+        Depth(disparity_scale=-1.0)

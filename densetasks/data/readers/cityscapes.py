@@ -43,6 +43,17 @@ _NAMES_16 = tuple(name for name in _NAMES_19 if name not in ("terrain", "truck",
 Vu & de Charette (WACV 2023) use them."""
 TINY_SIZE = (128, 256)
 """Tiny Cityscapes of Kendall, Gal & Cipolla (CVPR 2018): every frame resized to 128×256."""
+FULL_WIDTH = 2048
+"""The width of the original frames, the one the camera files' focal lengths refer to."""
+NOMINAL_BASELINE, NOMINAL_FX = 0.209313, 2262.52
+"""Stereo baseline (m) and focal length (px at full width) of the camera files of most
+cities; Kendall et al. (CVPR 2018, Sec. 5.1) round the baseline to 22 cm. They set the depth
+task's ``disparity_scale``; a frame whose own camera differs by ε has its disparity errors
+scaled by about 1 + ε."""
+MAX_DEPTH = 80.0
+"""Depth labels beyond 80 m are left out of the depth loss and metrics: SGM disparities below
+``NOMINAL_BASELINE · NOMINAL_FX / 80 ≈ 5.9`` px are mostly matching noise (one step of the
+PNG, 1/256 px, is ~1.2e5 m), and the depth head stops at 80 m (``depth.far``)."""
 
 
 def _class_table(num_classes: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -67,7 +78,10 @@ class Cityscapes(DatasetReader):
     """Cityscapes fine annotations with stereo depth.
 
     Depth is ``baseline · fx / disparity`` (metres; 0 where the disparity PNG holds 0 or 1,
-    i.e. no match); :func:`inverse_depth` gives its inverse. ``num_classes`` picks the
+    i.e. no match); :func:`inverse_depth` gives its inverse. Labels keep their far values, but
+    the depth task gets ``max_depth`` 80 m (:data:`MAX_DEPTH`) and the ``disparity_scale`` of
+    the nominal camera at the delivered width (:func:`depth_task_options`), both overridable
+    under ``tasks.depth``. ``num_classes`` picks the
     19 train classes, the 16 shared with SYNTHIA or the 7 categories. ``tiny=True`` resizes
     every frame to 128×256 (Kendall, Gal & Cipolla, CVPR 2018): image bilinear, labels and
     depth nearest, intrinsics scaled. ``normals_from_depth=True`` adds normals from the stereo
@@ -95,6 +109,8 @@ class Cityscapes(DatasetReader):
         self.tiny = tiny
         self._table, names = _class_table(num_classes)
         self.set_class_names(semseg=names)
+        if "depth" in self.tasks:
+            self.task_options["depth"] = depth_task_options(tiny)
         image_root = _checks.require_dir(
             self.root / "leftImg8bit" / split, "leftImg8bit/<split>/<city>/"
         )
@@ -153,6 +169,15 @@ class Cityscapes(DatasetReader):
         sample = self.new_sample(index, image, intrinsics)
         sample.update({task: labels[task] for task in self.tasks})
         return sample
+
+
+def depth_task_options(tiny: bool) -> dict[str, float]:
+    """What the depth task should know of Cityscapes: labels beyond 80 m are noise, and
+    disparity (px at the delivered width, scaled down with Tiny Cityscapes as Kendall et al.,
+    CVPR 2018, Sec. 5.1, scale the labels) is ``baseline · fx / depth`` of the nominal camera."""
+    width = TINY_SIZE[1] if tiny else FULL_WIDTH
+    scale = NOMINAL_BASELINE * NOMINAL_FX * width / FULL_WIDTH
+    return {"max_depth": MAX_DEPTH, "disparity_scale": scale}
 
 
 def inverse_depth(raw_disparity: np.ndarray, baseline: float, fx: float) -> torch.Tensor:

@@ -6,8 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from densetasks.data.readers.cityscapes import Cityscapes, inverse_depth
+from densetasks.data.readers.cityscapes import (
+    MAX_DEPTH,
+    NOMINAL_BASELINE,
+    NOMINAL_FX,
+    Cityscapes,
+    inverse_depth,
+)
 from densetasks.errors import DataError
+from densetasks.tasks.registry import create_task
 
 STEM = "aachen_000000_000019"
 BASELINE, FX = 0.2, 100.0
@@ -107,3 +114,45 @@ def test_8_bit_disparity_and_missing_files_are_errors(frame):
     with pytest.raises(DataError, match="1 of 1 disparity files are missing"):
         Cityscapes(frame, "train")
     assert len(Cityscapes(frame, "train", tasks=["semseg"])) == 1
+
+
+@pytest.fixture
+def far_frame(tmp_path):
+    """Raw disparities 0 and 1 (no match), 2 (1/256 px: 5120 m), 41 (5/32 px: 128 m) and
+    1 + 256·4 (4 px: 5 m) with baseline · fx = 20 m · px."""
+    label_ids = np.full((24, 32), 7)
+    disparity = np.full((24, 32), 1 + 256 * 4)
+    disparity[0, :4] = [0, 1, 2, 41]
+    write_cityscapes(tmp_path, label_ids, label_ids, disparity)
+    return tmp_path
+
+
+def test_far_and_invalid_disparities_and_the_depth_task_options(far_frame):
+    dataset = Cityscapes(far_frame, "train", tasks=["depth"])
+    depth = dataset[0]["depth"][0]
+    assert depth[0, :4].tolist() == pytest.approx([0.0, 0.0, 20.0 * 256, 20.0 * 256 / 40])
+    assert depth[0, 4].item() == pytest.approx(5.0)
+    options = dataset.task_options["depth"]
+    assert options == {
+        "max_depth": MAX_DEPTH,
+        "disparity_scale": pytest.approx(NOMINAL_BASELINE * NOMINAL_FX),
+    }
+    tiny = Cityscapes(far_frame, "train", tasks=["depth"], tiny=True).task_options["depth"]
+    assert tiny["disparity_scale"] == pytest.approx(NOMINAL_BASELINE * NOMINAL_FX / 8)
+    assert "depth" not in Cityscapes(far_frame, "train", tasks=["semseg"]).task_options
+
+
+def test_the_depth_task_built_from_the_reader_ignores_far_labels(far_frame):
+    label = Cityscapes(far_frame, "train", tasks=["depth"])[0]["depth"][None]
+    options = Cityscapes(far_frame, "train", tasks=["depth"]).task_options["depth"]
+    task = create_task("depth", **options, primary_metric="disparity_mae")
+    prediction = torch.full_like(label, 6.0)  # 1 m off on every 5 m pixel
+    metric = task.metrics()
+    metric.update(prediction, label)
+    assert metric.compute()["rmse"] == pytest.approx(1.0)
+    assert int(metric.count) == 24 * 32 - 4  # no match (2) and beyond 80 m (2) left out
+    scale = NOMINAL_BASELINE * NOMINAL_FX
+    assert metric.compute()["disparity_mae"] == pytest.approx(scale * (1 / 5 - 1 / 6))
+    unlimited = create_task("depth", **{**options, "max_depth": None}).metrics()
+    unlimited.update(prediction, label)
+    assert unlimited.compute()["rmse"] > 100.0
