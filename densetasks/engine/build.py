@@ -20,7 +20,7 @@ from densetasks.data.transforms import Compose, build_transforms, label_kinds
 from densetasks.engine.config import RunConfig
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
-from densetasks.errors import ConfigError
+from densetasks.errors import ConfigError, DataError
 from densetasks.models import create_model
 from densetasks.models.base import Architecture
 from densetasks.tasks.base import Task
@@ -44,6 +44,28 @@ def open_dataset(config: RunConfig, split: str) -> DenseDataset:
     if config.data.root is not None:
         options["root"] = config.data.root
     return create_dataset(config.data.dataset, split, **options)
+
+
+def open_training_dataset(config: RunConfig) -> DenseDataset:
+    """The ``data.train_split`` of the dataset (see :func:`open_dataset`).
+
+    An empty split is a :class:`DataError` naming the split and the dataset, raised before
+    the run builds or writes anything (the sampler could only say "empty" much later).
+    """
+    dataset = open_dataset(config, config.data.train_split)
+    if len(dataset) == 0:
+        raise DataError(
+            f"training split {config.data.train_split!r} of {_describe_dataset(config)} "
+            "has no samples (data.train_split)"
+        )
+    return dataset
+
+
+def _describe_dataset(config: RunConfig) -> str:
+    """``dataset 'folder' at /data/x`` (the root when there is one), for error messages."""
+    root = config.data.root or config.data.options.get("root")
+    at = f" at {root}" if root is not None else ""
+    return f"dataset {config.data.dataset!r}{at}"
 
 
 def build_tasks(config: RunConfig, dataset: DenseDataset) -> dict[str, Task]:

@@ -128,7 +128,7 @@ class _Trainer:
         self._check_run_dir(resume)
         seed_everything(config.seed)
 
-        train_set = build.open_dataset(config, config.data.train_split)
+        train_set = build.open_training_dataset(config)
         self.tasks = build.build_tasks(config, train_set)
         self.model = build.build_model(config, self.tasks).to(self.device)
         self.kinds = build.run_label_kinds(self.tasks, self.model)

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from densetasks.cli.main import main
+from densetasks.data.folder import write_folder_dataset
 from densetasks.engine import load_run
 from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.errors import ConfigError, TrainingError
@@ -235,3 +236,24 @@ def test_a_nan_loss_stops_the_run_naming_the_task_and_keeps_the_checkpoint(tmp_p
     with pytest.raises(TrainingError, match=r"step 4 for task\(s\) depth=nan"):
         command(["train", str(write_config(tmp_path, config)), "--out", str(tmp_path / "run")])
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_an_empty_training_split_is_one_line_naming_split_and_dataset(tmp_path, capsys):
+    root = tmp_path / "data"
+    sample = {
+        "image": torch.rand(3, 32, 32),
+        "semseg": torch.randint(0, 3, (32, 32)),
+        "depth": torch.rand(1, 32, 32) + 1.0,
+        "meta": {"name": "v0"},
+    }
+    write_folder_dataset([sample], root, "val", task_options={"semseg": {"num_classes": 3}})
+    (root / "splits" / "train.txt").write_text("")
+    data = {key: value for key, value in CONFIG["data"].items() if key != "options"}
+    config = {**CONFIG, "data": {**data, "dataset": "folder", "root": str(root)}}
+    argv = ["train", str(write_config(tmp_path, config)), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert error.startswith("densetasks: error: training split 'train' of dataset 'folder' at")
+    assert str(root) in error
+    assert not (tmp_path / "run").exists()
