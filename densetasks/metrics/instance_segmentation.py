@@ -4,8 +4,12 @@ The instance task's evaluation input is an :class:`InstancePrediction` (offsets 
 semantic prediction), defined here as the input this metric reads and re-exported by
 ``densetasks.tasks.instance``. The offsets are scored directly (mean error in pixels, paper
 000 Table 1); they are also grouped into instances with OPTICS on the centroid votes
-(:mod:`densetasks.metrics.instance_grouping`) and the instance masks are scored with
-COCO-style AP. Nothing here imports ``densetasks.tasks`` (the tasks import the metrics).
+(:mod:`densetasks.metrics.instance_grouping`) and the instance masks, each of the majority
+predicted class under it, are scored with AP by the Cityscapes protocol
+(:mod:`densetasks.metrics.instance_ap`). The ground truth is the instance ids, or an
+:class:`InstanceMap` of the ids with the ground-truth semantic label (needed for per-class
+AP, void and group regions). Nothing here imports ``densetasks.tasks`` (the tasks import the
+metrics).
 """
 
 from collections.abc import Sequence
@@ -15,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from densetasks.metrics.base import Metric
-from densetasks.metrics.instance_ap import InstanceAPMetric
+from densetasks.metrics.instance_ap import InstanceAPMetric, InstanceMap
 from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
 from densetasks.metrics.offsets import OffsetErrorMetric
 
@@ -36,7 +40,8 @@ class InstancePrediction:
 
 
 class InstanceSegmentationMetrics(Metric):
-    """``offset_error`` (px, lower is better) and ``ap``, ``ap50``, ``ap75`` (%, higher)."""
+    """``offset_error`` (px, lower is better) and ``ap``, ``ap50``, ``ap75``,
+    ``ap_agnostic``, ``ap50_agnostic`` (%, higher; :class:`InstanceAPMetric`)."""
 
     higher_is_better: ClassVar[dict[str, bool]] = {
         **OffsetErrorMetric.higher_is_better,
@@ -48,7 +53,7 @@ class InstanceSegmentationMetrics(Metric):
         self.instance_classes = list(instance_classes)
         self.grouping = grouping
         self.offsets = OffsetErrorMetric()
-        self.masks = InstanceAPMetric()
+        self.masks = InstanceAPMetric(self.instance_classes)
 
     def states(self) -> dict[str, torch.Tensor]:
         return {**self.offsets.states(), **self.masks.states()}
@@ -61,19 +66,24 @@ class InstanceSegmentationMetrics(Metric):
         self.offsets.reset()
         self.masks.reset()
 
-    def update(self, pred: InstancePrediction | torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch: offsets and semantic prediction in ``pred``, ids in ``target``.
+    def update(
+        self, pred: InstancePrediction | torch.Tensor, target: InstanceMap | torch.Tensor
+    ) -> None:
+        """Add one batch: offsets and semantic prediction in ``pred``; ids, or ids with the
+        ground-truth semantic label, in ``target``.
 
         Offsets alone (a run without semantic predictions) update the offset error only;
-        AP then stays NaN."""
+        AP then stays NaN. Ids without a semantic label give ``ap_agnostic`` only."""
+        ids = target.ids if isinstance(target, InstanceMap) else target
         if isinstance(pred, torch.Tensor):
-            self.offsets.update(pred, target)
+            self.offsets.update(pred, ids)
             return
-        self.offsets.update(pred.offsets, target)
-        ids = group_instances_batch(
-            pred.offsets.detach().cpu(), pred.semantic.cpu(), self.instance_classes, self.grouping
+        self.offsets.update(pred.offsets, ids)
+        semantic = pred.semantic.cpu()
+        grouped = group_instances_batch(
+            pred.offsets.detach().cpu(), semantic, self.instance_classes, self.grouping
         )
-        self.masks.update(ids, target.cpu())
+        self.masks.update(InstanceMap(grouped, semantic), target.cpu())
 
     def compute(self) -> dict[str, float]:
         return {**self.offsets.compute(), **self.masks.compute()}

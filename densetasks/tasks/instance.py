@@ -4,9 +4,10 @@ pixels. With ``instance_classes`` set, evaluation groups the votes ``pixel + off
 predicted as an instance class into instances (OPTICS, :mod:`densetasks.metrics.instance_grouping`)
 and scores their masks with AP (see ``docs/instances.md``).
 
-The target function :func:`~densetasks.data.derive.centroid_offsets` and the evaluation input
-:class:`~densetasks.metrics.instance_segmentation.InstancePrediction` live beside the metrics
-that read them (the metrics never import the tasks); both are re-exported here."""
+The target function :func:`~densetasks.data.derive.centroid_offsets`, the evaluation input
+:class:`~densetasks.metrics.instance_segmentation.InstancePrediction` and the ground truth with
+classes :class:`~densetasks.metrics.instance_ap.InstanceMap` live beside the metrics that read
+them (the metrics never import the tasks)."""
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -20,6 +21,7 @@ from densetasks.data.derive import centroid_offsets
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError
 from densetasks.metrics.base import Metric
+from densetasks.metrics.instance_ap import InstanceMap
 from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
 from densetasks.metrics.instance_segmentation import (
     InstancePrediction,
@@ -96,6 +98,24 @@ class InstanceOffsets(Task):
         if self.instance_classes is None or self.semantic_task not in predictions:
             return predictions[self.name]
         return InstancePrediction(predictions[self.name], predictions[self.semantic_task])
+
+    def evaluation_target(
+        self, labels: Mapping[str, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> Any:
+        """What :meth:`metrics` receives as the ground truth, given the batch's labels: the
+        ids, or with grouping enabled and the ``semantic_task`` label present the ids with
+        that label, whose classes and void pixels per-class AP needs (Cityscapes protocol,
+        ``docs/instances.md``). Pixels outside ``mask`` (a Task Palette) become "no
+        instance" and void."""
+        ids = labels[self.name]
+        if mask is not None:
+            ids = self.label_kind.restrict(ids, mask)
+        if self.instance_classes is None or self.semantic_task not in labels:
+            return ids
+        semantic = labels[self.semantic_task]
+        if mask is not None:
+            semantic = LabelKind.MASK.restrict(semantic, mask)
+        return InstanceMap(ids, semantic)
 
     def group(self, prediction: InstancePrediction) -> torch.Tensor:
         """Instance ids ``[B, H, W]`` from batched offsets and semantic predictions."""

@@ -1,4 +1,7 @@
-"""Mask AP: hand-computed cases and an independent NumPy COCO-style reference."""
+"""Mask AP by the Cityscapes protocol: hand-computed cases (two classes, a cross-class match,
+void, a group region, an instance below the minimum size, the script's integration) and the
+state contract. The comparison with the official script is ``test_instance_ap_cityscapes.py``.
+"""
 
 import math
 
@@ -6,127 +9,173 @@ import numpy as np
 import pytest
 import torch
 
-from densetasks.metrics.instance_ap import IOU_THRESHOLDS, InstanceAPMetric
+from densetasks.metrics.instance_ap import (
+    IOU_THRESHOLDS,
+    InstanceAPMetric,
+    InstanceMap,
+    average_precision,
+)
+
+PERSON, CAR, VOID = 1, 2, 255
 
 
-def two_instances() -> torch.Tensor:
-    ids = torch.zeros(1, 8, 8, dtype=torch.int64)
+def two_instances() -> tuple[torch.Tensor, torch.Tensor]:
+    """A person (id 1, top left) and a car (id 2, bottom right), 16 px each, in 10×10."""
+    ids = torch.zeros(1, 10, 10, dtype=torch.int64)
     ids[0, :4, :4] = 1
-    ids[0, 4:, 4:] = 2
-    return ids
+    ids[0, 6:, 6:] = 2
+    semantic = torch.zeros_like(ids)
+    semantic[ids == 1], semantic[ids == 2] = PERSON, CAR
+    return ids, semantic
 
 
-def reference_ap(preds: list[np.ndarray], truths: list[np.ndarray], threshold: float) -> float:
-    """COCO AP at one IoU threshold; score = pixel count, equal scores form one PR point."""
-    detections, instances = [], 0
-    for pred, truth in zip(preds, truths, strict=True):
-        true_masks = [truth == i for i in np.unique(truth) if i > 0]
-        instances += len(true_masks)
-        pred_masks = [pred == i for i in np.unique(pred) if i > 0]
-        pred_masks.sort(key=lambda mask: -mask.sum())
-        taken = [False] * len(true_masks)
-        for mask in pred_masks:
-            best, best_iou = None, threshold
-            for index, true_mask in enumerate(true_masks):
-                iou = (mask & true_mask).sum() / (mask | true_mask).sum()
-                if not taken[index] and iou >= best_iou:
-                    best, best_iou = index, iou
-            if best is not None:
-                taken[best] = True
-            detections.append((mask.sum(), best is not None))
-    detections.sort(key=lambda item: -item[0])
-    scores = np.array([score for score, _ in detections])
-    hits = np.array([hit for _, hit in detections], dtype=float)
-    last_of_score = np.append(scores[1:] != scores[:-1], True)
-    recall = np.cumsum(hits)[last_of_score] / instances
-    precision = (np.cumsum(hits) / np.arange(1, len(hits) + 1))[last_of_score]
-    for index in range(len(precision) - 2, -1, -1):
-        precision[index] = max(precision[index], precision[index + 1])
-    values = []
-    for point in np.linspace(0, 1, 101):
-        reached = np.nonzero(recall >= point)[0]
-        values.append(precision[reached[0]] if len(reached) else 0.0)
-    return float(np.mean(values))
+def metric(**options) -> InstanceAPMetric:
+    """Two classes, absolute minimum size (0 unless given)."""
+    options = {"min_region_size": 0, "min_region_resolution": None, **options}
+    return InstanceAPMetric([PERSON, CAR], **options)
 
 
-def test_perfect_prediction_is_one_and_ids_need_not_match():
-    truth = two_instances()
-    metric = InstanceAPMetric()
-    metric.update(truth * 5, truth)
-    assert metric.compute() == {"ap": 100.0, "ap50": 100.0, "ap75": 100.0}
+def outcomes(result: InstanceAPMetric, class_index: int, threshold: float) -> list[int]:
+    """``[false positives, true positives]`` counted for one class at one threshold."""
+    return result.hits[class_index, IOU_THRESHOLDS.index(threshold)].sum(0).tolist()
 
 
-def test_one_missed_instance_of_two_caps_recall_at_half():
-    truth = two_instances()
-    pred = truth.clone()
-    pred[pred == 2] = 0
-    metric = InstanceAPMetric()
-    metric.update(pred, truth)
-    # Precision 1 at the 51 recall points 0, 0.01, ..., 0.5 and 0 at the 50 above.
-    assert metric.compute()["ap50"] == pytest.approx(100 * 51 / 101)
-    assert metric.compute()["ap"] == pytest.approx(100 * 51 / 101)
+def test_perfect_prediction_is_100_and_ids_need_not_match():
+    ids, semantic = two_instances()
+    evaluation = metric()
+    evaluation.update(InstanceMap(ids * 5, semantic), InstanceMap(ids, semantic))
+    assert set(evaluation.compute().values()) == {100.0}
+    plain = InstanceAPMetric()  # no classes: one class, every instance
+    plain.update(ids * 5, ids)
+    assert set(plain.compute().values()) == {100.0}
 
 
-def test_split_instance_is_a_false_positive_or_a_miss_by_threshold():
-    truth = two_instances()
-    pred = truth.clone()
-    pred[0, :3, :4] = 3  # instance 1 split: 12 pixels (IoU 0.75) and 4 pixels (IoU 0.25)
-    metric = InstanceAPMetric()
-    metric.update(pred, truth)
-    # Order by size: instance 2 (16 px, TP), piece 3 (12 px, TP up to IoU 0.75), piece 1 (FP).
-    # Up to IoU 0.75: recall 1 at precision 1 → AP 1. Above: recall 0.5 with precision 1,
-    # the 12-pixel piece and the 4-pixel one are false positives → 51/101.
-    expected = [1.0 if threshold <= 0.75 else 51 / 101 for threshold in IOU_THRESHOLDS]
-    result = metric.compute()
-    assert result["ap50"] == pytest.approx(100.0)
-    assert result["ap75"] == pytest.approx(100.0)
-    assert result["ap"] == pytest.approx(100 * np.mean(expected))
+def test_cross_class_match_does_not_count():
+    ids, semantic = two_instances()
+    pred_semantic = semantic.clone()
+    pred_semantic[ids == 2] = PERSON  # the car predicted as a person
+    evaluation = metric()
+    evaluation.update(InstanceMap(ids, pred_semantic), InstanceMap(ids, semantic))
+    # Person: two predictions of 16 px (tied), one true → the curve goes from (0, 1) to
+    # (recall 1, precision 1/2): area 3/4. Car: ground truth, no prediction → 0.
+    result = evaluation.compute()
+    assert result["ap"] == result["ap50"] == result["ap75"] == pytest.approx(37.5)
+    assert result["ap_agnostic"] == result["ap50_agnostic"] == 100.0
 
 
-def test_false_positive_ranked_first_lowers_precision():
-    truth = two_instances()
-    pred = truth.clone()
-    pred[0, 4:, :4] = 9  # on background
-    pred[0, 4, 0] = 0  # 15 px: ranked after both true positives (16 px each)
-    metric = InstanceAPMetric()
-    metric.update(pred, truth)
-    assert metric.compute()["ap50"] == pytest.approx(100.0)  # the FP comes after full recall
-    pred[0, 4, 0] = 9
-    pred[0, :2, 4:] = 9  # 24 px: ranked first → precision 0, then 1/2, then 2/3 at recall 1
-    metric.reset()
-    metric.update(pred, truth)
-    assert metric.compute()["ap50"] == pytest.approx(100 * 2 / 3)
+def test_prediction_class_is_the_majority_under_it():
+    ids, semantic = two_instances()
+    pred_semantic = semantic.clone()
+    pred_semantic[0, :1, :4] = CAR  # 4 of the person's 16 pixels predicted as car
+    evaluation = metric()
+    evaluation.update(InstanceMap(ids, pred_semantic), InstanceMap(ids, semantic))
+    assert evaluation.compute()["ap"] == 100.0
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_matches_numpy_reference_on_random_small_cases(seed):
-    generator = np.random.default_rng(seed)
-    truths = generator.integers(0, 4, size=(3, 6, 7))
-    noise = generator.integers(0, 5, (3, 6, 7))
-    preds = np.where(generator.random((3, 6, 7)) < 0.75, truths, noise)
-    metric = InstanceAPMetric(bins_per_octave=256)  # every pixel count below 42 in its own bin
-    metric.update(torch.from_numpy(preds[:2]), torch.from_numpy(truths[:2]))
-    metric.update(torch.from_numpy(preds[2:]), torch.from_numpy(truths[2:]))
-    expected = [reference_ap(list(preds), list(truths), t) for t in IOU_THRESHOLDS]
-    result = metric.compute()
-    assert result["ap50"] == pytest.approx(100 * expected[0])
-    assert result["ap75"] == pytest.approx(100 * expected[5])
-    assert result["ap"] == pytest.approx(100 * np.mean(expected))
-    assert int(metric.instances) == sum(len(np.unique(t[t > 0])) for t in truths)
+def test_prediction_mostly_on_void_is_ignored_up_to_its_void_fraction():
+    ids, semantic = two_instances()
+    semantic[0, 6:, 6:], ids[0, 6:, 6:] = VOID, 0  # the car becomes void
+    pred = ids.clone()
+    pred[0, 6:, 6:] = 3  # 16 px on void ...
+    pred[0, 5, 2:] = 3  # ... and 8 on background: 2/3 on void, 24 px, ranked first
+    pred_semantic = torch.where(pred > 0, PERSON, 0)
+    evaluation = metric()
+    evaluation.update(InstanceMap(pred, pred_semantic), InstanceMap(ids, semantic))
+    # Ignored while 2/3 > t (t ≤ 0.65): AP 1. A false positive from t = 0.7: ranked first,
+    # it puts (0, 0) before (1, 1/2) → area 1/4.
+    per_threshold = [1.0 if threshold < 2 / 3 else 0.25 for threshold in IOU_THRESHOLDS]
+    result = evaluation.compute()
+    assert result["ap"] == pytest.approx(100 * np.mean(per_threshold))
+    assert (result["ap50"], result["ap75"]) == (100.0, pytest.approx(25.0))
+    assert outcomes(evaluation, 0, 0.65) == [0, 1] and outcomes(evaluation, 0, 0.7) == [1, 1]
+
+
+def test_void_stays_in_the_predicted_area_of_the_iou():
+    ids, semantic = two_instances()
+    semantic[0, 4:6, :4] = VOID  # 8 void pixels below the person
+    pred = ids.clone()
+    pred[0, 4:6, :4] = 1  # the person plus the void: IoU 16 / 24
+    evaluation = metric()
+    evaluation.update(InstanceMap(pred, semantic.clamp(max=CAR)), InstanceMap(ids, semantic))
+    # A match while 2/3 > t; above, a miss and a false positive (1/3 on void ≤ t): the
+    # person's AP is 1 for t ≤ 0.65, 0 above; the car's is 1 throughout.
+    person = [1.0 if threshold < 2 / 3 else 0.0 for threshold in IOU_THRESHOLDS]
+    assert evaluation.compute()["ap"] == pytest.approx(100 * (np.mean(person) + 1) / 2)
+
+
+def test_group_region_of_the_predicted_class_is_ignored():
+    ids, semantic = two_instances()
+    semantic[0, 6:, :4] = CAR  # a car group: car pixels without an instance id
+    pred = ids.clone()
+    pred[0, 6:, :4] = 3
+    for pred_class, ignored in ((CAR, True), (PERSON, False)):
+        pred_semantic = torch.where(pred == 3, pred_class, semantic)
+        evaluation = metric()
+        evaluation.update(InstanceMap(pred, pred_semantic), InstanceMap(ids, semantic))
+        class_index = [PERSON, CAR].index(pred_class)
+        assert outcomes(evaluation, class_index, 0.5)[0] == (0 if ignored else 1)
+        assert evaluation.hits_agnostic[0].sum(0).tolist() == [0, 2]  # any group, agnostic
+
+
+def test_ground_truth_below_the_minimum_size_is_not_evaluated():
+    ids, semantic = two_instances()
+    ids[0, 8:, :2], semantic[0, 8:, :2] = 3, PERSON  # a 4-px person
+    pred = ids.clone()
+    pred[pred == 2] = 0  # the car is missed ...
+    pred[0, 8:, :3] = 3  # ... the small person predicted with 2 px more (IoU 2/3)
+    pred_semantic = torch.where(pred > 0, semantic, 0).clamp(max=CAR)
+    pred_semantic[0, 8:, 2] = PERSON
+    small = metric(min_region_size=5)
+    small.update(InstanceMap(pred, pred_semantic), InstanceMap(ids, semantic))
+    assert small.instances.tolist() == [1, 1]
+    assert outcomes(small, 0, 0.5) == [0, 1]  # 4 of its 6 px on a small instance: ignored
+    assert outcomes(small, 0, 0.7) == [1, 1]  # 2/3 ≤ t: counted
+    every = metric()
+    every.update(InstanceMap(pred, pred_semantic), InstanceMap(ids, semantic))
+    assert every.instances.tolist() == [2, 1] and outcomes(every, 0, 0.5) == [0, 2]
+
+
+def test_minimum_size_scales_with_the_image_or_is_absolute():
+    cityscapes = InstanceAPMetric()
+    assert cityscapes.min_region_pixels((1024, 2048)) == 100.0
+    assert cityscapes.min_region_pixels((128, 256)) == pytest.approx(100 / 64)
+    absolute = InstanceAPMetric(min_region_size=50, min_region_resolution=None)
+    assert absolute.min_region_pixels((128, 256)) == 50.0
+
+
+def test_average_precision_integrates_like_the_cityscapes_script():
+    # Score levels, highest first: a false positive, two true positives, a false positive;
+    # 4 ground-truth instances. Points: (0, 1), (0, 0), (1/2, 2/3), (1/2, 1/2).
+    hits = torch.tensor([[1, 0], [0, 2], [1, 0]])
+    assert average_precision(hits, 4) == pytest.approx(0.5 * 0.5 * (0 + 2 / 3))
+    assert average_precision(torch.zeros(3, 2, dtype=torch.int64), 4) == 0.0
+    assert math.isnan(average_precision(hits, 0))
+
+
+def test_without_ground_truth_classes_only_the_agnostic_numbers_are_measured():
+    ids, semantic = two_instances()
+    evaluation = metric()
+    evaluation.update(InstanceMap(ids, semantic), ids)
+    result = evaluation.compute()
+    assert math.isnan(result["ap"]) and result["ap_agnostic"] == 100.0
+    with pytest.raises(ValueError, match="InstanceMap"):
+        evaluation.update(ids, ids)
 
 
 def test_states_add_up_and_empty_set_is_nan():
-    truth = two_instances()
-    pred = truth.clone()
+    ids, semantic = two_instances()
+    pred = ids.clone()
     pred[pred == 2] = 0
-    whole, first, second = InstanceAPMetric(), InstanceAPMetric(), InstanceAPMetric()
-    whole.update(torch.cat([pred, truth]), torch.cat([truth, truth]))
-    first.update(pred, truth)
+    truth = InstanceMap(ids, semantic)
+    whole, first, second = metric(), metric(), metric()
+    both = semantic.repeat(2, 1, 1)
+    whole.update(InstanceMap(torch.cat([pred, ids]), both), InstanceMap(ids.repeat(2, 1, 1), both))
+    first.update(InstanceMap(pred, semantic), truth)
     second.update(truth, truth)
     for name, state in whole.states().items():
         assert torch.equal(state, first.states()[name] + second.states()[name])
     whole.reset()
     assert all(math.isnan(value) for value in whole.compute().values())
-    assert whole.higher_is_better == {"ap": True, "ap50": True, "ap75": True}
+    assert all(whole.higher_is_better.values()) and "ap_agnostic" in whole.higher_is_better
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
-        whole.update(pred[0], truth)
+        whole.update(pred[0], ids)

@@ -6,6 +6,7 @@ import torch
 
 from densetasks.data.derive import centroid_offsets
 from densetasks.errors import ConfigError
+from densetasks.metrics.instance_ap import InstanceMap
 from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.tasks.instance import InstanceOffsets
 
@@ -94,8 +95,9 @@ def test_visualize_offsets_and_ids():
 
 def test_grouped_evaluation_scores_offsets_and_instance_masks() -> None:
     """With instance classes, evaluation groups the votes of the pixels the semantic task predicts
-    as things (Kendall et al., CVPR 2018, Sec. 4): exact inputs give zero offset error and high AP;
-    without a semantic prediction only the offset error is measured."""
+    as things (Kendall et al., CVPR 2018, Sec. 4): exact inputs give zero offset error and high
+    per-class AP against the ids with the semantic label (``evaluation_target``); ids alone give
+    the class-agnostic AP only; without a semantic prediction only the offset error is measured."""
     from densetasks.data import SyntheticScenes, collate_samples
     from densetasks.tasks import create_task
     from densetasks.tasks.base import evaluation_inputs
@@ -110,10 +112,13 @@ def test_grouped_evaluation_scores_offsets_and_instance_masks() -> None:
     offsets, _ = centroid_offsets(batch["instance"])
     predictions = evaluation_inputs(tasks, {"semseg": logits, "instance": offsets})
     metric = tasks["instance"].metrics()
-    metric.update(predictions["instance"], batch["instance"])
+    metric.update(predictions["instance"], tasks["instance"].evaluation_target(batch))
     result = metric.compute()
     assert result["offset_error"] == 0.0
-    assert result["ap50"] > 85.0
+    assert result["ap50"] > 85.0 and result["ap50_agnostic"] > 85.0
+    metric.reset()
+    metric.update(predictions["instance"], batch["instance"])
+    assert np.isnan(metric.compute()["ap50"]) and metric.compute()["ap50_agnostic"] > 85.0
     picture = tasks["instance"].visualize(predictions["instance"][0])
     assert picture.shape == (64, 128, 3) and picture.dtype == np.uint8
 
@@ -126,3 +131,20 @@ def test_grouped_evaluation_scores_offsets_and_instance_masks() -> None:
 def test_unknown_grouping_key_names_it() -> None:
     with pytest.raises(ConfigError, match="grouping.*min_sample"):
         InstanceOffsets(instance_classes=[1], grouping={"min_sample": 3})
+
+
+def test_evaluation_target_carries_the_semantic_label_and_the_palette_mask() -> None:
+    """Grouping enabled: the ids with the semantic label; outside a Task Palette mask no
+    instance and void. Without grouping or without a semantic label: the ids alone."""
+    semantic = torch.tensor([[[0, 3, 3], [4, 4, 3], [0, 0, 0]]])
+    labels = {"instance": IDS, "semseg": semantic}
+    task = InstanceOffsets(instance_classes=[3, 4])
+    mask = torch.ones_like(IDS, dtype=torch.bool)
+    mask[0, 0] = False
+    target = task.evaluation_target(labels, mask)
+    assert isinstance(target, InstanceMap)
+    assert target.ids[0, 0].tolist() == [0, 0, 0] and torch.equal(target.ids[0, 1:], IDS[0, 1:])
+    assert target.semantic[0, 0].tolist() == [255] * 3
+    assert torch.equal(target.semantic[0, 1:], semantic[0, 1:])
+    assert task.evaluation_target({"instance": IDS}) is IDS
+    assert InstanceOffsets().evaluation_target(labels) is IDS
