@@ -6,8 +6,16 @@ tests parametrise over every member.
 
 from pathlib import Path
 
-from densetasks.models.adapters import CompositeAdapter
-from densetasks.models.architectures import ARCHITECTURES, HardSharing, SingleTask
+from densetasks.models.adapters import CompositeAdapter, PaletteMaskAdapter
+from densetasks.models.architectures import (
+    ARCHITECTURES,
+    MHN,
+    MN,
+    STN,
+    CompositeTasking,
+    HardSharing,
+    SingleTask,
+)
 from densetasks.models.base import (
     AdaptedOutputs,
     Architecture,
@@ -27,6 +35,11 @@ from densetasks.models.bottlenecks import (
     Bottleneck,
     NoBottleneck,
     create_bottleneck,
+)
+from densetasks.models.composite_blocks import (
+    CompositionDecoder,
+    TaskComposition,
+    TaskRepresentation,
 )
 from densetasks.models.encoders import ENCODERS, TimmEncoder, TinyEncoder, create_encoder
 from densetasks.models.heads import HEADS, DeepLabHead, MultiScaleHead, create_head
@@ -63,11 +76,16 @@ __all__ = [
     "BOTTLENECKS",
     "ENCODERS",
     "HEADS",
+    "MHN",
+    "MN",
+    "STN",
     "AdaptedOutputs",
     "Architecture",
     "AuxiliaryOutput",
     "Bottleneck",
     "CompositeAdapter",
+    "CompositeTasking",
+    "CompositionDecoder",
     "ConditionInput",
     "DeepLabHead",
     "Encoder",
@@ -78,7 +96,10 @@ __all__ = [
     "MultiScaleHead",
     "NoBottleneck",
     "OutputAdapter",
+    "PaletteMaskAdapter",
     "SingleTask",
+    "TaskComposition",
+    "TaskRepresentation",
     "TimmEncoder",
     "TinyEncoder",
     "UniformCondition",

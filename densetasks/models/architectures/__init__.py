@@ -1,12 +1,14 @@
 """Architectures: how encoder features become one output per task. One per file.
 
 Every architecture takes ``(task_channels, encoder=..., pretrained=..., output_stride=...,
-bottleneck=..., head=..., **its own options)`` so that :func:`densetasks.models.create_model`
-builds any of them from one config section.
+**its own options)`` so that :func:`densetasks.models.create_model` builds any of them from
+one config section (``bottleneck`` and ``head`` are options of the hard-sharing ones).
 """
 
 from densetasks._registry import Registry
+from densetasks.models.architectures.composite_tasking import CompositeTasking
 from densetasks.models.architectures.hard_sharing import HardSharing
+from densetasks.models.architectures.palette_baselines import MHN, MN, STN
 from densetasks.models.architectures.single_task import SingleTask
 from densetasks.models.base import Architecture
 
@@ -15,5 +17,9 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 
 ARCHITECTURES.register("single_task", SingleTask)
 ARCHITECTURES.register("hard_sharing", HardSharing)
+ARCHITECTURES.register("composite_tasking", CompositeTasking)
+ARCHITECTURES.register("composite_stn", STN)
+ARCHITECTURES.register("composite_mhn", MHN)
+ARCHITECTURES.register("composite_mn", MN)
 
-__all__ = ["ARCHITECTURES", "HardSharing", "SingleTask"]
+__all__ = ["ARCHITECTURES", "MHN", "MN", "STN", "CompositeTasking", "HardSharing", "SingleTask"]
