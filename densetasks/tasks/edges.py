@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.errors import ConfigError, DataError
-from densetasks.metrics.boundary import BoundaryMetrics
+from densetasks.metrics.boundary import BoundaryMetrics, Tolerance
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
 
@@ -113,9 +113,10 @@ class Edges(BinaryMapTask):
 
     Edges are rare (a few percent of the pixels), so positives weigh ``pos_weight`` and negatives
     ``neg_weight`` (Popovic et al., CVPR 2021, supplementary: 0.95 / 0.05; the DenseMTL code uses
-    the same weights in a 2-class cross-entropy). Metrics: :class:`BoundaryMetrics` with
-    ``thresholds`` thresholds, tolerance ``max_dist`` × image diagonal and optional non-maximum
-    suppression ``nms``.
+    the same weights in a 2-class cross-entropy). Metrics: :class:`BoundaryMetrics` (the BSDS
+    protocol) with ``thresholds`` thresholds, tolerance ``max_dist`` × image diagonal — a number
+    or a dataset preset, ``"bsds"`` / ``"pascal"`` (0.0075) or ``"nyud"`` (0.011) — and optional
+    non-maximum suppression ``nms``.
     """
 
     name = "edges"
@@ -127,7 +128,7 @@ class Edges(BinaryMapTask):
         pos_weight: float = 0.95,
         neg_weight: float = 0.05,
         thresholds: int = 99,
-        max_dist: float = 0.0075,
+        max_dist: Tolerance = 0.0075,
         nms: bool = True,
     ) -> None:
         if pos_weight < 0 or neg_weight < 0 or pos_weight + neg_weight == 0:

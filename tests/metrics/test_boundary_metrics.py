@@ -1,18 +1,30 @@
-"""Boundary metrics: hand-made ODS cases, NMS, and a NumPy reference built on distance
-transforms (a different route than the metric's maximum filters) on random inputs."""
+"""Boundary metrics: hand-made cases (a doubled edge, a thinned plateau, ODS / OIS / AP), the
+tolerance presets, thinning against scikit-image, matching against an augmenting-path
+reference and a BSDS-style minimum-cost assignment, and the whole protocol against a plain
+per-threshold reference on realistic edge maps (blurred, doubled, plateau, shifted,
+cluttered)."""
+
+import math
 
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.optimize
+import scipy.sparse
 import torch
 
-from densetasks.data.derive import edges_from_segments
 from densetasks.data.sample import IGNORE_INDEX
+from densetasks.errors import ConfigError
 from densetasks.metrics.boundary import (
+    TOLERANCE_PRESETS,
     BoundaryMetrics,
     average_precision,
     disk_footprint,
+    image_counts,
+    matching_size,
+    resolve_tolerance,
     suppress_non_maxima,
+    thin,
 )
 
 
@@ -75,66 +87,207 @@ def test_average_precision_of_a_step_curve():
     assert average_precision(precision, recall) == pytest.approx(0.4 * 0.5 + 0.4 * 0.8 + 0.2)
 
 
-def reference_counts(prob, label, thresholds, radius):
-    """Per image and threshold: matched predictions, predictions, recalled GT, GT."""
-    counts = np.zeros((prob.shape[0], len(thresholds), 4))
-    for image in range(prob.shape[0]):
-        valid = label[image] != IGNORE_INDEX
-        gt = label[image] == 1
-        gt_distance = scipy.ndimage.distance_transform_edt(~gt) if gt.any() else None
-        for index, threshold in enumerate(thresholds):
-            pred = (prob[image] >= threshold) & valid
-            matched_pred = 0 if gt_distance is None else (pred & (gt_distance <= radius)).sum()
-            recalled = 0
-            if pred.any():
-                recalled = (gt & (scipy.ndimage.distance_transform_edt(~pred) <= radius)).sum()
-            counts[image, index] = matched_pred, pred.sum(), recalled, gt.sum()
-    return counts
+def column_map(height: int, width: int, columns: dict[int, float]) -> torch.Tensor:
+    """``[1, H, W]`` float map with full-height vertical lines of the given values."""
+    prob = torch.zeros(1, height, width, dtype=torch.float64)
+    for column, value in columns.items():
+        prob[0, :, column] = value
+    return prob
 
 
-def reference_f(counts):
-    precision = counts[..., 0] / np.maximum(counts[..., 1], 1e-300)
-    recall = counts[..., 2] / np.maximum(counts[..., 3], 1e-300)
-    return 2 * precision * recall / np.maximum(precision + recall, 1e-300), precision, recall
+def test_a_doubled_edge_matches_only_one_of_its_two_lines():
+    # 64 x 64, max_dist 0.03: radius 2.7 px covers both lines, but pixels match one-to-one.
+    metric = BoundaryMetrics(thresholds=1, max_dist=0.03, nms=False)
+    metric.update(column_map(64, 64, {10: 1.0, 12: 1.0}), line_label(10, 64))
+    assert metric.matched_pred.tolist() == [64] and metric.pred.tolist() == [128]
+    assert metric.matched_gt.tolist() == [64] and metric.gt.tolist() == [64]
+    assert metric.compute()["odsF"] == pytest.approx(100 * 2 * 0.5 / 1.5)
 
 
-def test_matches_a_distance_transform_reference_over_several_batches():
+def test_a_three_pixel_plateau_is_thinned_to_its_middle_line():
+    plateau = torch.zeros(1, 12, 12, dtype=torch.float64)
+    plateau[0, 2:10, 4:7] = 0.9
+    thinned = thin(plateau.numpy() > 0.5)[0]
+    expected = np.zeros((12, 12), dtype=bool)
+    expected[3:9, 5] = True  # the ends erode by one pixel, as with bwmorph 'thin'
+    assert np.array_equal(thinned, expected)
+    label = torch.zeros(1, 12, 12, dtype=torch.uint8)
+    label[0, 2:10, 5] = 1
+    metric = BoundaryMetrics(thresholds=1, max_dist=0.1, nms=False)
+    metric.update(plateau, label)
+    assert [int(metric.matched_pred[0]), int(metric.pred[0]), int(metric.gt[0])] == [6, 6, 8]
+
+
+def test_ods_ois_and_ap_by_hand():
+    # 16 x 16, max_dist 0.1: radius 2.26 px; thresholds 0.25, 0.5, 0.75; ground truth column 4.
+    label = line_label(4, 16)
+    metric = BoundaryMetrics(thresholds=3, max_dist=0.1, nms=False)
+    metric.update(column_map(16, 16, {4: 0.6, 10: 0.3}), label)  # a far false edge at 0.3
+    metric.update(column_map(16, 16, {4: 0.8, 6: 0.8}), label)  # a doubled edge
+    assert metric.matched_pred.tolist() == [32, 32, 16]
+    assert metric.pred.tolist() == [64, 48, 32]
+    assert metric.gt.tolist() == [32, 32, 32]
+    assert metric.ois.tolist() == [32, 48, 32, 32]  # image 1 at 0.5, image 2 (ties) at 0.25
+    result = metric.compute()
+    assert result["odsF"] == pytest.approx(80.0)  # P = 2/3, R = 1 at 0.5
+    assert result["oisF"] == pytest.approx(80.0)
+    assert result["ap"] == pytest.approx(100 * (0.5 * 2 / 3 + 0.5 * 0.5))
+
+
+def test_tolerance_presets():
+    assert TOLERANCE_PRESETS == {"bsds": 0.0075, "pascal": 0.0075, "nyud": 0.011}
+    assert resolve_tolerance("nyud") == 0.011 and resolve_tolerance(0.02) == 0.02
+    assert BoundaryMetrics(max_dist="bsds").max_dist == 0.0075
+    with pytest.raises(ConfigError, match="nyud"):
+        BoundaryMetrics(max_dist="kitti")
+    with pytest.raises(ConfigError, match="max_dist"):
+        BoundaryMetrics(max_dist=-0.1)
+
+
+def test_thinning_equals_scikit_image():
+    skimage_morphology = pytest.importorskip("skimage.morphology")
+    generator = np.random.default_rng(0)
+    masks = generator.random((40, 24, 32)) > generator.uniform(0.05, 0.9, (40, 1, 1))
+    masks[:4] = scipy.ndimage.binary_dilation(masks[:4], iterations=2)  # thick blobs
+    expected = np.stack([skimage_morphology.thin(mask) for mask in masks])
+    assert np.array_equal(thin(masks), expected)
+
+
+def augmenting_path_matching(edges: list[list[int]], columns: int) -> int:
+    """Maximum bipartite matching by Kuhn's augmenting paths (rows -> lists of columns)."""
+    owner = [-1] * columns
+
+    def augment(row: int, seen: set[int]) -> bool:
+        for column in edges[row]:
+            if column not in seen:
+                seen.add(column)
+                if owner[column] < 0 or augment(owner[column], seen):
+                    owner[column] = row
+                    return True
+        return False
+
+    return sum(augment(row, set()) for row in range(len(edges)))
+
+
+def bsds_assignment_size(distances: np.ndarray, radius: float) -> int:
+    """Matched pairs of BSDS ``correspondPixels``' cost model: a minimum-cost perfect
+    assignment where each pixel may instead take its own outlier at cost 100 × radius."""
+    rows, columns = distances.shape
+    outlier = 100 * radius
+    cost = np.full((rows + columns, rows + columns), 1e9)
+    cost[:rows, :columns] = np.where(distances <= radius, distances, 1e9)
+    cost[:rows, columns:][np.diag_indices(rows)] = outlier
+    cost[rows:, :columns][np.diag_indices(columns)] = outlier
+    cost[rows:, columns:] = 0.0
+    row_index, column_index = scipy.optimize.linear_sum_assignment(cost)
+    return int(((row_index < rows) & (column_index < columns)).sum())
+
+
+def test_matching_size_against_augmenting_paths_and_the_bsds_cost_model():
+    generator = np.random.default_rng(1)
+    for _ in range(30):
+        pred = np.argwhere(generator.random((10, 12)) > 0.75)
+        gt = np.argwhere(generator.random((10, 12)) > 0.75)
+        distances = np.hypot(*(pred[:, None, :] - gt[None, :, :]).transpose(2, 0, 1))
+        radius = generator.uniform(0.5, 2.5)
+        adjacency = distances <= radius
+        graph = scipy.sparse.csr_matrix(adjacency.astype(np.int8))
+        expected = augmenting_path_matching(
+            [list(np.flatnonzero(row)) for row in adjacency], len(gt)
+        )
+        assert matching_size(graph) == expected == bsds_assignment_size(distances, radius)
+
+
+def reference_counts(prob: np.ndarray, label: np.ndarray, thresholds, radius) -> np.ndarray:
+    """The BSDS loop written plainly: per threshold, threshold, thin (scikit-image), drop
+    ignored pixels, match by augmenting paths over all pixel pairs within ``radius``."""
+    skimage_morphology = pytest.importorskip("skimage.morphology")
+    gt = np.argwhere(label == 1)
+    counts = []
+    for threshold in thresholds:
+        bmap = skimage_morphology.thin(prob >= threshold) & (label != IGNORE_INDEX)
+        pred = np.argwhere(bmap)
+        distances = np.hypot(*(pred[:, None, :] - gt[None, :, :]).transpose(2, 0, 1))
+        matched = augmenting_path_matching(
+            [list(np.flatnonzero(row <= radius)) for row in distances], len(gt)
+        )
+        counts.append([matched, len(pred), matched, len(gt)])
+    return np.array(counts)
+
+
+def segment_boundaries(height: int, width: int, seeds: int, generator) -> np.ndarray:
+    """One-pixel boundaries (one side only, as BSDS's ``seg2bmap``) of wavy Voronoi cells."""
+    ys, xs = np.mgrid[:height, :width].astype(float)
+    ys += 3 * np.sin(xs / 7 + generator.uniform(0, 6))
+    centres = generator.uniform((0, 0), (height, width), (seeds, 2))
+    cells = ((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2).argmin(-1)
+    edge = np.zeros((height, width), dtype=bool)
+    edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
+    edge[:-1] |= cells[:-1] != cells[1:]
+    return edge
+
+
+def realistic_prediction(kind: str, gt: np.ndarray, generator) -> np.ndarray:
+    """An edge probability map of ``kind`` for the boundaries ``gt``."""
+    line = gt.astype(float)
+    if kind == "blurred":
+        prob = scipy.ndimage.gaussian_filter(line, 1.5)
+    elif kind == "doubled":
+        prob = 0.9 * line + 0.8 * np.roll(line, (2, 2), (0, 1))
+    elif kind == "plateau":
+        prob = 0.9 * scipy.ndimage.binary_dilation(gt, np.ones((3, 3)))
+    elif kind == "shifted":
+        prob = scipy.ndimage.gaussian_filter(np.roll(line, (1, 1), (0, 1)), 1.0)
+    else:  # cluttered
+        clutter = segment_boundaries(*gt.shape, 12, generator) & (generator.random(gt.shape) > 0.3)
+        prob = scipy.ndimage.gaussian_filter(0.8 * line + 0.5 * clutter, 1.0)
+    prob = prob / prob.max() + 0.1 * generator.random(gt.shape)
+    return np.clip(prob, 0.0, 1.0)
+
+
+REALISTIC_KINDS = ["blurred", "doubled", "plateau", "shifted", "cluttered"]
+
+
+@pytest.mark.parametrize("kind", REALISTIC_KINDS)
+def test_realistic_maps_equal_the_plain_bsds_loop(kind):
+    generator = np.random.default_rng(REALISTIC_KINDS.index(kind))
+    gt = segment_boundaries(60, 80, 6, generator)
+    label = gt.astype(np.uint8)
+    label[:5, :10] = IGNORE_INDEX
+    prob = suppress_non_maxima(torch.from_numpy(realistic_prediction(kind, gt, generator))[None])
+    thresholds = np.linspace(0, 1, 27)[1:-1]
+    radius = 0.02 * math.hypot(60, 80)  # 2 px
+    expected = reference_counts(prob[0].numpy(), label, thresholds, radius)
+    assert image_counts(prob[0].numpy(), label, thresholds, radius).tolist() == expected.tolist()
+
+
+def test_random_maps_equal_the_plain_bsds_loop_with_ignored_pixels():
+    generator = np.random.default_rng(2)
+    prob = generator.random((20, 24))
+    label = (generator.random((20, 24)) > 0.8).astype(np.uint8)
+    label[generator.random((20, 24)) > 0.9] = IGNORE_INDEX
+    thresholds = np.linspace(0, 1, 21)[1:-1]
+    expected = reference_counts(prob, label, thresholds, 1.5)
+    assert image_counts(prob, label, thresholds, 1.5).tolist() == expected.tolist()
+
+
+def test_state_sums_over_batches():
     generator = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(3):
-        label = (torch.rand(2, 48, 64, generator=generator) > 0.9).to(torch.uint8)
-        label[torch.rand(2, 48, 64, generator=generator) > 0.95] = IGNORE_INDEX
-        batches.append((torch.rand(2, 48, 64, generator=generator), label))
-    metric = BoundaryMetrics(thresholds=19, max_dist=0.03, nms=False)  # radius 2.4 px
+    batches = [
+        (
+            torch.rand(2, 24, 32, generator=generator),
+            (torch.rand(2, 24, 32, generator=generator) > 0.9).to(torch.uint8),
+        )
+        for _ in range(3)
+    ]
+    metric = BoundaryMetrics(thresholds=19, max_dist=0.03)
     for prob, label in batches:
         metric.update(prob, label)
-    thresholds = np.linspace(0, 1, 21)[1:-1]
-    counts = np.concatenate(
-        [
-            reference_counts(p.double().numpy(), y.numpy(), thresholds, 0.03 * 80.0)
-            for p, y in batches
-        ]
-    )
-    assert metric.matched_pred.tolist() == counts[..., 0].sum(0).tolist()
-    assert metric.pred.tolist() == counts[..., 1].sum(0).tolist()
-    assert metric.matched_gt.tolist() == counts[..., 2].sum(0).tolist()
-    assert metric.gt.tolist() == counts[..., 3].sum(0).tolist()
-    per_image_f = reference_f(counts)[0]
-    best = per_image_f.argmax(1)
-    ois = counts[np.arange(len(best)), best].sum(0)
-    ods_f, precision, recall = reference_f(counts.sum(0))
-    result = metric.compute()
-    assert result["odsF"] == pytest.approx(100 * ods_f.max())
-    assert result["oisF"] == pytest.approx(100 * reference_f(ois)[0])
-    expected_ap = sum(
-        (recall[k] - (recall[k + 1] if k + 1 < len(recall) else 0.0)) * precision[k]
-        for k in range(len(recall))
-    )
-    assert result["ap"] == pytest.approx(100 * expected_ap)
-
-    one_pass = BoundaryMetrics(thresholds=19, max_dist=0.03, nms=False)
+    one_pass = BoundaryMetrics(thresholds=19, max_dist=0.03)
     one_pass.update(torch.cat([p for p, _ in batches]), torch.cat([y for _, y in batches]))
-    assert one_pass.compute() == pytest.approx(result)
+    for name in ("matched_pred", "pred", "matched_gt", "gt", "ois"):
+        assert torch.equal(getattr(metric, name), getattr(one_pass, name))
+    assert one_pass.compute() == pytest.approx(metric.compute())
 
 
 def test_reset_and_shape_check():
@@ -144,17 +297,3 @@ def test_reset_and_shape_check():
     assert int(metric.gt.sum()) == 0 and int(metric.ois.sum()) == 0
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
         metric.update(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.uint8))
-
-
-def test_blurred_prediction_of_derived_edges_scores_high_after_nms():
-    segments = torch.zeros(128, 128, dtype=torch.long)
-    segments[30:90, 40:100] = 1
-    segments[60:120, 10:50] = 2
-    label = edges_from_segments(segments)[None]
-    blurred = torch.nn.functional.avg_pool2d(label[None].float(), 5, 1, 2)[0]
-    blurred = blurred / blurred.max()
-    thinned, raw = BoundaryMetrics(nms=True), BoundaryMetrics(nms=False)
-    thinned.update(blurred, label)
-    raw.update(blurred, label)
-    assert thinned.compute()["odsF"] > 95.0
-    assert int(thinned.pred[0]) < int(raw.pred[0])  # NMS removed the blur's flanks

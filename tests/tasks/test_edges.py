@@ -53,6 +53,15 @@ def test_bad_options_are_config_errors():
         Edges(pos_weight=-1.0)
     with pytest.raises(ConfigError, match="thresholds"):
         Edges(thresholds=0)
+    with pytest.raises(ConfigError, match="max_dist"):
+        Edges(max_dist="kitti")
+
+
+@pytest.mark.parametrize(("preset", "tolerance"), [("bsds", 0.0075), ("nyud", 0.011)])
+def test_tolerance_presets_reach_the_metric_and_are_recorded_by_name(preset, tolerance):
+    task = Edges(max_dist=preset)
+    assert task.metrics().max_dist == tolerance
+    assert task.options()["max_dist"] == preset
 
 
 def test_decode_is_probability_in_label_layout_and_metrics_are_fresh():
