@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         action="append",
         default=[],
-        metavar="NAME RUN_DIR",
+        metavar=("NAME", "RUN_DIR"),
         help="one row NAME of several runs that differ only by their seed (checked), shown as "
         "mean ± std, e.g. --group mtl runs/mtl_s0 runs/mtl_s1 runs/mtl_s2 (repeatable; "
         "after the RUN_DIR rows)",

@@ -12,6 +12,7 @@ least two seeds have a spread, so only they are compared.
 """
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -112,15 +113,16 @@ def name_by_seed(group: SeedGroup) -> SeedGroup:
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n − 1); the std is ``None`` for a single value.
 
-    NaN (a metric a run could not measure) propagates into both.
+    NaN (a metric a run could not measure) propagates into both. Equal values give exactly
+    their value and a std of exactly 0 (:mod:`statistics` sums exactly, no ``1e-16`` noise).
     """
     if not values:
         raise ValueError("mean_std needs at least one value")
-    mean = math.fsum(values) / len(values)
+    if any(math.isnan(value) for value in values):
+        return math.nan, None if len(values) == 1 else math.nan
     if len(values) == 1:
-        return mean, None
-    variance = math.fsum((value - mean) ** 2 for value in values) / (len(values) - 1)
-    return mean, math.sqrt(variance)
+        return values[0], None
+    return statistics.mean(values), statistics.stdev(values)
 
 
 def mean_std_tables(tables: Sequence[MetricTable]) -> tuple[MetricTable, MetricTable]:

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -395,3 +396,6 @@ def test_close_to_best(spreads, higher, close) -> None:
 def test_mean_std_is_the_sample_std() -> None:
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([4.0]) == (4.0, None)
+    assert mean_std([0.8, 0.8, 0.8]) == (0.8, 0.0)  # exactly: no 1e-16 std under the table
+    mean, std = mean_std([0.5, float("nan")])
+    assert math.isnan(mean) and math.isnan(std)
