@@ -5,6 +5,10 @@ unreadable, truncated or of the wrong kind, so a bad file in a dataset of thousa
 in one line. Every writer is atomic: it writes to a temporary name in the target folder and
 then renames (``os.replace``), so an interrupted run never leaves a half-written file under
 the final name.
+
+Images are size-checked from their header before they are decoded: ``read_image`` refuses an
+image over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), and every reader turns
+Pillow's own decompression-bomb error into a :class:`~densetasks.errors.DataError`.
 """
 
 import json
@@ -19,10 +23,23 @@ from PIL import Image
 
 from densetasks.errors import DataError
 
+DEFAULT_MAX_PIXELS = 50_000_000
+"""The largest image :func:`read_image` decodes by default: 50 megapixels (8K video is 33).
 
-def read_image(path: Path) -> torch.Tensor:
-    """An RGB image file as float32 ``[3, H, W]`` in ``[0, 1]`` (grey images become RGB)."""
-    array = np.asarray(_open_image(path).convert("RGB"), dtype=np.float32) / 255.0
+Reading takes about 35 bytes per pixel at its peak (RGB bytes, float32 copies), 1.8 GB for
+50 megapixels, so a service reading uploaded images must refuse huge ones before decoding.
+``None`` leaves only Pillow's decompression-bomb limit (an error above twice
+``PIL.Image.MAX_IMAGE_PIXELS``, 179 megapixels), which also caps any larger ``max_pixels``.
+"""
+
+
+def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """An RGB image file as float32 ``[3, H, W]`` in ``[0, 1]`` (grey images become RGB).
+
+    An image of more than ``max_pixels`` pixels (``None``: Pillow's limit) is a
+    :class:`DataError` naming the file, its size and the limit, raised before decoding.
+    """
+    array = np.asarray(_open_image(path, max_pixels).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -97,16 +114,33 @@ def write_text(path: Path, text: str) -> None:
     _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file, so a truncated file fails here, named."""
+def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file, so a truncated file fails here, named.
+
+    The size is checked against ``max_pixels`` from the header, before anything is decoded.
+    """
     try:
         image = Image.open(path)
+        _check_size(path, image, max_pixels)
         image.load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image too large to decode safely ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: cannot read image ({error})") from None
     return image
+
+
+def _check_size(path: Path, image: Image.Image, max_pixels: int | None) -> None:
+    """Close ``image`` and raise :class:`DataError` if it has more than ``max_pixels`` pixels."""
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise DataError(
+            f"{path}: image is {width}x{height} = {width * height:,} pixels, over the limit "
+            f"of {max_pixels:,} pixels (max_pixels)"
+        )
 
 
 def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:

@@ -1,8 +1,12 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
 
 from densetasks.data.io import (
+    DEFAULT_MAX_PIXELS,
     read_image,
     read_json,
     read_npy,
@@ -70,3 +74,44 @@ def test_write_failing_midway_leaves_old_file_and_no_temporary(tmp_path):
         write_npy(tmp_path / "a.npy", np.array([object()], dtype=object))
     assert np.array_equal(read_npy(tmp_path / "a.npy"), np.zeros(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose IHDR claims ``width × height`` RGB pixels and that has no pixel data: its
+    size is read from the header, and reading must stop there (nothing is allocated)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_an_image_over_max_pixels_names_file_size_and_limit(tmp_path):
+    write_image(tmp_path / "small.png", torch.rand(3, 6, 7))
+    assert read_image(tmp_path / "small.png", max_pixels=42).shape == (3, 6, 7)
+    with pytest.raises(
+        DataError, match=r"small.png: image is 7x6 = 42 pixels, over the limit of 41"
+    ):
+        read_image(tmp_path / "small.png", max_pixels=41)
+
+
+def test_the_default_limit_refuses_a_large_image_before_decoding_it(tmp_path):
+    _png_header_only(tmp_path / "large.png", 8000, 8000)  # 64 MP: under Pillow's limit
+    with pytest.raises(
+        DataError,
+        match=r"large.png: image is 8000x8000 = 64,000,000 pixels, "
+        r"over the limit of 50,000,000 pixels",
+    ):
+        read_image(tmp_path / "large.png")
+    assert DEFAULT_MAX_PIXELS == 50_000_000
+
+
+@pytest.mark.parametrize("max_pixels", [None, DEFAULT_MAX_PIXELS])
+def test_a_decompression_bomb_is_a_data_error(tmp_path, max_pixels):
+    _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)  # 10 G pixels
+    with pytest.raises(DataError, match=r"bomb.png: .*10000000000 pixels"):
+        read_image(tmp_path / "bomb.png", max_pixels=max_pixels)
+    with pytest.raises(DataError, match=r"bomb.png: image too large to decode safely"):
+        read_png_array(tmp_path / "bomb.png", channels=3)
