@@ -1,5 +1,9 @@
 """How fast each metric's ``update`` runs: images per second on random 4 x 128 x 128 batches.
 
+Edges are also timed on realistic maps at 240 x 320 (blurred one-pixel boundaries of wavy
+cells plus weaker clutter and noise), where the BSDS protocol's thinning and matching work on
+what a network predicts; uniform noise is their worst case.
+
 Run: ``python benchmarks/metrics_speed.py [--batches 50] [--size 128] [--threads 1]``.
 Inputs are made once per metric before timing; only ``update`` calls are timed.
 Results for the record are in ``benchmarks/metrics_speed.md``.
@@ -9,6 +13,8 @@ import argparse
 import time
 from collections.abc import Callable
 
+import numpy as np
+import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +32,37 @@ Inputs = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 def binary_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     label = (torch.rand(batch, size, size) > 0.9).to(torch.uint8)
     return torch.rand(batch, size, size), label
+
+
+EDGE_SHAPE = (240, 320)
+
+
+def _boundaries(cells: np.ndarray) -> np.ndarray:
+    """One-pixel boundaries of a cell map, one side only (BSDS's ``seg2bmap``)."""
+    edge = np.zeros(cells.shape, dtype=bool)
+    edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
+    edge[:-1] |= cells[:-1] != cells[1:]
+    return edge
+
+
+def _wavy_cells(seeds: int, generator: np.random.Generator) -> np.ndarray:
+    ys, xs = np.mgrid[: EDGE_SHAPE[0], : EDGE_SHAPE[1]].astype(float)
+    ys += 6 * np.sin(xs / 17 + generator.uniform(0, 6))
+    centres = generator.uniform((0, 0), EDGE_SHAPE, (seeds, 2))
+    return ((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2).argmin(-1)
+
+
+def realistic_edge_maps(batch: int, _size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` EDGE_SHAPE edge maps: blurred boundaries, weaker clutter, 10 % noise."""
+    generator = np.random.default_rng(int(torch.randint(2**31, ())))
+    probs, labels = [], []
+    for _ in range(batch):
+        gt = _boundaries(_wavy_cells(14, generator))
+        clutter = _boundaries(_wavy_cells(30, generator))
+        prob = scipy.ndimage.gaussian_filter(0.8 * gt + 0.4 * clutter, 1.5)
+        probs.append(np.clip(prob / prob.max() + 0.1 * generator.random(EDGE_SHAPE), 0, 1))
+        labels.append(gt.astype(np.uint8))
+    return torch.from_numpy(np.stack(probs)).float(), torch.from_numpy(np.stack(labels))
 
 
 def class_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +87,14 @@ def offset_maps(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 CASES: dict[str, tuple[Callable[[], Metric], Inputs]] = {
     "edges BoundaryMetrics (99 thr, NMS)": (BoundaryMetrics, binary_maps),
     "edges BoundaryMetrics (99 thr, no NMS)": (lambda: BoundaryMetrics(nms=False), binary_maps),
+    "edges BoundaryMetrics (99 thr, NMS, realistic 240x320)": (
+        BoundaryMetrics,
+        realistic_edge_maps,
+    ),
+    "edges BoundaryMetrics (99 thr, no NMS, realistic 240x320)": (
+        lambda: BoundaryMetrics(nms=False),
+        realistic_edge_maps,
+    ),
     "saliency SaliencyMetrics": (SaliencyMetrics, binary_maps),
     "instance OffsetErrorMetric": (OffsetErrorMetric, offset_maps),
     "semseg ConfusionMatrixMetric (21)": (lambda: ConfusionMatrixMetric(21), class_maps),
@@ -89,7 +134,7 @@ def main() -> None:
     print("|---|---:|")
     for name, (factory, inputs) in CASES.items():
         rate = images_per_second(factory, inputs, args.batches, args.batch, args.size)
-        print(f"| {name} | {rate:,.0f} |")
+        print(f"| {name} | {rate:,.1f} |")
 
 
 if __name__ == "__main__":
