@@ -26,7 +26,9 @@ as one: any prediction may match any ground-truth instance.
 Sum states for distributed evaluation: scores are quantised into logarithmic bins
 (``bins_per_octave`` per doubling of the pixel count) and the states hold, per class, IoU
 threshold and score bin, the numbers of true and of (counted) false positives, plus the number
-of evaluated ground-truth instances per class. Predictions in one bin count as tied.
+of evaluated ground-truth instances per class. Predictions in one bin count as tied (at 128
+bins per octave: sizes within 0.54 % of each other, every size below 185 px in its own bin);
+the script gives every distinct score its own point of the curve.
 """
 
 import math
@@ -125,7 +127,7 @@ class InstanceAPMetric(Metric):
         min_region_size: float = CITYSCAPES_MIN_REGION,
         min_region_resolution: tuple[int, int] | None = CITYSCAPES_RESOLUTION,
         ignore_index: int = IGNORE_INDEX,
-        bins_per_octave: int = 32,
+        bins_per_octave: int = 128,
     ) -> None:
         super().__init__()
         if bins_per_octave < 1:
