@@ -70,9 +70,6 @@ class InstanceMap:
     ids: torch.Tensor
     semantic: torch.Tensor
 
-    def __getitem__(self, index: int) -> "InstanceMap":
-        return InstanceMap(self.ids[index], self.semantic[index])
-
     def cpu(self) -> "InstanceMap":
         return InstanceMap(self.ids.cpu(), self.semantic.cpu())
 
