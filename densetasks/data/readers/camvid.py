@@ -30,7 +30,7 @@ _TABLE = _checks.identity_table(len(CLASS_NAMES), ignore=VOID)
 class CamVid(DatasetReader):
     """CamVid (Brostow et al. 2009) as SegNet ships it: 367 / 101 / 233 frames.
 
-    Edges are the boundaries between classes (:func:`edges_from_segments`, 2 px wide, void
+    Edges are the boundaries between classes (:func:`edges_from_segments`, 1 px wide, void
     pixels ignored), so the set is a two-task benchmark. Intrinsics are not known.
     """
 

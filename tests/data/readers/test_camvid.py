@@ -41,7 +41,7 @@ def test_reads_classes_void_and_edges(tmp_path):
     assert sample["semseg"][0, 0] == 255 and sample["semseg"][5, 20] == 3
     edges = sample["edges"]
     assert edges.dtype == torch.uint8
-    assert edges[5, 15] == 1 and edges[5, 16] == 1 and edges[5, 10] == 0
+    assert edges[5, 15] == 1 and edges[5, 16] == 0 and edges[5, 10] == 0  # one side, 1 px
     assert edges[0, 0] == 255
     assert dataset.task_options["semseg"]["num_classes"] == 11
 

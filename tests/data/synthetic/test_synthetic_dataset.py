@@ -103,9 +103,7 @@ def test_edges_are_the_boundaries_of_class_and_instance_segments(samples):
         boundary = np.zeros(segments.shape, dtype=bool)
         vertical = segments[1:] != segments[:-1]
         horizontal = segments[:, 1:] != segments[:, :-1]
-        boundary[1:] |= vertical
-        boundary[:-1] |= vertical
-        boundary[:, 1:] |= horizontal
+        boundary[:-1] |= vertical  # the upper / left side only (BSDS seg2bmap)
         boundary[:, :-1] |= horizontal
         assert np.array_equal(sample["edges"].numpy(), boundary.astype(np.uint8))
         assert boundary.any()
