@@ -188,5 +188,13 @@ def build_balancer(config: RunConfig, tasks: Mapping[str, Task], model: Architec
         options["weights"] = dict(config.balancer.weights)
     balancer = create_balancer(config.balancer.name, list(tasks.values()), **options)
     if isinstance(balancer, GradNormBalancer):
-        balancer.use_layer(model.last_shared_layer())
+        balancer.use_layer(_last_shared_layer(model))
     return balancer
+
+
+def _last_shared_layer(model: Architecture) -> list[torch.nn.Parameter]:
+    """GradNorm's W; an architecture without one (no shared layer) is a ConfigError."""
+    try:
+        return model.last_shared_layer()
+    except ValueError as error:
+        raise ConfigError(f"balancer.name: gradnorm needs a shared layer: {error}") from None

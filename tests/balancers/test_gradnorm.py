@@ -160,3 +160,16 @@ def test_a_step_on_hard_sharing_measures_norms_on_its_layer(two_tasks):
 
 def _norm(gradients: tuple[torch.Tensor, ...]) -> float:
     return torch.cat([gradient.flatten() for gradient in gradients]).norm().item()
+
+
+def test_build_balancer_refuses_gradnorm_without_a_shared_layer(two_tasks):
+    class Separate(Architecture):
+        def encoder_parameters(self):
+            return []
+
+        def shared_parameters(self):
+            return []
+
+    config = validate_config({"tasks": {"seg": {}, "depth": {}}, "balancer": {"name": "gradnorm"}})
+    with pytest.raises(ConfigError, match=r"gradnorm needs a shared layer: Separate has no"):
+        build_balancer(config, {task.name: task for task in two_tasks}, Separate({"seg": 1}))
