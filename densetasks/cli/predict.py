@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from densetasks.cli.parsing import parse_size
-from densetasks.data.io import read_image, read_png_array
+from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.errors import ConfigError
 from densetasks.inference import Predictor
@@ -85,6 +85,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="draw the Task Palette of each image with a palette rule (S, R1r, Rrnd, ...)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the palette rule (default 0)")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS:,} pixels)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -95,7 +101,15 @@ def run(args: argparse.Namespace) -> int:
     conditions = read_conditions(args.condition)
     for path in args.images:
         written = predict_image(
-            predictor, path, args.out, args.size, conditions, args.palette, args.rule, args.seed
+            predictor,
+            path,
+            args.out,
+            args.size,
+            conditions,
+            args.palette,
+            args.rule,
+            args.seed,
+            args.max_pixels,
         )
         print(f"{path}: wrote {', '.join(file.name for file in written)}")
     return 0
@@ -121,15 +135,17 @@ def predict_image(
     palette: Path | None = None,
     rule: str | None = None,
     seed: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[Path]:
     """Predict every task of a run on one image file; returns the files written.
 
     With a Task Palette (a ``palette`` PNG, or drawn by ``rule`` with ``seed``) it also writes
     the palette (``<stem>_palette.png``, task ids) and the composite output drawn per task
     region (``<stem>_composite.png``). An unreadable image or a palette of another size
-    raises :class:`~densetasks.errors.DataError` naming the file.
+    raises :class:`~densetasks.errors.DataError` naming the file, and so does an image of
+    more than ``max_pixels`` pixels.
     """
-    image = read_image(path)
+    image = read_image(path, max_pixels)
     conditions = dict(conditions or {})
     source = f"--condition palette (for {path})"
     if palette is not None:

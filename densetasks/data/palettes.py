@@ -31,6 +31,11 @@ from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import ConfigError, DataError
 
 NO_TASK = IGNORE_INDEX
+
+ALL_TASKS = 254
+"""A palette value that asks for every task at the pixel: only a model with one output per
+task can honour it (the multi-head baseline "trained on complete labels", Popovic et al.,
+CVPR 2021, Sec. 5.2); a CompositeTasking network, with one output per pixel, refuses it."""
 """Palette value of a pixel where no task is asked (not supervised, not evaluated)."""
 
 _PNG_FORMAT = "a Task Palette PNG is 8-bit single channel: task index, 255 = no task"
@@ -132,6 +137,21 @@ def _region_tasks(task_count: int, count: int, generator: torch.Generator | None
     if task_count < 4:
         return torch.randint(task_count, (count, 4), generator=generator)
     return torch.stack([torch.randperm(task_count, generator=generator)[:4] for _ in range(count)])
+
+
+class AllTasksRule(PaletteRule):
+    """Every task everywhere (:data:`ALL_TASKS`): complete labels for a multi-output
+    baseline, what "MHN trained under S" means in Popovic et al., CVPR 2021, Table 1."""
+
+    name = "all"
+
+    def __call__(
+        self,
+        batch: Mapping[str, Any],
+        tasks: Sequence[str],
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return torch.full(_batch_size(batch), ALL_TASKS, device=batch["image"].device)
 
 
 class RandomRule(PaletteRule):
@@ -345,5 +365,13 @@ def _task_index(tasks: Sequence[str], task: str) -> int:
     return list(tasks).index(task)
 
 
-for _rule in (SingleTaskRule, MosaicRule, SemanticRule, SemanticRuleR3, RandomRule, FileRule):
+for _rule in (
+    SingleTaskRule,
+    MosaicRule,
+    SemanticRule,
+    SemanticRuleR3,
+    RandomRule,
+    AllTasksRule,
+    FileRule,
+):
     PALETTE_RULES.register(_rule.name, _rule)

@@ -199,7 +199,5 @@ def _update(
     for name, task in tasks.items():
         if name not in batch:
             continue
-        label = batch[name]
-        if name in adapted.masks:
-            label = task.label_kind.restrict(label, adapted.masks[name])
-        metrics[name].update(predictions[name].cpu(), label.cpu())
+        target = task.evaluation_target(batch, adapted.masks.get(name))
+        metrics[name].update(predictions[name].cpu(), target.cpu())

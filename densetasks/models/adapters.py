@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from densetasks.data.palettes import ALL_TASKS
 from densetasks.models.base import AdaptedOutputs, OutputAdapter
 
 
@@ -53,10 +54,11 @@ class CompositeAdapter(OutputAdapter):
 def palette_masks(
     palette: torch.Tensor, tasks: Iterable[str], ids: Mapping[str, int] | None = None
 ) -> dict[str, torch.Tensor]:
-    """``{task: palette == its id}``; a task's id is ``ids[task]``, else its position in
-    ``tasks`` (the model's task order, as in its palette table)."""
+    """``{task: palette == its id or ALL_TASKS}``; a task's id is ``ids[task]``, else its
+    position in ``tasks`` (the model's task order, as in its palette table)."""
     ids = ids or {name: index for index, name in enumerate(tasks)}
-    return {name: palette == ids[name] for name in tasks}
+    every = palette == ALL_TASKS
+    return {name: (palette == ids[name]) | every for name in tasks}
 
 
 class PaletteMaskAdapter(OutputAdapter):

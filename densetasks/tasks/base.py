@@ -108,6 +108,15 @@ class Task(ABC):
         task's decoded prediction: by default this task's own. Indexable per image."""
         return predictions[self.name]
 
+    def evaluation_target(
+        self, labels: Mapping[str, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> Any:
+        """What :meth:`metrics` receives as the ground truth, given the batch's labels: by
+        default this task's label, with the pixels outside ``mask`` (the pixels a palette
+        gives the task) made unsupervised."""
+        label = labels[self.name]
+        return label if mask is None else self.label_kind.restrict(label, mask)
+
     def check_output(self, output: torch.Tensor, label: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``output`` is ``[B, channels, H, W]`` for ``label``."""
         expected = (label.shape[0], self.channels, *label.shape[-2:])

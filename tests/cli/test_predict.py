@@ -104,6 +104,12 @@ def test_unreadable_image_names_the_file(loaded, tmp_path: Path) -> None:
         predict_image(loaded, broken, tmp_path)
 
 
+def test_an_image_over_max_pixels_is_refused_naming_it(loaded, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "room.png")
+    with pytest.raises(DataError, match=r"room.png: image is 32x24 = 768 pixels"):
+        predict_image(loaded, image, tmp_path / "out", max_pixels=700)
+
+
 def test_parser_options() -> None:
     parser = argparse.ArgumentParser()
     predict_command.add_parser(parser.add_subparsers())

@@ -9,6 +9,7 @@ from PIL import Image
 
 from densetasks.data.palette_tables import PALETTE_TABLES, get_palette_table
 from densetasks.data.palettes import (
+    ALL_TASKS,
     NO_TASK,
     PALETTE_RULES,
     check_palette,
@@ -51,7 +52,7 @@ def test_every_rule_gives_int64_ids_shaped_like_the_image(name: str, palette_fil
     assert rule.name == name
     assert palette.shape == (3, 12, 10) and palette.dtype == torch.int64
     assert palette.device == torch.device("cpu")
-    assert set(palette.unique().tolist()) <= {*range(len(TASKS)), NO_TASK}
+    assert set(palette.unique().tolist()) <= {*range(len(TASKS)), NO_TASK, ALL_TASKS}
 
 
 @pytest.mark.parametrize("name", PALETTE_RULES.names())

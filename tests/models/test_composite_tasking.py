@@ -1,10 +1,7 @@
 """CompositeTasking (Popovic et al., CVPR 2021): its blocks, the CTN, the STN / MHN / MN
 baselines, palette-masked supervision and a short training run through the engine."""
 
-import importlib.util
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -30,45 +27,6 @@ from densetasks.tasks.registry import create_task
 
 TASKS = {"semseg": 5, "normals": 3, "edges": 1}
 SMALL = {"decoder_widths": (32, 16, 16, 16, 8)}
-
-
-def _standin_rules() -> types.ModuleType:
-    """Rules S, R1r and Rrnd standing in for ``densetasks.data.palettes`` until it lands."""
-
-    def rule(name):
-        def draw(batch, tasks, generator=None):
-            count, (height, width) = batch["image"].shape[0], batch["image"].shape[-2:]
-            shape = (count, height, width)
-            if name == "S":
-                ids = torch.randint(0, len(tasks), (count, 1, 1), generator=generator)
-                return ids.expand(shape).clone()
-            if name == "Rrnd":
-                return torch.randint(0, len(tasks), shape, generator=generator)
-            y = int(torch.randint(height // 4, 3 * height // 4 + 1, (1,), generator=generator))
-            x = int(torch.randint(width // 4, 3 * width // 4 + 1, (1,), generator=generator))
-            quads = torch.randint(0, len(tasks), (4,), generator=generator)
-            palette = torch.empty(shape, dtype=torch.int64)
-            palette[:, :y, :x], palette[:, :y, x:] = quads[0], quads[1]
-            palette[:, y:, :x], palette[:, y:, x:] = quads[2], quads[3]
-            return palette
-
-        return draw
-
-    def create_palette_rule(name, config_path="palette rule", **options):
-        if name not in ("S", "R1r", "Rrnd"):
-            raise ConfigError(f"{config_path}: unknown palette rule {name!r}")
-        return rule(name)
-
-    module = types.ModuleType("densetasks.data.palettes")
-    module.create_palette_rule = create_palette_rule
-    return module
-
-
-@pytest.fixture(autouse=True)
-def palette_rules(monkeypatch):
-    """The real palette rules when they exist, else the stand-in."""
-    if importlib.util.find_spec("densetasks.data.palettes") is None:
-        monkeypatch.setitem(sys.modules, "densetasks.data.palettes", _standin_rules())
 
 
 def make_tasks(names=TASKS):
@@ -387,3 +345,19 @@ def test_a_short_training_run_through_the_engine_lowers_the_loss(tmp_path: Path,
     assert last < 0.8 * first, (first, last)
     evaluation = [event for event in events if event["type"] == "eval"][-1]
     assert set(evaluation["metrics"]) >= set(config.tasks)
+
+
+def test_rule_all_supervises_every_task_of_a_multi_head_baseline_everywhere():
+    """MHN "trained on complete labels" (Table 1, rule S for the baselines): rule ``all``
+    gives every task a full mask; a CTN, one output per pixel, refuses the rule."""
+    model = create_model(
+        "composite_mhn", {"semseg": 5, "edges": 1}, encoder="tiny", train_rule="all", **SMALL
+    )
+    batch = {"image": torch.rand(2, 3, 16, 16)}
+    palette = condition_inputs(model, batch, torch.Generator().manual_seed(0))["palette"]
+    adapted = model.output_adapter(
+        model(batch["image"], palette), make_tasks(["semseg", "edges"]), {"palette": palette}
+    )
+    assert all(mask.all() for mask in adapted.masks.values())
+    with pytest.raises(ConfigError, match="rule 'all'"):
+        ctn(train_rule="all")

@@ -21,13 +21,23 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"num_classes": 7},
         {"num_classes": 7, "class_names": None, "focal_gamma": 0.0, "composite_eps": 1e-8},
     ),
-    "depth": ({}, {"loss": "l1_inverse", "far": 80.0, "ssi_depth_weight": 0.25}),
+    "depth": (
+        {},
+        {
+            "loss": "l1_inverse",
+            "far": 80.0,
+            "ssi_depth_weight": 0.25,
+            "max_depth": None,
+            "disparity_scale": None,
+            "primary_metric": "rmse",
+        },
+    ),
     "normals": ({}, {}),
     "edges": (
         {},
         {"pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 99, "max_dist": 0.0075, "nms": True},
     ),
-    "saliency": ({}, {}),
+    "saliency": ({}, {"protocol": "per_image_f1"}),
     "instance": (
         {},
         {
@@ -53,7 +63,14 @@ EXPLICIT: dict[str, dict[str, Any]] = {
         "focal_gamma": 2.0,
         "composite_eps": 0.1,
     },
-    "depth": {"loss": "berhu", "far": 50.0, "ssi_depth_weight": 0.5},
+    "depth": {
+        "loss": "berhu",
+        "far": 50.0,
+        "ssi_depth_weight": 0.5,
+        "max_depth": 40.0,
+        "disparity_scale": 100.0,
+        "primary_metric": "disparity_mae",
+    },
     "normals": {},
     "edges": {
         "pos_weight": 0.9,
@@ -62,7 +79,7 @@ EXPLICIT: dict[str, dict[str, Any]] = {
         "max_dist": 0.01,
         "nms": False,
     },
-    "saliency": {},
+    "saliency": {"protocol": "pooled_beta2_0.3"},
     "instance": {
         "composite_scale": 16.0,
         "instance_classes": (3, 4),

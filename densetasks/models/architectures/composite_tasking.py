@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from densetasks.data.palettes import create_palette_rule
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError
 from densetasks.models.adapters import CompositeAdapter
@@ -122,9 +123,7 @@ class PaletteArchitecture(Architecture):
 
 
 def _palette_rule(name: str, config_path: str, options: Mapping[str, Any] | None) -> Any:
-    """The palette rule ``name``, imported here so models load without the rule module."""
-    from densetasks.data.palettes import create_palette_rule
-
+    """The palette rule ``name`` with its options, errors naming ``config_path``."""
     return create_palette_rule(name, config_path, **dict(options or {}))
 
 
@@ -151,6 +150,11 @@ class CompositeTasking(PaletteArchitecture):
         decoder_widths: Sequence[int] = DECODER_WIDTHS,
         seed: int = 0,
     ) -> None:
+        if "all" in (train_rule, *eval_rules):
+            raise ConfigError(
+                "model.options: palette rule 'all' asks for every task at every pixel; a "
+                "CompositeTasking network predicts one task per pixel (use S, R1r, Rrnd, ...)"
+            )
         super().__init__(
             task_channels, train_rule, train_rule_options, eval_rules, eval_rule_options, seed
         )
