@@ -32,13 +32,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out from its last checkpoint, exactly",
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="start from the weights of another run's best checkpoint that match this "
+        "model (same as --set model.init_from=RUN_DIR), e.g. to fine-tune to a new rule",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from densetasks.engine import load_config, train
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.init_from is not None:
+        overrides.append(f"model.init_from={args.init_from}")
+    config = load_config(args.config, overrides)
     out = args.out if args.out is not None else Path("runs") / args.config.stem
     run_dir = train(config, out, resume=args.resume)
     print(f"run finished: {run_dir}")

@@ -58,6 +58,33 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def load_matching_weights(model: torch.nn.Module, run_dir: Path) -> tuple[list[str], list[str]]:
+    """Initialise ``model`` from the best checkpoint of another run: every weight whose name
+    and shape match is loaded; returns ``(loaded, skipped)`` parameter names.
+
+    Weights of the same name but another shape (another encoder, other task channels) are a
+    :class:`DataError` naming them, and so is a checkpoint that shares no weight at all with
+    the model: both mean the run is not a starting point for this one.
+    """
+    source = load_checkpoint(Path(run_dir) / "checkpoints" / "best.pt")["model"]
+    own = model.state_dict()
+    mismatched = [
+        f"{key} {tuple(value.shape)} != {tuple(own[key].shape)}"
+        for key, value in source.items()
+        if key in own and value.shape != own[key].shape
+    ]
+    if mismatched:
+        shown = ", ".join(mismatched[:6]) + (
+            f", ... ({len(mismatched) - 6} more)" if len(mismatched) > 6 else ""
+        )
+        raise DataError(f"model.init_from {run_dir}: weights of another shape: {shown}")
+    loaded = sorted(key for key in source if key in own)
+    if not loaded:
+        raise DataError(f"model.init_from {run_dir}: its model shares no weight with this one")
+    model.load_state_dict({**own, **{key: source[key] for key in loaded}})
+    return loaded, sorted(key for key in own if key not in source)
+
+
 def capture_rng_states() -> dict[str, Any]:
     """Every global random state as tensors / lists (safe to load)."""
     kind, keys, position, has_gauss, cached_gauss = np.random.get_state()

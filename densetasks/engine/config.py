@@ -49,6 +49,7 @@ class ModelConfig(_Section):
     encoder: str = "resnet18"
     pretrained: bool | str = False
     output_stride: int = 16
+    init_from: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -137,6 +137,7 @@ def write_prediction_images(
         for name, task in tasks.items():
             picture = task.visualize(predictions[name][index].cpu())
             Image.fromarray(picture).save(folder / f"{index}_{name}_pred.png")
-            if name in batch:
-                label = task.visualize(batch[name][index].cpu())
+            label = task.target(batch)
+            if label is not None:
+                label = task.visualize(label[index].cpu())
                 Image.fromarray(label).save(folder / f"{index}_{name}_label.png")

@@ -92,11 +92,12 @@ def task_losses(
                     "return it in training mode"
                 )
         output = outputs[name].float()
-        if name not in batch:
+        label = task.target(batch)
+        if label is None:
             unused = sum(outputs[aux.key].float().sum() for aux in own_auxiliary)
             losses[name] = (output.sum() + unused) * 0.0
             continue
-        label, mask = batch[name], adapted.masks.get(name)
+        mask = adapted.masks.get(name)
         loss = task.loss(output, label, mask)
         for aux in own_auxiliary:
             resized = task.resize_output(outputs[aux.key].float(), tuple(label.shape[-2:]))
@@ -197,7 +198,7 @@ def _update(
 ) -> None:
     predictions = evaluation_inputs(tasks, adapted.outputs)
     for name, task in tasks.items():
-        if name not in batch:
+        if task.target(batch) is None:
             continue
         target = task.evaluation_target(batch, adapted.masks.get(name))
         metrics[name].update(predictions[name].cpu(), target.cpu())

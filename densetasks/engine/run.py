@@ -27,6 +27,7 @@ from densetasks.engine import build
 from densetasks.engine.checkpoint import (
     capture_rng_states,
     load_checkpoint,
+    load_matching_weights,
     restore_rng_states,
     save_checkpoint,
 )
@@ -130,7 +131,9 @@ class _Trainer:
 
         train_set = build.open_training_dataset(config)
         self.tasks = build.build_tasks(config, train_set)
-        self.model = build.build_model(config, self.tasks).to(self.device)
+        self.model = build.build_model(config, self.tasks)
+        init_report = self._initialise(config.model.init_from, resume)
+        self.model = self.model.to(self.device)
         self.kinds = build.run_label_kinds(self.tasks, self.model)
         self.train_set = build.attach_transform(
             config, train_set, self.tasks, self.model, train=True
@@ -159,8 +162,20 @@ class _Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
         self.log = RunLog(run_dir, config.train.steps, self.step, enabled=self.process.is_main)
+        if init_report:
+            self.log.message(init_report)
         if config.train.amp != "none" and self.amp_dtype is None:
             self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
+
+    def _initialise(self, init_from: str | None, resume: bool) -> str | None:
+        """Weights from ``model.init_from`` (a fresh run only: a resumed one has its own)."""
+        if init_from is None or resume:
+            return None
+        loaded, skipped = load_matching_weights(self.model, Path(init_from))
+        return (
+            f"model.init_from {init_from}: loaded {len(loaded)} weights, kept "
+            f"{len(skipped)} of this model's own (first: {', '.join(skipped[:5]) or 'none'})"
+        )
 
     def _check_run_dir(self, resume: bool) -> None:
         last = self.checkpoints / "last.pt"

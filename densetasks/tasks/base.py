@@ -108,13 +108,19 @@ class Task(ABC):
         task's decoded prediction: by default this task's own. Indexable per image."""
         return predictions[self.name]
 
+    def target(self, labels: Mapping[str, Any]) -> torch.Tensor | None:
+        """This task's label in a batch, ``None`` where the batch does not supervise it: by
+        default ``labels[name]``. A task whose label is derived from other labels (the Task
+        Palette a semantic rule paints from the class map) overrides it."""
+        return labels.get(self.name)
+
     def evaluation_target(
         self, labels: Mapping[str, torch.Tensor], mask: torch.Tensor | None = None
     ) -> Any:
         """What :meth:`metrics` receives as the ground truth, given the batch's labels: by
-        default this task's label, with the pixels outside ``mask`` (the pixels a palette
-        gives the task) made unsupervised."""
-        label = labels[self.name]
+        default this task's :meth:`target`, with the pixels outside ``mask`` (the pixels a
+        palette gives the task) made unsupervised."""
+        label = self.target(labels)
         return label if mask is None else self.label_kind.restrict(label, mask)
 
     def check_output(self, output: torch.Tensor, label: torch.Tensor) -> None:
