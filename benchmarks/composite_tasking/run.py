@@ -67,9 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--quick", action="store_true", help="a few steps at 32 px")
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats per model")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.quick:
         args.overrides = [*QUICK, *args.overrides]
@@ -125,7 +123,8 @@ def train_all(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> dict
 def metrics_of(run_dir: Path, rule: str | None = None) -> dict[str, Any]:
     payload = json.loads((run_dir / "metrics_test.json").read_text())
     metrics = payload["metrics"] if rule is None else payload["by_rule"][rule]
-    return {"metrics": metrics, "higher": payload["higher_is_better"], "primary": payload["primary"]}
+    higher, primary = payload["higher_is_better"], payload["primary"]
+    return {"metrics": metrics, "higher": higher, "primary": primary}
 
 
 def merged(run_dirs: list[Path], rule: str | None = None) -> dict[str, Any]:
@@ -202,9 +201,7 @@ def cost(args: argparse.Namespace, base: RunConfig) -> dict[str, Any]:
         result[name] = {
             "parameters": sum(p.numel() for model in parts for p in model.parameters()),
             "decoder_parameters": sum(
-                p.numel()
-                for model in parts
-                for p in model.decoder_parameters()
+                p.numel() for model in parts for p in model.decoder_parameters()
             ),
             "gflops": counter.get_total_flops() / 1e9,
         }
