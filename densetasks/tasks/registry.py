@@ -10,6 +10,7 @@ from densetasks.tasks.normals import SurfaceNormals
 from densetasks.tasks.parts import HumanParts
 from densetasks.tasks.saliency import Saliency
 from densetasks.tasks.semseg import SemanticSegmentation
+from densetasks.tasks.task_palette import TaskPalette
 
 TASKS: Registry[Task] = Registry("task")
 for _task_class in (
@@ -20,6 +21,7 @@ for _task_class in (
     Saliency,
     HumanParts,
     InstanceOffsets,
+    TaskPalette,
 ):
     TASKS.register(_task_class.name, _task_class)
 
