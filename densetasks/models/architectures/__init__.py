@@ -10,6 +10,12 @@ from densetasks.models.architectures.composite_tasking import CompositeTasking
 from densetasks.models.architectures.hard_sharing import HardSharing
 from densetasks.models.architectures.palette_baselines import MHN, MN, STN
 from densetasks.models.architectures.single_task import SingleTask
+from densetasks.models.architectures.three_ways import (
+    PadNet,
+    ThreeWays,
+    ThreeWaysMTEB,
+    ThreeWaysPadNet,
+)
 from densetasks.models.base import Architecture
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -21,5 +27,21 @@ ARCHITECTURES.register("composite_tasking", CompositeTasking)
 ARCHITECTURES.register("composite_stn", STN)
 ARCHITECTURES.register("composite_mhn", MHN)
 ARCHITECTURES.register("composite_mn", MN)
+ARCHITECTURES.register("three_ways", ThreeWays)
+ARCHITECTURES.register("three_ways_mteb", ThreeWaysMTEB)
+ARCHITECTURES.register("three_ways_padnet", ThreeWaysPadNet)
+ARCHITECTURES.register("padnet", PadNet)
 
-__all__ = ["ARCHITECTURES", "MHN", "MN", "STN", "CompositeTasking", "HardSharing", "SingleTask"]
+__all__ = [
+    "ARCHITECTURES",
+    "MHN",
+    "MN",
+    "STN",
+    "CompositeTasking",
+    "HardSharing",
+    "PadNet",
+    "SingleTask",
+    "ThreeWays",
+    "ThreeWaysMTEB",
+    "ThreeWaysPadNet",
+]
