@@ -5,6 +5,8 @@ visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and
 side by side, each panel labelled. The prediction itself is the one inference path,
 :class:`~densetasks.inference.Predictor`; a conditioned model takes its inputs from
 ``--condition NAME=PNG`` (e.g. a Task Palette of task ids), otherwise its evaluation plan.
+A CompositeTasking run's Task Palette is a PNG (``--palette``), drawn by a rule (``--rule``)
+or predicted by a palette run (``--palette-run``, Popovic et al., CVPR 2021, Sec. 6.2).
 """
 
 import argparse
@@ -21,6 +23,7 @@ from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.errors import ConfigError
 from densetasks.inference import Predictor
+from densetasks.tasks.task_palette import TaskPalette
 
 SHEET_MIN_HEIGHT = 128
 """Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
@@ -84,6 +87,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="RULE",
         help="draw the Task Palette of each image with a palette rule (S, R1r, Rrnd, ...)",
     )
+    palette.add_argument(
+        "--palette-run",
+        type=Path,
+        default=None,
+        metavar="PALETTE_RUN",
+        help="predict the Task Palette of each image with a trained run of the task "
+        "task_palette over the same tasks in the same order (its --checkpoint too)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the palette rule (default 0)")
     parser.add_argument(
         "--max-pixels",
@@ -99,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         args.run_dir, device=args.device, checkpoint=args.checkpoint, amp=args.amp
     )
     conditions = read_conditions(args.condition)
+    palette_predictor = None
+    if args.palette_run is not None:
+        palette_predictor = Predictor.from_run_dir(
+            args.palette_run, device=args.device, checkpoint=args.checkpoint, amp=args.amp
+        )
+        check_palette_run(palette_predictor, predictor)
     for path in args.images:
         written = predict_image(
             predictor,
@@ -110,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             args.rule,
             args.seed,
             args.max_pixels,
+            palette_predictor,
         )
         print(f"{path}: wrote {', '.join(file.name for file in written)}")
     return 0
@@ -126,6 +144,31 @@ def read_conditions(items: Sequence[str]) -> dict[str, torch.Tensor]:
     return conditions
 
 
+def check_palette_run(palette_predictor: Predictor, predictor: Predictor) -> None:
+    """A ConfigError unless ``palette_predictor``'s run predicts a Task Palette
+    (task ``task_palette``) over the tasks of ``predictor``'s run, in the same order: a task
+    id must mean the same task to both."""
+    palette_run, run = palette_predictor.run.run_dir, predictor.run.run_dir
+    task = palette_predictor.tasks.get(TaskPalette.name)
+    if not isinstance(task, TaskPalette):
+        raise ConfigError(
+            f"--palette-run {palette_run} has no task {TaskPalette.name!r} "
+            f"(its tasks: {', '.join(palette_predictor.tasks)})"
+        )
+    if task.tasks != list(predictor.tasks):
+        raise ConfigError(
+            f"--palette-run {palette_run} paints the tasks {task.tasks} but {run} has the "
+            f"tasks {list(predictor.tasks)}: the palette's task ids must mean the same tasks"
+        )
+
+
+def predicted_palette(palette_predictor: Predictor, image: torch.Tensor) -> torch.Tensor:
+    """The Task Palette ``[H, W]`` that a palette run predicts for ``image`` (float
+    ``[3, H, W]``): the most likely task at each pixel, seen through the palette run's own
+    evaluation transform."""
+    return palette_predictor(image).predictions[TaskPalette.name]
+
+
 def predict_image(
     predictor: Predictor,
     path: Path,
@@ -136,12 +179,14 @@ def predict_image(
     rule: str | None = None,
     seed: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    palette_predictor: Predictor | None = None,
 ) -> list[Path]:
     """Predict every task of a run on one image file; returns the files written.
 
-    With a Task Palette (a ``palette`` PNG, or drawn by ``rule`` with ``seed``) it also writes
-    the palette (``<stem>_palette.png``, task ids) and the composite output drawn per task
-    region (``<stem>_composite.png``). An unreadable image or a palette of another size
+    With a Task Palette (a ``palette`` PNG, drawn by ``rule`` with ``seed``, or predicted by
+    ``palette_predictor``, see :func:`check_palette_run`) it also writes the palette
+    (``<stem>_palette.png``, task ids) and the composite output drawn per task region
+    (``<stem>_composite.png``). An unreadable image or a palette of another size
     raises :class:`~densetasks.errors.DataError` naming the file, and so does an image of
     more than ``max_pixels`` pixels.
     """
@@ -154,6 +199,9 @@ def predict_image(
     elif rule is not None:
         conditions["palette"] = predictor.rule_palette(image, rule, seed)
         source = f"rule {rule} for {path}"
+    elif palette_predictor is not None:
+        conditions["palette"] = predicted_palette(palette_predictor, image)
+        source = f"palette run {palette_predictor.run.run_dir} for {path}"
     if "palette" in conditions:
         check_palette(conditions["palette"], list(predictor.tasks), image.shape[-2:], source)
     prediction = predictor(image, conditions, size=size)

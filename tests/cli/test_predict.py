@@ -10,19 +10,29 @@ from PIL import Image
 from torch import nn
 
 from densetasks.cli import predict as predict_command
+from densetasks.cli.main import main
 from densetasks.cli.predict import (
     LABEL_HEIGHT,
     SHEET_MIN_HEIGHT,
+    check_palette_run,
     contact_sheet,
     predict_image,
+    predicted_palette,
     read_conditions,
 )
+from densetasks.data.io import read_image
+from densetasks.data.palettes import read_palette_png
 from densetasks.data.transforms import build_transforms
+from densetasks.engine.config import validate_config
+from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
 from densetasks.inference import LoadedRun, Predictor
 from densetasks.models.base import Architecture
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
+from densetasks.tasks.task_palette import TaskPalette
+
+COMPOSITE_TASKS = ["semseg", "parts", "edges", "saliency", "normals"]
 
 
 class TwoHeads(Architecture):
@@ -46,19 +56,23 @@ class TwoHeads(Architecture):
         return []
 
 
-@pytest.fixture
-def loaded() -> Predictor:
-    """A predictor over what ``load_run`` returns, built by hand."""
+def by_hand(tasks: dict, run_dir: str = "unused") -> Predictor:
+    """A predictor over what ``load_run`` returns, built by hand (its model: TwoHeads)."""
     run = LoadedRun(
-        run_dir=Path("unused"),
+        run_dir=Path(run_dir),
         config=None,
         model=TwoHeads(),
-        tasks={"semseg": SemanticSegmentation(num_classes=3), "depth": Depth()},
+        tasks=tasks,
         transform=build_transforms(train=False, size=None),
         step=0,
         device=torch.device("cpu"),
     )
     return Predictor(run)
+
+
+@pytest.fixture
+def loaded() -> Predictor:
+    return by_hand({"semseg": SemanticSegmentation(num_classes=3), "depth": Depth()})
 
 
 def write_image(path: Path, height: int = 24, width: int = 32) -> Path:
@@ -139,3 +153,86 @@ def test_conditions_are_read_from_png_files(tmp_path: Path) -> None:
     assert conditions["palette"].tolist() == ids.tolist()
     with pytest.raises(ConfigError, match="NAME=PNG"):
         read_conditions(["palette"])
+
+
+def train_tiny(out: Path, tasks: dict, model: dict) -> Path:
+    """A 3-step run of ``model`` (tiny encoder) on 32-px synthetic scenes."""
+    config = validate_config(
+        {
+            "tasks": tasks,
+            "data": {
+                "options": {"n_train": 4, "n_val": 2, "size": [32, 32]},
+                "batch_size": 2,
+                "test_split": None,
+            },
+            "model": {"encoder": "tiny", **model},
+            "train": {
+                "steps": 3,
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "eval_every": 3,
+                "checkpoint_every": 3,
+                "images_every": 0,
+            },
+        }
+    )
+    return train(config, out)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as the end-to-end tests run (fast and steady on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_palette_run_predicts_the_palette_of_a_composite_run(tmp_path: Path, one_thread) -> None:
+    composite = train_tiny(
+        tmp_path / "ctn",
+        {name: {} for name in COMPOSITE_TASKS},
+        {
+            "architecture": "composite_tasking",
+            "output_stride": 32,
+            "options": {"decoder_widths": [16, 16, 16, 16, 8], "eval_rules": []},
+        },
+    )
+    palette_run = train_tiny(
+        tmp_path / "palette",
+        {"task_palette": {"tasks": COMPOSITE_TASKS, "rule_options": {"table": "synthetic_r2"}}},
+        {"architecture": "single_task", "options": {"bottleneck": "none", "head": "multiscale"}},
+    )
+    image = write_image(tmp_path / "room.png")
+    out = tmp_path / "out"
+    command = ["predict", str(composite), str(image), "--out", str(out)]
+    assert main(["--debug", *command, "--palette-run", str(palette_run)]) == 0
+    expected = predicted_palette(Predictor.from_run_dir(palette_run), read_image(image))
+    assert expected.shape == (24, 32) and set(expected.unique().tolist()) <= set(range(5))
+    assert torch.equal(read_palette_png(out / "room_palette.png"), expected)
+    names = {path.name for path in out.iterdir()}
+    assert {f"room_{name}.png" for name in COMPOSITE_TASKS} | {"room_composite.png"} <= names
+    with pytest.raises(ConfigError, match=f"--palette-run {composite} has no task 'task_palette'"):
+        main(["--debug", *command, "--palette-run", str(composite)])
+
+
+def test_a_palette_run_over_other_tasks_is_refused_naming_both_runs(loaded) -> None:
+    palette = TaskPalette(
+        tasks=list(reversed(COMPOSITE_TASKS)), rule_options={"table": "synthetic_r2"}
+    )
+    composite = by_hand({name: loaded.tasks["semseg"] for name in COMPOSITE_TASKS}, "runs/ctn")
+    palette_predictor = by_hand({"task_palette": palette}, "runs/palette")
+    with pytest.raises(ConfigError, match=r"runs/palette paints the tasks \['normals'.* runs/ctn"):
+        check_palette_run(palette_predictor, composite)
+    check_palette_run(by_hand({"task_palette": TaskPalette(tasks=COMPOSITE_TASKS)}), composite)
+
+
+def test_palette_run_excludes_the_other_palette_sources() -> None:
+    parser = argparse.ArgumentParser()
+    predict_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["predict", "run", "a.png", "--out", "o", "--palette-run", "p"])
+    assert args.palette_run == Path("p")
+    with pytest.raises(SystemExit):
+        parser.parse_args(
+            ["predict", "run", "a.png", "--out", "o", "--palette-run", "p", "--rule", "S"]
+        )
