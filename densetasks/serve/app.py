@@ -1,0 +1,192 @@
+"""The FastAPI app of ``densetasks serve``: the page, its static files and the JSON API.
+
+Routes (``docs/serve.md``): ``GET /`` the page; ``GET /static/{name}`` its script and style,
+held in memory; ``GET /api/runs``; ``GET /api/runs/{id}/samples/{index}`` a test image as
+PNG; ``POST /api/predict``; ``GET /runs/{id}/report.html`` the run's report. Every error is
+JSON ``{"error": message, "status": code}``. Requests name runs by id and files by known
+names only, so no request reaches the file system; uploads go to a temporary folder.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from densetasks.serve.gate import Busy, Gate
+from densetasks.serve.predict import parse_request, png_bytes, predict
+from densetasks.serve.registry import ServedRun
+from densetasks.serve.uploads import Limits, UploadError
+
+logger = logging.getLogger(__name__)
+
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+FORM_OVERHEAD = 64 * 1024
+"""Bytes a form may carry besides its two files (boundaries, headers, text fields)."""
+MAX_FIELDS = 16
+RETRY_AFTER_S = 2
+
+
+def create_app(
+    runs: Mapping[str, ServedRun],
+    limits: Limits | None = None,
+    concurrency: int = 1,
+    queue: int = 8,
+) -> FastAPI:
+    """The app serving ``runs`` (from :func:`~densetasks.serve.registry.load_runs`), with
+    upload ``limits`` and at most ``concurrency`` predictions at once plus ``queue`` waiting."""
+    limits = limits or Limits()
+    gate = Gate(concurrency, queue)
+    static = _static_files()
+    app = FastAPI(title="densetasks serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gate = gate
+    _add_error_handlers(app)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static_file(name: str) -> Response:
+        if name not in static:
+            raise HTTPException(404, f"no static file {name!r}")
+        content, media_type = static[name]
+        return Response(content, media_type=media_type)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        return static_file("index.html")
+
+    @app.get("/api/runs")
+    def list_runs() -> dict[str, Any]:
+        return {"runs": [run.describe() for run in runs.values()], "limits": vars(limits)}
+
+    @app.get("/api/runs/{run_id}/samples/{index}")
+    def sample(run_id: str, index: int) -> Response:
+        run = _run(runs, run_id)
+        try:
+            image = run.sample_image(index)
+        except IndexError:
+            raise HTTPException(404, run.no_sample(index)) from None
+        picture = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return Response(png_bytes(picture), media_type="image/png")
+
+    @app.get("/runs/{run_id}/report.html", include_in_schema=False)
+    def report(run_id: str) -> Response:
+        run = _run(runs, run_id)
+        if run.report is None:
+            raise HTTPException(404, f"run {run_id!r} has no report.html")
+        return FileResponse(run.report, media_type="text/html")
+
+    @app.post("/api/predict")
+    async def predict_route(request: Request) -> dict[str, Any]:
+        try:
+            with gate.admit():
+                fields, files = await _read_form(request, limits)
+                parsed = parse_request(fields, files)
+                run = _run(runs, parsed.run)
+                return await run_in_threadpool(_predict_in_slot, gate, run, parsed, limits)
+        except Busy:
+            raise HTTPException(
+                503,
+                f"busy: {gate.capacity} requests running or waiting; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+
+    return app
+
+
+def _predict_in_slot(gate: Gate, run: ServedRun, request: Any, limits: Limits) -> dict[str, Any]:
+    with gate.slot():
+        return predict(run, request, limits)
+
+
+def _run(runs: Mapping[str, ServedRun], run_id: str) -> ServedRun:
+    if run_id not in runs:
+        raise HTTPException(404, f"no run {run_id!r}; runs: {', '.join(runs)}")
+    return runs[run_id]
+
+
+async def _read_form(request: Request, limits: Limits) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The form's text fields and files (bytes), the body capped before it is all read."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise HTTPException(415, "send the request as multipart/form-data")
+    max_body = 2 * limits.max_upload_bytes + FORM_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        raise HTTPException(413, f"request of {int(declared):,} bytes, over {max_body:,}")
+    capped = Request(request.scope, _capped(request.receive, max_body))
+    try:
+        form = await capped.form(max_files=2, max_fields=MAX_FIELDS)
+    except MultiPartException as error:
+        raise HTTPException(400, f"malformed form: {error.message}") from None
+    fields, files = {}, {}
+    try:
+        for key, value in form.multi_items():
+            if key in fields or key in files:
+                raise HTTPException(400, f"field {key!r} given twice")
+            if isinstance(value, UploadFile):
+                files[key] = await value.read(limits.max_upload_bytes + 1)
+            else:
+                fields[key] = value
+    finally:
+        await form.close()
+    return fields, files
+
+
+def _capped(
+    receive: Callable[[], Awaitable[dict[str, Any]]], max_body: int
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``receive`` that stops a body (of any declared length, or none) past ``max_body``."""
+    received = 0
+
+    async def capped_receive() -> dict[str, Any]:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > max_body:
+            raise HTTPException(413, f"request body over {max_body:,} bytes")
+        return message
+
+    return capped_receive
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error", "status"}`` with its status code."""
+
+    def answer(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+        return JSONResponse({"error": message, "status": status}, status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        return answer(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, error: UploadError) -> Response:
+        return answer(error.status, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()
+        )
+        return answer(422, problems)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        logger.exception("densetasks serve: %s %s failed", request.method, request.url.path)
+        return answer(500, f"internal error ({type(error).__name__}); see the server's log")
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The page's files as ``{name: (content, media type)}``, read once from the package."""
+    files = {}
+    for entry in resources.files("densetasks.serve").joinpath("static").iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if suffix in STATIC_TYPES:
+            files[entry.name] = (entry.read_bytes(), STATIC_TYPES[suffix])
+    return files
