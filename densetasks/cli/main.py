@@ -17,6 +17,7 @@ from densetasks.cli import (
     evaluate,
     predict,
     report,
+    serve,
     sweep,
     train,
 )
@@ -45,7 +46,7 @@ def _data_command_modules() -> list:
 
 
 def _command_modules() -> list:
-    return [train, evaluate, predict, report, sweep, demo]
+    return [train, evaluate, predict, report, sweep, demo, serve]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
