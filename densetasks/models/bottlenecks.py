@@ -17,6 +17,10 @@ from densetasks.models.base import FeatureSpec
 ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
 """3×3 ASPP dilation rates at output stride 8 (Kendall et al., CVPR 2018, App. A)."""
 
+EASPP_RATES_AT_STRIDE_16 = (3, 6, 12)
+"""eASPP dilation rates at output stride 16 (Hickson et al., network fission, supplementary
+Sec. 1.3, after AdapNet++)."""
+
 
 def conv_bn_relu(
     in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1
@@ -33,6 +37,14 @@ def conv_bn_relu(
         ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
+    )
+
+
+def conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
+    """1×1 convolution (no bias) + BatchNorm, no activation: a projection whose output is
+    summed, concatenated or read as a prediction (eASPP's output, fission's skips and heads)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
     )
 
 
@@ -104,10 +116,49 @@ class ASPP(Bottleneck):
         return self.project(torch.cat([branch(deepest) for branch in self.branches], dim=1))
 
 
+class EASPP(Bottleneck):
+    """Efficient ASPP of AdapNet++, the bottleneck of network fission (Hickson et al., network
+    fission, supplementary Sec. 1.1 and 1.3; the authors' code).
+
+    Five parallel branches of ``channels`` (256): a 1×1 conv; three cascaded atrous branches,
+    each 1×1 conv to ``branch_channels`` (64), two 3×3 convs at ``branch_channels`` dilated by
+    3 / 6 / 12 at output stride 16 (scaled with the stride like :class:`ASPP`), 1×1 conv back
+    to ``channels``; global average pooling + 1×1 conv. Every conv has BN + ReLU. The
+    concatenation (5 × 256 = 1280) is projected by a 1×1 conv + BN back to ``channels``,
+    without ReLU, as the authors' code does. Training needs a batch of at least 2 (BN after
+    global pooling).
+    """
+
+    def __init__(
+        self, feature_info: list[FeatureSpec], channels: int = 256, branch_channels: int = 64
+    ) -> None:
+        super().__init__(feature_info, channels)
+        deepest = feature_info[-1]
+        self.rates = tuple(rate * 16 // deepest.stride for rate in EASPP_RATES_AT_STRIDE_16)
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(deepest.channels, channels)]
+            + [
+                nn.Sequential(
+                    conv_bn_relu(deepest.channels, branch_channels),
+                    conv_bn_relu(branch_channels, branch_channels, 3, rate),
+                    conv_bn_relu(branch_channels, branch_channels, 3, rate),
+                    conv_bn_relu(branch_channels, channels),
+                )
+                for rate in self.rates
+            ]
+            + [ImagePooling(deepest.channels, channels)]
+        )
+        self.project = conv_bn(len(self.branches) * channels, channels)
+
+    def transform(self, deepest: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(deepest) for branch in self.branches], dim=1))
+
+
 BOTTLENECKS: Registry[Bottleneck] = Registry("bottleneck")
 """Bottleneck name -> ``factory(feature_info, **options)``."""
 
 BOTTLENECKS.register("aspp", ASPP)
+BOTTLENECKS.register("easpp", EASPP)
 BOTTLENECKS.register("none", NoBottleneck)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from densetasks.errors import ConfigError
-from densetasks.models import ASPP, BOTTLENECKS, FeatureSpec, create_bottleneck
+from densetasks.models import ASPP, BOTTLENECKS, EASPP, FeatureSpec, create_bottleneck
 
 SPECS_AT = {
     8: [FeatureSpec(4, 4), FeatureSpec(16, 8)],
@@ -72,8 +72,46 @@ def test_every_bottleneck_keeps_spatial_size_and_passes_gradients(name):
 
 
 def test_unknown_bottleneck_or_option_raises_config_error():
-    with pytest.raises(ConfigError, match="unknown bottleneck 'easpp'; known: aspp, none"):
-        create_bottleneck("easpp", SPECS_AT[8])
+    with pytest.raises(ConfigError, match="unknown bottleneck 'psp'; known: aspp, easpp, none"):
+        create_bottleneck("psp", SPECS_AT[8])
     expected = r"does not take option\(s\) \['rate'\]; it takes: channels, project"
     with pytest.raises(ConfigError, match=expected):
         create_bottleneck("aspp", SPECS_AT[8], rate=3)
+
+
+@pytest.mark.parametrize(("output_stride", "rates"), [(8, (6, 12, 24)), (16, (3, 6, 12))])
+def test_easpp_has_the_adapnet_branches_with_rates_3_6_12_at_stride_16(output_stride, rates):
+    easpp = create_bottleneck("easpp", [FeatureSpec(16, output_stride)])
+    assert isinstance(easpp, EASPP) and easpp.rates == rates
+    direct, *cascades, pooling = easpp.branches
+    assert len(cascades) == 3
+    assert (direct[0].in_channels, direct[0].out_channels, direct[0].kernel_size) == (
+        16,
+        256,
+        (1, 1),
+    )
+    for cascade, rate in zip(cascades, rates, strict=True):
+        convolutions = [unit[0] for unit in cascade]
+        assert [(c.out_channels, c.kernel_size[0]) for c in convolutions] == [
+            (64, 1),
+            (64, 3),
+            (64, 3),
+            (256, 1),
+        ]
+        assert [c.dilation[0] for c in convolutions[1:3]] == [rate, rate]
+        assert [c.padding[0] for c in convolutions[1:3]] == [rate, rate]
+    assert pooling.project[0].out_channels == 256
+    project = easpp.project
+    assert (project[0].in_channels, project[0].out_channels) == (1280, 256)
+    assert len(project) == 2  # conv + BN, no ReLU (the authors' code)
+
+
+def test_easpp_returns_256_channels_not_rectified():
+    torch.manual_seed(0)
+    easpp = EASPP(SPECS_AT[16])
+    skip, deepest = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 5, 6)
+    out_skip, out = easpp([skip, deepest])
+    assert out_skip is skip
+    assert out.shape == (2, 256, 5, 6)
+    assert easpp.feature_info == [FeatureSpec(4, 4), FeatureSpec(256, 16)]
+    assert (out < 0).any()  # no ReLU after the projection

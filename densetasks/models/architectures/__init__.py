@@ -7,6 +7,7 @@ one config section (``bottleneck`` and ``head`` are options of the hard-sharing 
 
 from densetasks._registry import Registry
 from densetasks.models.architectures.composite_tasking import CompositeTasking
+from densetasks.models.architectures.fission import Fission
 from densetasks.models.architectures.hard_sharing import HardSharing
 from densetasks.models.architectures.palette_baselines import MHN, MN, STN
 from densetasks.models.architectures.single_task import SingleTask
@@ -31,6 +32,7 @@ ARCHITECTURES.register("three_ways", ThreeWays)
 ARCHITECTURES.register("three_ways_mteb", ThreeWaysMTEB)
 ARCHITECTURES.register("three_ways_padnet", ThreeWaysPadNet)
 ARCHITECTURES.register("padnet", PadNet)
+ARCHITECTURES.register("fission", Fission)
 
 __all__ = [
     "ARCHITECTURES",
@@ -38,6 +40,7 @@ __all__ = [
     "MN",
     "STN",
     "CompositeTasking",
+    "Fission",
     "HardSharing",
     "PadNet",
     "SingleTask",
