@@ -15,6 +15,7 @@ from densetasks.cli import (
     data_synth,
     demo,
     evaluate,
+    export,
     predict,
     report,
     serve,
@@ -46,7 +47,7 @@ def _data_command_modules() -> list:
 
 
 def _command_modules() -> list:
-    return [train, evaluate, predict, report, sweep, demo, serve]
+    return [train, evaluate, predict, report, sweep, demo, serve, export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
