@@ -72,12 +72,14 @@ def build_tasks(config: RunConfig, dataset: DenseDataset) -> dict[str, Task]:
     """Each configured task, with its config options merged over the dataset's."""
     tasks = {}
     for name, options in config.tasks.items():
-        if dataset.tasks and name not in dataset.tasks:
+        task = create_task(name, **{**dataset.task_options.get(name, {}), **options})
+        missing = [label for label in task.label_sources if label not in dataset.tasks]
+        if dataset.tasks and missing:
             raise ConfigError(
-                f"tasks.{name}: dataset {config.data.dataset!r} has no such labels; "
+                f"tasks.{name}: dataset {config.data.dataset!r} has no {missing} labels; "
                 f"it provides {list(dataset.tasks)}"
             )
-        tasks[name] = create_task(name, **{**dataset.task_options.get(name, {}), **options})
+        tasks[name] = task
     return tasks
 
 

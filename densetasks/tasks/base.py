@@ -114,6 +114,12 @@ class Task(ABC):
         Palette a semantic rule paints from the class map) overrides it."""
         return labels.get(self.name)
 
+    @property
+    def label_sources(self) -> tuple[str, ...]:
+        """The dataset labels :meth:`target` reads, checked against the dataset's labels when
+        a run is built: by default the task's own."""
+        return (self.name,)
+
     def evaluation_target(
         self, labels: Mapping[str, torch.Tensor], mask: torch.Tensor | None = None
     ) -> Any:

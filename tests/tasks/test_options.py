@@ -38,6 +38,16 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 99, "max_dist": 0.0075, "nms": True},
     ),
     "saliency": ({}, {"protocol": "per_image_f1"}),
+    "task_palette": (
+        {"tasks": ["semseg", "parts", "edges", "saliency", "normals"]},
+        {
+            "tasks": ["semseg", "parts", "edges", "saliency", "normals"],
+            "rule": "R2",
+            "rule_options": None,
+            "focal_gamma": 0.0,
+            "composite_eps": 1e-8,
+        },
+    ),
     "instance": (
         {},
         {
@@ -80,6 +90,13 @@ EXPLICIT: dict[str, dict[str, Any]] = {
         "nms": False,
     },
     "saliency": {"protocol": "pooled_beta2_0.3"},
+    "task_palette": {
+        "tasks": ("near", "far"),
+        "rule": "R3",
+        "rule_options": {"classes": {"near": [0], "far": [1, 2]}, "semantic_task": "seg"},
+        "focal_gamma": 2.0,
+        "composite_eps": 1e-6,
+    },
     "instance": {
         "composite_scale": 16.0,
         "instance_classes": (3, 4),
@@ -88,7 +105,11 @@ EXPLICIT: dict[str, dict[str, Any]] = {
     },
 }
 
-AS_SAVED = {"semseg": {"class_names": ["sky", "road"]}, "instance": {"instance_classes": [3, 4]}}
+AS_SAVED = {
+    "semseg": {"class_names": ["sky", "road"]},
+    "instance": {"instance_classes": [3, 4]},
+    "task_palette": {"tasks": ["near", "far"]},
+}
 """Where the options differ from ``EXPLICIT``: tuples are recorded as lists."""
 
 

@@ -9,7 +9,11 @@ from densetasks.data.derive import centroid_offsets
 from densetasks.tasks.base import Task
 from densetasks.tasks.registry import TASKS, create_task
 
-OPTIONS = {"semseg": {"num_classes": 5}, "parts": {"num_classes": 3}}
+OPTIONS = {
+    "semseg": {"num_classes": 5},
+    "parts": {"num_classes": 3},
+    "task_palette": {"tasks": ["semseg", "parts", "edges", "saliency", "normals"]},
+}
 OVERRIDING = {"instance", "normals"}
 """Tasks whose outputs are not plain bilinear-resizable values."""
 
