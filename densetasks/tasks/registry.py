@@ -1,4 +1,4 @@
-"""The seven dense tasks by name. Adding a task: its file, its test, one line here."""
+"""The dense tasks by name. Adding a task: its file, its test, one line here."""
 
 from densetasks._registry import Registry
 from densetasks.data.sample import LabelKind
