@@ -18,7 +18,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 
 from densetasks.serve.gate import Busy, Gate
 from densetasks.serve.predict import parse_request, png_bytes, predict
@@ -120,10 +119,7 @@ async def _read_form(request: Request, limits: Limits) -> tuple[dict[str, str], 
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise HTTPException(413, f"request of {int(declared):,} bytes, over {max_body:,}")
     capped = Request(request.scope, _capped(request.receive, max_body))
-    try:
-        form = await capped.form(max_files=2, max_fields=MAX_FIELDS)
-    except MultiPartException as error:
-        raise HTTPException(400, f"malformed form: {error.message}") from None
+    form = await capped.form(max_files=2, max_fields=MAX_FIELDS)  # malformed: 400 from Starlette
     fields, files = {}, {}
     try:
         for key, value in form.multi_items():

@@ -8,6 +8,7 @@ part of a path.
 """
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def decode_image(data: bytes, limits: Limits) -> torch.Tensor:
     with tempfile.TemporaryDirectory(prefix="densetasks-serve-") as folder:
         path = Path(folder) / f"upload.{kind}"
         path.write_bytes(data)
-        _check_pixels(path, limits)
+        _check_pixels(path, "image", limits)
         return _read(lambda: read_image(path, limits.max_pixels), path, "image")
 
 
@@ -85,11 +86,11 @@ def decode_palette(data: bytes, limits: Limits) -> torch.Tensor:
     with tempfile.TemporaryDirectory(prefix="densetasks-serve-") as folder:
         path = Path(folder) / "palette.png"
         path.write_bytes(data)
-        _check_pixels(path, limits)
+        _check_pixels(path, "palette", limits)
         return _read(lambda: read_palette_png(path), path, "palette")
 
 
-def _check_pixels(path: Path, limits: Limits) -> None:
+def _check_pixels(path: Path, field: str, limits: Limits) -> None:
     """413 when the header announces more than ``max_pixels`` pixels (nothing decoded)."""
     try:
         with Image.open(path) as image:
@@ -99,12 +100,12 @@ def _check_pixels(path: Path, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise UploadError(
             413,
-            f"{path.stem}: {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{field}: {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{limits.max_pixels:,} pixels",
         )
 
 
-def _read(reader, path: Path, field: str) -> torch.Tensor:
+def _read(reader: Callable[[], torch.Tensor], path: Path, field: str) -> torch.Tensor:
     """``reader()``; its DataError becomes a 400 naming the field, not the temp path."""
     try:
         return reader()
