@@ -29,7 +29,7 @@ class DataConfig(_Section):
     test_split: str | None = "test"
     crop_size: tuple[int, int] | None = None
     eval_size: tuple[int, int] | None = None
-    scale_range: tuple[float, float] = (1.0, 1.0)
+    scale_range: tuple[float, float] | None = (1.0, 1.0)
     flip: bool = True
     color_jitter: float = Field(0.0, ge=0.0)
     batch_size: int = Field(8, ge=1)
