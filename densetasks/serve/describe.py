@@ -69,7 +69,7 @@ def legend(task: Task, value: Any) -> dict[str, Any]:
     if kind == "depth":
         return {"kind": "colourbar", "unit": "m", "stops": _depth_stops(value)}
     text = {
-        "normals": "RGB = (n + 1) / 2 (x right, y, z)",
+        "normals": "RGB = (n + 1) / 2; x right, y down, z forward",
         "probability": "black 0 → white 1",
         "offsets": "hue = direction, brightness = length",
     }

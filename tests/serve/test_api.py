@@ -203,6 +203,7 @@ IMAGE = {"image": ("i", photo(), "image/png")}
     [
         ({}, IMAGE, "run: missing"),
         ({"run": "hard", "colour": "red"}, IMAGE, "unknown field(s) ['colour']"),
+        ({"run": ["hard", "ctn"]}, IMAGE, "field 'run' given twice"),
         ({"run": "hard", "image": "x.png"}, None, "image and palette are files"),
         ({"run": "hard"}, None, "exactly one of image"),
         ({"run": "hard", "sample": "0"}, IMAGE, "exactly one of image"),
