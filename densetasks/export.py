@@ -46,6 +46,7 @@ from densetasks.models.base import Architecture, Encoder
 from densetasks.tasks.base import Task
 
 PRECISIONS = ("fp32", "fp16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 CHECKPOINTS = ("best", "last")
 DEFAULT_OPSET = 17
 SIDECAR_FORMAT = 1
@@ -204,9 +205,6 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return Path(f"{onnx_path}.json")
 
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
 def _load(run_dir: str | Path, checkpoint: str) -> LoadedRun:
     """The run's model on the CPU; a missing checkpoint is a :class:`DataError` naming it."""
     if checkpoint not in CHECKPOINTS:
@@ -224,7 +222,9 @@ def output_stride(model: nn.Module) -> int:
 
 
 def _export_size(run: LoadedRun, size: tuple[int, int] | None) -> tuple[int, int]:
+    """``size``, else the run's evaluation or crop size, checked against the output stride."""
     data = run.config.data
+    source = "--size" if size else "data.eval_size" if data.eval_size else "data.crop_size"
     size = size or data.eval_size or data.crop_size
     if size is None:
         raise ConfigError(
@@ -233,7 +233,7 @@ def _export_size(run: LoadedRun, size: tuple[int, int] | None) -> tuple[int, int
     stride = output_stride(run.model)
     if any(side % stride for side in size):
         raise ConfigError(
-            f"--size {size[0]}x{size[1]} is not divisible by the encoder's output stride "
+            f"{source} {size[0]}x{size[1]} is not divisible by the encoder's output stride "
             f"{stride}; use multiples of {stride}"
         )
     return (int(size[0]), int(size[1]))
@@ -256,7 +256,9 @@ def example_inputs(
     return (image, *(_random_ids(graph, image, generator) for _ in graph.condition_names))
 
 
-def _random_ids(graph: ExportGraph, image: torch.Tensor, generator: torch.Generator):
+def _random_ids(
+    graph: ExportGraph, image: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     shape = (image.shape[0], *image.shape[-2:])
     return torch.randint(0, len(graph.tasks), shape, generator=generator)
 
