@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
             f"densetasks serve needs the 'serve' extra ({error.name} is missing): "
             'pip install -e ".[serve]"'
         ) from None
+    if args.concurrency < 1 or args.queue < 0 or args.max_upload_mb <= 0 or args.max_pixels < 1:
+        raise ConfigError(
+            "--concurrency, --max-upload-mb and --max-pixels must be > 0, --queue >= 0"
+        )
     if args.host not in LOCAL_HOSTS:
         print(
             f"densetasks serve: warning: listening on {args.host}, beyond this machine; anyone "

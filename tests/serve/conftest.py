@@ -2,7 +2,8 @@
 
 Two runs are trained once per session on 32-px synthetic scenes: hard parameter sharing
 (semseg + depth) and a real CompositeTasking network (tiny encoder, narrow decoder) over
-four tasks, the one a Task Palette conditions.
+four tasks, the one a Task Palette conditions. The test modules skip themselves when the
+``serve`` extra is not installed; this file imports it only inside its fixtures.
 """
 
 import socket
@@ -15,14 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("fastapi", reason="densetasks serve needs the 'serve' extra (fastapi)")
-pytest.importorskip("uvicorn", reason="densetasks serve needs the 'serve' extra (uvicorn)")
-
-import uvicorn
-
 from densetasks.engine.config import validate_config
 from densetasks.engine.run import train
-from densetasks.serve import ServedRun, load_runs
+
+SERVE_EXTRA = "densetasks serve needs the 'serve' extra: pip install -e '.[serve]'"
 
 DATA = {"options": {"n_train": 4, "n_val": 2, "n_test": 3, "size": [32, 32]}, "batch_size": 2}
 TRAIN = {
@@ -67,8 +64,10 @@ def run_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def runs(run_dirs) -> dict[str, ServedRun]:
-    """The two runs loaded for serving, by id (``hard``, ``ctn``)."""
+def runs(run_dirs) -> dict:
+    """The two runs loaded for serving (``ServedRun`` by id: ``hard``, ``ctn``)."""
+    from densetasks.serve import load_runs
+
     return load_runs([run_dirs["hard"], run_dirs["ctn"]])
 
 
@@ -81,6 +80,8 @@ def free_port() -> int:
 @contextmanager
 def serving(app, timeout_s: float = 10.0) -> Iterator[str]:
     """``app`` served by uvicorn on 127.0.0.1 at a free port, in a thread; yields its URL."""
+    import uvicorn
+
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

@@ -14,16 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import uvicorn
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from densetasks.cli.main import main
 from densetasks.cli.predict import predict_image
 from densetasks.data.palettes import NO_TASK
-from densetasks.serve import Limits, create_app, load_runs
 
-from .conftest import COMPOSITE_TASKS
+from .conftest import COMPOSITE_TASKS, SERVE_EXTRA
+
+uvicorn = pytest.importorskip("uvicorn", reason=SERVE_EXTRA)
+pytest.importorskip("httpx", reason=SERVE_EXTRA)  # the test client's
+TestClient = pytest.importorskip("fastapi.testclient", reason=SERVE_EXTRA).TestClient
+serve = pytest.importorskip("densetasks.serve", reason=SERVE_EXTRA)
 
 
 def png(array: np.ndarray) -> bytes:
@@ -48,7 +50,7 @@ def picture(entry: dict) -> np.ndarray:
 
 @pytest.fixture
 def client(runs) -> TestClient:
-    return TestClient(create_app(runs), raise_server_exceptions=False)
+    return TestClient(serve.create_app(runs), raise_server_exceptions=False)
 
 
 def post(client: TestClient, fields: dict, files: dict | None = None):
@@ -108,7 +110,7 @@ def test_report_is_linked_when_the_run_has_one(runs, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     report.write_text("<h1>report</h1>")
     with_report = {**runs, "hard": dataclasses.replace(runs["hard"], report=report)}
-    client = TestClient(create_app(with_report))
+    client = TestClient(serve.create_app(with_report))
     listed = client.get("/api/runs").json()["runs"][0]
     assert listed["report"] == "/runs/hard/report.html"
     assert client.get(listed["report"]).text == "<h1>report</h1>"
@@ -259,7 +261,7 @@ def test_types_are_judged_by_content_415(client) -> None:
 
 
 def test_too_large_is_413(runs) -> None:
-    client = TestClient(create_app(runs, Limits(max_upload_bytes=4000, max_pixels=600)))
+    client = TestClient(serve.create_app(runs, serve.Limits(max_upload_bytes=4000, max_pixels=600)))
     big = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     error(post(client, {"run": "hard"}, {"image": ("i", png(big))}), 413, "over the limit of 4,000")
     error(
@@ -293,7 +295,7 @@ def test_a_malformed_form_is_400(client) -> None:
 
 
 def test_a_full_queue_is_503_with_retry_after(runs) -> None:
-    app = create_app(runs, concurrency=1, queue=0)
+    app = serve.create_app(runs, concurrency=1, queue=0)
     client = TestClient(app)
     with app.state.gate.admit():
         response = post(client, {"run": "hard"}, IMAGE)
@@ -323,7 +325,9 @@ def test_the_command_warns_when_binding_beyond_localhost(run_dirs, monkeypatch, 
     assert main(["serve", str(run_dirs["hard"]), str(run_dirs["hard"]), "--host", "0.0.0.0"]) == 0
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert served == [("127.0.0.1", 8123), ("0.0.0.0", 8000)]
+    assert main(["serve", str(run_dirs["hard"]), "--queue", "-1"]) == 2
+    assert "--queue >= 0" in capsys.readouterr().err
 
 
 def test_repeated_run_names_get_distinct_ids(run_dirs) -> None:
-    assert list(load_runs([run_dirs["hard"], run_dirs["hard"]])) == ["hard", "hard-2"]
+    assert list(serve.load_runs([run_dirs["hard"], run_dirs["hard"]])) == ["hard", "hard-2"]

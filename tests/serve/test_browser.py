@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from densetasks.serve import create_app
+from .conftest import COMPOSITE_TASKS, SERVE_EXTRA, serving
 
-from .conftest import COMPOSITE_TASKS, serving
+pytest.importorskip("uvicorn", reason=SERVE_EXTRA)
+serve = pytest.importorskip("densetasks.serve", reason=SERVE_EXTRA)
+
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -77,7 +79,7 @@ def test_upload_paint_run_and_compare(runs, browser, tmp_path: Path) -> None:
     shots = tmp_path / "screenshots"
     shots.mkdir()
     image = photo(tmp_path / "photo.png")
-    with serving(create_app(runs)) as url:
+    with serving(serve.create_app(runs)) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))

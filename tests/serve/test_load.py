@@ -11,14 +11,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from densetasks.serve import create_app
+from .conftest import SERVE_EXTRA, serving
 
-from .conftest import serving
+httpx = pytest.importorskip("httpx", reason=SERVE_EXTRA)
+serve = pytest.importorskip("densetasks.serve", reason=SERVE_EXTRA)
+
 
 REQUESTS = 50
 BURSTS = 2
@@ -57,7 +58,7 @@ def burst(url: str, data: bytes) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc")
 def test_bursts_are_answered_or_refused_and_memory_stays_flat(runs) -> None:
     data = image_bytes()
-    app = create_app(runs, concurrency=1, queue=8)
+    app = serve.create_app(runs, concurrency=1, queue=8)
     with serving(app) as url:
         for _ in range(5):  # warm-up: allocator, thread pool, first-call caches
             assert httpx.post(
