@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from densetasks.serve.gate import Busy, Gate
-from densetasks.serve.predict import parse_request, png_bytes, predict
+from densetasks.serve.predict import PredictRequest, parse_request, png_bytes, predict
 from densetasks.serve.registry import ServedRun
 from densetasks.serve.uploads import Limits, UploadError
 
@@ -98,7 +98,9 @@ def create_app(
     return app
 
 
-def _predict_in_slot(gate: Gate, run: ServedRun, request: Any, limits: Limits) -> dict[str, Any]:
+def _predict_in_slot(
+    gate: Gate, run: ServedRun, request: PredictRequest, limits: Limits
+) -> dict[str, Any]:
     with gate.slot():
         return predict(run, request, limits)
 
