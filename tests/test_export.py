@@ -32,6 +32,9 @@ EXPORTABLE = {
     "composite_stn": ({"normals": {}}, SMALL),
     "composite_mhn": ({"semseg": {}, "depth": {}}, SMALL),
     "composite_mn": ({"semseg": {}, "edges": {}}, SMALL),
+    "fission": ({"normals": {}, "depth": {}}, {}),
+    "three_ways_mteb": ({"semseg": {}, "depth": {}}, {"decoder_widths": [16, 16, 8, 8, 8]}),
+    "padnet": ({"semseg": {}, "depth": {}}, {"channels": 8}),
 }
 """Architecture -> (tasks, model options) of a tiny run; add an architecture here to have its
 export tested."""
