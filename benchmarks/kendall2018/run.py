@@ -14,7 +14,10 @@ Then it writes the comparison (``densetasks report``: per-task metrics and Δm a
 single-task runs, on the test split) to ``--report-dir`` as report.md / report.html /
 report.json, and the sweep table and Fig. 2-style plot (val split, the equal and uncertainty
 runs marked) to ``--report-dir/sweep``. Finished runs are skipped, so an interrupted
-experiment continues where it stopped. See ``benchmarks/kendall2018/README.md``.
+experiment continues where it stopped. With ``--seeds 0 1 2`` every run is trained once per
+seed (``<name>,seed=<s>``), the grid setting with the best mean validation Δm is kept, and the
+report shows mean ± std over the seeds (``densetasks report --group``); the sweep plot shows
+the first seed. See ``benchmarks/kendall2018/README.md``.
 """
 
 import argparse
@@ -29,6 +32,7 @@ from densetasks.engine.config import load_config
 from densetasks.experiments.report import (
     build_report,
     format_text_table,
+    load_group,
     load_records,
     write_report,
 )
@@ -87,6 +91,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override a config value for every run",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train every run once per seed and report mean ± std (default: the config's seed)",
+    )
     parser.add_argument(
         "--work-dir",
         type=Path,
@@ -153,14 +165,30 @@ def grid_runs(grid_items: list[str]) -> dict[str, dict]:
     }
 
 
-def best_by_delta_m(candidates: list[Path], baselines: list[Path], split: str) -> Path:
-    """The run with the highest Δm over each task's primary metric on ``split``."""
-    report = build_report(load_records(candidates, split), load_records(baselines, split), split)
+def seeded(runs: dict[str, dict], seeds: list[int] | None) -> dict[str, dict]:
+    """Every run once per seed (named ``<name>,seed=<s>``), or the runs as they are."""
+    if not seeds:
+        return runs
+    return {
+        seed_name(name, seed): {**overrides, "seed": seed}
+        for name, overrides in runs.items()
+        for seed in seeds
+    }
+
+
+def seed_name(name: str, seed: int | None) -> str:
+    return name if seed is None else f"{name},seed={seed}"
+
+
+def best_by_delta_m(candidates: dict[str, list[Path]], baselines: list[Path], split: str) -> str:
+    """The row (its seeds' runs) with the highest mean Δm over the primary metrics."""
+    rows = [load_group(name, dirs, split) for name, dirs in candidates.items()]
+    report = build_report(rows, load_records(baselines, split), split)
     scores = [run["delta_m_percent"]["primary"] for run in report["runs"]]
-    for path, score in zip(candidates, scores, strict=True):
-        print(f"grid: {path.name}: Δm {score:+.2f}% on {split}")
+    for name, score in zip(candidates, scores, strict=True):
+        print(f"grid: {name}: Δm {score:+.2f}% on {split}")
     ranked = [(float("-inf") if s is None else s, index) for index, s in enumerate(scores)]
-    return candidates[max(ranked)[1]]
+    return list(candidates)[max(ranked)[1]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,31 +196,39 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
     base = load_config(args.config, scale_overrides(args)).to_dict()
     fixed = grid_runs(args.grid or DEFAULT_GRID)
-    planned = plan_runs(base, {**experiment_runs(base), **fixed}, args.work_dir / "runs")
+    runs = seeded({**experiment_runs(base), **fixed}, args.seeds)
+    planned = plan_runs(base, runs, args.work_dir / "runs")
     by_name = {run.name: run for run in planned}
+    seeds = args.seeds or [None]
+
+    def seed_dirs(name: str) -> list[Path]:
+        return [by_name[seed_name(name, seed)].run_dir for seed in seeds]
+
     print(f"kendall2018: {len(planned)} runs into {args.work_dir / 'runs'}")
     start = time.perf_counter()
     trained = run_sweep(planned, jobs=args.jobs, split="test")
     elapsed = time.perf_counter() - start
     print(f"trained {len(trained)} runs in {elapsed:.0f} s")
 
-    baselines = [by_name[f"stl_{task}"].run_dir for task in base["tasks"]]
-    best = best_by_delta_m([by_name[name].run_dir for name in fixed], baselines, "val")
-    compared = [by_name["equal"].run_dir, best, by_name["uncertainty"].run_dir]
-    report = write_report(compared, baselines, args.report_dir, split="test")
+    baselines = [path for task in base["tasks"] for path in seed_dirs(f"stl_{task}")]
+    best = best_by_delta_m({name: seed_dirs(name) for name in fixed}, baselines, "val")
+    compared = {name: seed_dirs(name) for name in ("equal", best, "uncertainty")}
+    report = write_report([], baselines, args.report_dir, split="test", groups=compared)
     print(format_text_table(report))
 
+    first = seeds[0]
     sweep = collect_results(
-        [by_name[name] for name in fixed],
+        [by_name[seed_name(name, first)] for name in fixed],
         "val",
-        marked=[by_name["equal"].run_dir, by_name["uncertainty"].run_dir],
+        marked=[by_name[seed_name(name, first)].run_dir for name in ("equal", "uncertainty")],
         keys=list(parse_grid(args.grid or DEFAULT_GRID)),
     )
     write_sweep(sweep, args.report_dir / "sweep", render_png=sweep_figure_png)
     settings = {
         "command": " ".join(["python", "benchmarks/kendall2018/run.py", *(argv or sys.argv[1:])]),
         "overrides": scale_overrides(args),
-        "best_grid_run": best.name,
+        "best_grid_run": best,
+        "seeds": args.seeds,
         "trained_runs": trained,
         "training_seconds": round(elapsed, 1),
     }
