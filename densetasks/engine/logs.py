@@ -1,4 +1,8 @@
-"""What a run reports while it trains: progress bar, ``events.jsonl``, TensorBoard, pictures.
+"""What a run reports while it trains: progress, ``events.jsonl``, TensorBoard, pictures.
+
+Progress is a tqdm bar when standard output is a terminal. Otherwise (CI, ``nohup``, a
+cluster job's log file) a bar would fill the log with carriage-return frames, so a plain
+line is printed every ``log_every`` steps instead (:func:`format_train_line`).
 
 Only the main process (rank 0) creates a :class:`RunLog` that writes; the others get one
 with ``enabled=False`` whose methods do nothing. ``events.jsonl`` holds one JSON object per
@@ -8,6 +12,7 @@ uninterrupted run.
 """
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ from densetasks.tasks.base import Task
 
 
 class RunLog:
-    """Progress bar + JSONL events + TensorBoard scalars for one run directory."""
+    """Progress (bar or plain lines) + JSONL events + TensorBoard scalars for one run."""
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool) -> None:
         self.enabled = enabled
@@ -31,7 +36,11 @@ class RunLog:
         if not enabled:
             return
         truncate_events(self.events_path, start_step)
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        self.total_steps = total_steps
+        if sys.stdout.isatty():
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, desc="train", dynamic_ncols=True
+            )
         from torch.utils.tensorboard import SummaryWriter  # slow import, main process only
 
         self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
@@ -63,6 +72,11 @@ class RunLog:
                 "images_per_s": images_per_s,
             }
         )
+        if self._bar is None:
+            line = format_train_line(
+                step, self.total_steps, losses, total, images_per_s, learning_rates
+            )
+            print(line, flush=True)
         scalars = {"loss/total": total, "speed/images_per_s": images_per_s}
         scalars.update({f"loss/{name}": value for name, value in losses.items()})
         scalars.update({f"weight/{name}": value for name, value in weights.items()})
@@ -85,9 +99,11 @@ class RunLog:
         self.message(f"step {step} {split}: {summary}")
 
     def message(self, text: str) -> None:
-        """A line for people, printed above the progress bar."""
-        if self.enabled:
+        """A line for people, printed above the progress bar (or plainly, without one)."""
+        if self._bar is not None:
             tqdm.write(text)
+        elif self.enabled:
+            print(text, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -98,6 +114,29 @@ class RunLog:
     def _append(self, event: dict[str, Any]) -> None:
         with self.events_path.open("a") as stream:
             stream.write(json.dumps(event) + "\n")
+
+
+def format_train_line(
+    step: int,
+    total_steps: int,
+    losses: Mapping[str, float],
+    total: float,
+    images_per_s: float,
+    learning_rates: Mapping[str, float],
+) -> str:
+    """``step 20/1000 semseg=0.5123 depth=0.3312 total=0.8435 img/s=52.1 lr=0.001``.
+
+    One learning rate is shown as ``lr=``; parameter groups with different rates each as
+    ``lr.<group>=``.
+    """
+    parts = [f"step {step}/{total_steps}"]
+    parts += [f"{name}={value:.4f}" for name, value in losses.items()]
+    parts += [f"total={total:.4f}", f"img/s={images_per_s:.1f}"]
+    if len(set(learning_rates.values())) == 1:
+        parts.append(f"lr={next(iter(learning_rates.values())):.3g}")
+    else:
+        parts += [f"lr.{name}={value:.3g}" for name, value in learning_rates.items()]
+    return " ".join(parts)
 
 
 def truncate_events(path: Path, last_step: int) -> None:

@@ -1,0 +1,62 @@
+"""``RunLog``: a progress bar in a terminal, plain lines every ``log_every`` steps otherwise."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from densetasks.engine.logs import RunLog, format_train_line
+
+LOSSES = {"semseg": 0.5, "depth": 0.25}
+
+
+def log_two_steps(run_dir: Path) -> None:
+    """What the engine does for two steps with ``log_every=2``: advance, advance, train."""
+    log = RunLog(run_dir, total_steps=4, start_step=0, enabled=True)
+    log.advance(0.9, 10.0)
+    log.advance(0.75, 12.0)
+    log.train(2, LOSSES, 0.75, {"semseg": 1.0, "depth": 1.0}, {"all": 1e-3}, 11.0)
+    log.message("step 2 val: semseg.miou=0.5")
+    log.close()
+
+
+def test_without_a_terminal_plain_lines_and_no_carriage_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    log_two_steps(tmp_path)
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "step 2/4 semseg=0.5000 depth=0.2500 total=0.7500 img/s=11.0 lr=0.001",
+        "step 2 val: semseg.miou=0.5",
+    ]
+    assert "\r" not in captured.out + captured.err
+    event = json.loads((tmp_path / "events.jsonl").read_text())
+    assert event["step"] == 2 and event["losses"] == LOSSES
+
+
+def test_in_a_terminal_the_progress_bar_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    log_two_steps(tmp_path)
+    captured = capsys.readouterr()
+    assert "step 2/4" not in captured.out  # no plain line: the bar shows progress
+    assert "\r" in captured.err and "2/4" in captured.err and "loss=0.7500" in captured.err
+    assert "step 2 val: semseg.miou=0.5" in captured.out
+
+
+def test_a_disabled_log_prints_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    log = RunLog(tmp_path, total_steps=4, start_step=0, enabled=False)
+    log.train(2, LOSSES, 0.75, {}, {"all": 1e-3}, 11.0)
+    log.message("hidden")
+    assert capsys.readouterr().out == "" and not (tmp_path / "events.jsonl").exists()
+
+
+def test_groups_with_different_learning_rates_are_named() -> None:
+    line = format_train_line(5, 10, {"depth": 1.0}, 1.0, 3.0, {"encoder": 1e-4, "heads": 1e-3})
+    assert line == "step 5/10 depth=1.0000 total=1.0000 img/s=3.0 lr.encoder=0.0001 lr.heads=0.001"
