@@ -3,10 +3,21 @@
 Pixel convention (OpenCV): the centre of pixel ``(row v, column u)`` has image coordinates
 ``(u, v)``; the camera frame has x right, y down, z forward. A point of depth ``z`` (metres,
 along the optical axis) seen at pixel ``(u, v)`` is ``z · K⁻¹ [u, v, 1]ᵀ``.
+
+Normals from real (noisy, holed) depth follow what Hickson et al., network fission,
+supplementary Sec. 2.2 use for ground truth (their ref. [5], "Floors are flat"): in-paint the
+holes, fit local planes in edge-aware windows (integral images), and optionally give every
+component of similar normals of a flat semantic class its mean normal.
 """
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+from scipy.sparse.linalg import spsolve
 
 # Neighbour offsets (row, column) in pairs a quarter turn apart, all turning the same way
 # (right -> down, left -> up, and the diagonals alike), so every cross product of a pair
@@ -55,29 +66,73 @@ def scale_intrinsics(
     return scaled
 
 
+NORMALS_PRESETS: dict[str, dict[str, bool | int]] = {
+    "synthetic": {"inpaint": False, "smoothing": 0},
+    "real": {"inpaint": True, "smoothing": 30},
+}
+"""Options of :func:`normals_from_depth` by name. ``synthetic``: exact depth, neighbour
+differences (the default). ``real``: in-paint holes, then local planes in edge-aware windows of
+at most 30 px, the authors' setting for 640 × 480 real depth (Hickson et al., network fission,
+supplementary Sec. 2.2; they use 10 px for synthetic depth); scale it with the image width."""
+
+
 def normals_from_depth(
     depth: torch.Tensor,
     intrinsics: torch.Tensor,
     valid: torch.Tensor | None = None,
     invalid_dilation: int = 1,
+    *,
+    inpaint: bool = False,
+    smoothing: int = 0,
+    max_depth_change: float = 0.02,
+    semseg: torch.Tensor | None = None,
+    flat_classes: Sequence[int] = (),
+    flat_angle: float = 0.04,
 ) -> torch.Tensor:
     """Unit surface normals ``[3, H, W]`` of a metric depth map ``[1, H, W]``.
 
-    As Lopes et al., WACV 2023, App. B.1.1 describe: every pixel is unprojected with ``K⁻¹``
-    (``intrinsics`` of this image at this size, depth in metres — the authors' release feeds
-    inverse depth and unscaled intrinsics, which we do not), then the cross products of the
-    differences to neighbouring points are averaged over four neighbour pairs taken from the 8
-    neighbours (right/down, left/up and the two diagonal pairs), normalised, and oriented
-    towards the camera (``n · p < 0``, the convention of :mod:`densetasks.data.sample`).
+    With the defaults, as Lopes et al., WACV 2023, App. B.1.1 describe: every pixel is
+    unprojected with ``K⁻¹`` (``intrinsics`` of this image at this size, depth in metres — the
+    authors' release feeds inverse depth and unscaled intrinsics, which we do not), then the
+    cross products of the differences to neighbouring points are averaged over four neighbour
+    pairs taken from the 8 neighbours (right/down, left/up and the two diagonal pairs),
+    normalised, and oriented towards the camera (``n · p < 0``, the convention of
+    :mod:`densetasks.data.sample`). The result is the zero vector (invalid) where depth is not
+    valid (``depth <= 0`` or not in ``valid``), on the one-pixel image border, and within
+    ``invalid_dilation`` pixels (at least 1, the stencil's reach) of an invalid pixel.
 
-    The result is the zero vector (invalid) where depth is not valid (``depth <= 0`` or not
-    in ``valid``), on the one-pixel image border, and within ``invalid_dilation`` pixels of
-    an invalid pixel (a square neighbourhood). ``invalid_dilation`` must be at least 1: the
-    8-neighbour stencil reaches one pixel, so a normal any closer would mix in missing points.
+    For real depth (Hickson et al., network fission, supplementary Sec. 2.2; see
+    :data:`NORMALS_PRESETS`): ``inpaint`` fills every invalid pixel first
+    (:func:`inpaint_depth`); ``smoothing > 0`` replaces the stencil by local planes fitted in
+    windows of at most ``smoothing`` pixels that stop at depth changes above
+    ``max_depth_change`` (:func:`local_plane_normals`; ``invalid_dilation`` is then unused, the
+    windows never reach an invalid pixel); ``flat_classes`` with the ``semseg`` map ``[H, W]``
+    gives every component of similar normals of those classes its mean normal
+    (:func:`flatten_flat_classes`, ``flat_angle`` in radians).
     """
     _check_depth_and_intrinsics(depth, intrinsics)
     if invalid_dilation < 1:
         raise ValueError(f"invalid_dilation must be >= 1, got {invalid_dilation}")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0 pixels, got {smoothing}")
+    if flat_classes and semseg is None:
+        raise ValueError("flat_classes needs the semantic map semseg [H, W]")
+    if inpaint:
+        depth, valid = inpaint_depth(depth, valid), None
+    if smoothing:
+        has_depth = _has_depth(depth, valid)
+        normals = local_plane_normals(depth, intrinsics, has_depth, smoothing, max_depth_change)
+    else:
+        normals = _stencil_normals(depth, intrinsics, valid, invalid_dilation)
+    if flat_classes:
+        normals = flatten_flat_classes(normals, semseg, flat_classes, flat_angle)
+    return normals.to(depth.dtype)
+
+
+def _stencil_normals(
+    depth: torch.Tensor, intrinsics: torch.Tensor, valid: torch.Tensor | None, dilation: int
+) -> torch.Tensor:
+    """Neighbour-difference normals (Lopes et al., WACV 2023, App. B.1.1), float64."""
     points = unproject(depth, intrinsics).to(torch.float64)
     summed = torch.zeros_like(points)
     for first, second in _NEIGHBOUR_PAIRS:
@@ -87,8 +142,193 @@ def normals_from_depth(
     normals = F.normalize(summed, dim=0)
     facing_away = (normals * points).sum(dim=0) > 0
     normals = torch.where(facing_away, -normals, normals)
-    usable = _usable_pixels(depth, valid, invalid_dilation) & (summed.norm(dim=0) > 0)
-    return (normals * usable).to(depth.dtype)
+    usable = _usable_pixels(depth, valid, dilation) & (summed.norm(dim=0) > 0)
+    return normals * usable
+
+
+def inpaint_depth(depth: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``depth`` ``[1, H, W]`` with every invalid pixel (``<= 0`` or not in ``valid``) filled.
+
+    Hickson et al., network fission, supplementary Sec. 2.2 in-paint depth holes before
+    computing normals (their code: OpenCV Navier–Stokes in-painting, radius 5). OpenCV is not
+    a dependency, so we solve the steady state of the diffusion that Navier–Stokes in-painting
+    adds transport to: the discrete Laplace equation (4-neighbour, no flux across the image
+    border) over the holes, with the valid pixels as boundary values, in one sparse solve. We
+    diffuse *inverse* depth: the inverse depth of a plane is affine in ``(u, v)`` and affine
+    functions are discrete-harmonic, so a hole inside a plane (not touching the image border)
+    is filled exactly. A map without any valid pixel is returned unchanged.
+    """
+    known = _has_depth(depth, valid).numpy()
+    if known.all() or not known.any():
+        return depth.clone()
+    inverse = np.zeros(known.shape)
+    inverse[known] = 1.0 / depth[0].double().numpy()[known]
+    filled = inverse.copy()
+    filled[~known] = _solve_laplace(inverse, ~known)
+    result = torch.from_numpy(1.0 / filled).to(depth.dtype)[None]
+    return torch.where(torch.from_numpy(known)[None], depth, result)
+
+
+def _solve_laplace(values: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """The discrete-harmonic values at ``holes`` given ``values`` elsewhere (Dirichlet)."""
+    height, width = holes.shape
+    hole_v, hole_u = np.nonzero(holes)
+    count = len(hole_v)
+    number = np.full(holes.shape, -1)
+    number[hole_v, hole_u] = np.arange(count)
+    degree = np.zeros(count)
+    rhs = np.zeros(count)
+    rows, columns = [], []
+    for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        v, u = hole_v + dv, hole_u + du
+        inside = (v >= 0) & (v < height) & (u >= 0) & (u < width)
+        own, v, u = number[hole_v[inside], hole_u[inside]], v[inside], u[inside]
+        degree[own] += 1
+        neighbour_is_hole = holes[v, u]
+        rows.append(own[neighbour_is_hole])
+        columns.append(number[v[neighbour_is_hole], u[neighbour_is_hole]])
+        np.add.at(
+            rhs, own[~neighbour_is_hole], values[v[~neighbour_is_hole], u[~neighbour_is_hole]]
+        )
+    rows, columns = np.concatenate(rows), np.concatenate(columns)
+    off_diagonal = sparse.coo_matrix((-np.ones(len(rows)), (rows, columns)), shape=(count, count))
+    return spsolve((off_diagonal + sparse.diags(degree)).tocsc(), rhs)
+
+
+def local_plane_normals(
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    has_depth: torch.Tensor,
+    smoothing: int,
+    max_depth_change: float = 0.02,
+) -> torch.Tensor:
+    """Normals ``[3, H, W]`` of planes fitted to the points of edge-aware windows.
+
+    The integral-image covariance method of PCL's ``IntegralImageNormalEstimation``, which
+    the authors' code uses (Hickson et al., network fission, supplementary Sec. 2.2): a depth
+    change between 4-neighbours larger than ``2 · max_depth_change · (z + 1 m)`` (PCL's
+    threshold), or a missing neighbour, marks both pixels; a pixel at Euclidean distance ``d``
+    from the nearest marked pixel gets the square window of ``s = ⌊min(d, smoothing)⌋`` pixels
+    (``s // 2`` on each side, clipped at the image border) and no normal if ``s <= 2``. The
+    normal is the eigenvector of the smallest eigenvalue of the covariance of the window's
+    back-projected points, oriented towards the camera. Window sums come from integral images,
+    so the cost does not depend on the window size.
+    """
+    points = unproject(depth, intrinsics).double().numpy()
+    known = has_depth.numpy()
+    marked = _depth_changes(points[2], known, max_depth_change)
+    if marked.any():
+        distance = ndimage.distance_transform_edt(~marked)
+    else:
+        distance = np.full(known.shape, np.inf)
+    size = np.floor(np.minimum(distance, smoothing)).astype(np.int64)
+    fits = known & (size > 2)
+    normals = np.zeros_like(points)
+    fit_v, fit_u = np.nonzero(fits)
+    fitted = _window_plane_normals(points, known, fit_v, fit_u, size[fits] // 2)
+    facing_away = np.einsum("nj,jn->n", fitted, points[:, fit_v, fit_u]) > 0
+    fitted[facing_away] *= -1
+    normals[:, fit_v, fit_u] = fitted.T
+    return torch.from_numpy(normals)
+
+
+def _depth_changes(z: np.ndarray, known: np.ndarray, max_depth_change: float) -> np.ndarray:
+    """Pixels on either side of a large depth change or next to a missing depth (PCL's map)."""
+    marked = ~known.copy()
+    threshold = 2.0 * max_depth_change * (np.abs(z) + 1.0)
+    right = (np.abs(z[:, 1:] - z[:, :-1]) > threshold[:, :-1]) | ~known[:, 1:] | ~known[:, :-1]
+    down = (np.abs(z[1:] - z[:-1]) > threshold[:-1]) | ~known[1:] | ~known[:-1]
+    marked[:, 1:] |= right
+    marked[:, :-1] |= right
+    marked[1:] |= down
+    marked[:-1] |= down
+    return marked
+
+
+def _window_plane_normals(
+    points: np.ndarray, known: np.ndarray, v: np.ndarray, u: np.ndarray, half: np.ndarray
+) -> np.ndarray:
+    """``[N, 3]`` smallest-eigenvector normals of the windows ``v ± half``, ``u ± half``."""
+    height, width = known.shape
+    weight = known.astype(np.float64)
+    centred = (points - points[:, known].mean(axis=1)[:, None, None]) * weight
+    x, y, z = centred
+    channels = np.stack([weight, x, y, z, x * x, x * y, x * z, y * y, y * z, z * z])
+    integral = np.zeros((len(channels), height + 1, width + 1))
+    integral[:, 1:, 1:] = channels.cumsum(axis=1).cumsum(axis=2)
+    top, bottom = np.clip(v - half, 0, height), np.clip(v + half + 1, 0, height)
+    left, right = np.clip(u - half, 0, width), np.clip(u + half + 1, 0, width)
+    sums = (
+        integral[:, bottom, right]
+        - integral[:, top, right]
+        - integral[:, bottom, left]
+        + integral[:, top, left]
+    )
+    mean = sums[1:4] / sums[0]
+    second = sums[4:] / sums[0]
+    upper = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    covariance = np.empty((len(v), 3, 3))
+    for channel, (i, j) in enumerate(upper):
+        covariance[:, i, j] = covariance[:, j, i] = second[channel] - mean[i] * mean[j]
+    return np.linalg.eigh(covariance)[1][:, :, 0]
+
+
+def flatten_flat_classes(
+    normals: torch.Tensor,
+    semseg: torch.Tensor,
+    flat_classes: Sequence[int],
+    max_angle: float = 0.04,
+) -> torch.Tensor:
+    """ "Floors are flat": each component of similar normals of a flat class gets its mean.
+
+    As the authors' code does (Hickson et al., network fission, supplementary Sec. 2.2 and
+    their ref. [5]): two 4-neighbouring pixels of the same class in ``flat_classes`` whose
+    normals differ by less than ``max_angle`` radians (0.04 in the code; the supplementary's
+    text says "0.4") are joined; every connected component (what the authors' union-find
+    builds; here ``scipy.sparse.csgraph.connected_components``) gets its normalised mean
+    normal. Other pixels, and invalid (zero) normals, are unchanged.
+    """
+    if semseg.shape != normals.shape[1:]:
+        raise ValueError(
+            f"semseg must be [H, W] = {tuple(normals.shape[1:])}, got {tuple(semseg.shape)}"
+        )
+    vectors = normals.double().numpy()
+    labels = semseg.numpy()
+    flat = np.isin(labels, list(flat_classes)) & (np.abs(vectors).sum(axis=0) > 0)
+    number = np.arange(flat.size).reshape(flat.shape)
+    minimum_cosine = np.cos(max_angle)
+    rows, columns = [], []
+    for here, there in (
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+    ):
+        cosine = (vectors[:, here[0], here[1]] * vectors[:, there[0], there[1]]).sum(axis=0)
+        joined = flat[here] & flat[there] & (labels[here] == labels[there])
+        joined &= cosine > minimum_cosine
+        rows.append(number[here][joined])
+        columns.append(number[there][joined])
+    rows, columns = np.concatenate(rows), np.concatenate(columns)
+    graph = sparse.coo_matrix((np.ones(len(rows)), (rows, columns)), shape=(flat.size, flat.size))
+    _, component = csgraph.connected_components(graph, directed=False)
+    flat_component = component.reshape(flat.shape)[flat]
+    sums = np.stack(
+        [np.bincount(flat_component, weights=c[flat], minlength=flat.size) for c in vectors]
+    )
+    means = sums / np.linalg.norm(sums, axis=0).clip(min=1e-12)
+    vectors[:, flat] = means[:, flat_component]
+    return torch.from_numpy(vectors).to(normals.dtype)
+
+
+def _has_depth(depth: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``[H, W]`` bool: positive depth, and in ``valid`` when given."""
+    has_depth = depth[0] > 0
+    if valid is not None:
+        if valid.shape != has_depth.shape:
+            raise ValueError(
+                f"valid must be [H, W] = {tuple(has_depth.shape)}, got {tuple(valid.shape)}"
+            )
+        has_depth &= valid.to(torch.bool)
+    return has_depth
 
 
 def _shifted(points: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
@@ -100,13 +340,7 @@ def _usable_pixels(
     depth: torch.Tensor, valid: torch.Tensor | None, invalid_dilation: int
 ) -> torch.Tensor:
     """Inner pixels with depth everywhere within ``invalid_dilation`` pixels (a square)."""
-    has_depth = depth[0] > 0
-    if valid is not None:
-        if valid.shape != has_depth.shape:
-            raise ValueError(
-                f"valid must be [H, W] = {tuple(has_depth.shape)}, got {tuple(valid.shape)}"
-            )
-        has_depth &= valid.to(torch.bool)
+    has_depth = _has_depth(depth, valid)
     invalid = (~has_depth).to(torch.float32)[None, None]
     size = 2 * invalid_dilation + 1
     near_invalid = F.max_pool2d(invalid, size, stride=1, padding=invalid_dilation)[0, 0] > 0

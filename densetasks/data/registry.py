@@ -30,6 +30,7 @@ def _synthetic(
     num_objects: tuple[int, int] = (3, 6),
     persons: tuple[int, int] = (0, 2),
     tasks: Sequence[str] | None = None,
+    depth_noise: str = "none",
 ) -> SyntheticScenes:
     """Three disjoint synthetic splits: each split renders its scenes from its own seed
     (``seed * 3 + split index``), so no scene is shared between train, val and test."""
@@ -45,6 +46,7 @@ def _synthetic(
         persons=tuple(persons),
         tasks=tasks,
         transform=transform,
+        depth_noise=depth_noise,
     )
 
 

@@ -3,7 +3,9 @@
 It needs no download and yields all seven labels exactly. Sample ``i`` depends only on
 ``(seed, i)`` and the constructor's arguments, never on access order: its geometry is drawn
 from ``default_rng([seed, i, 0])`` and its appearance from ``default_rng([seed, i, 1])``, so
-the same ``(seed, i)`` has the same geometry in every style.
+the same ``(seed, i)`` has the same geometry in every style. With ``depth_noise="kinect"`` the
+depth label is Kinect-like (:mod:`densetasks.data.synthetic.depth_noise`), drawn from
+``default_rng([seed, i, 2])``; every other label, the normals included, stays exact.
 """
 
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ import torch
 
 from densetasks.data.dataset import DenseDataset, Sample, Transform
 from densetasks.data.derive import edges_from_segments
+from densetasks.data.synthetic.depth_noise import DEPTH_NOISE_MODELS, kinect_depth
 from densetasks.data.synthetic.layout import sample_scene
 from densetasks.data.synthetic.render import Rendering, render
 from densetasks.data.synthetic.scene import (
@@ -34,7 +37,7 @@ SYNTHETIC_TASKS: tuple[str, ...] = (
     "instance",
 )
 
-_GEOMETRY, _APPEARANCE = 0, 1
+_GEOMETRY, _APPEARANCE, _DEPTH_NOISE = 0, 1, 2
 
 
 def labels_from_rendering(rendering: Rendering, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -70,6 +73,8 @@ class SyntheticScenes(DenseDataset):
     ``size`` is ``(height, width)`` in pixels. ``num_objects`` and ``persons`` are inclusive
     ranges of how many are drawn per scene (one that finds no free floor is left out).
     ``tasks`` restricts the returned labels (default: all of :data:`SYNTHETIC_TASKS`).
+    ``depth_noise`` is ``"none"`` (exact depth) or ``"kinect"`` (quantised, holed, range-limited
+    depth, as real data; see :mod:`densetasks.data.synthetic.depth_noise`).
     """
 
     tasks: tuple[str, ...] = SYNTHETIC_TASKS
@@ -84,6 +89,7 @@ class SyntheticScenes(DenseDataset):
         persons: tuple[int, int] = (0, 2),
         tasks: Sequence[str] | None = None,
         transform: Transform | None = None,
+        depth_noise: str = "none",
     ) -> None:
         super().__init__(transform)
         if n < 0:
@@ -94,6 +100,10 @@ class SyntheticScenes(DenseDataset):
             raise ConfigError(f"unknown style {style!r}; known: {', '.join(sorted(STYLES))}")
         if seed < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
+        if depth_noise not in DEPTH_NOISE_MODELS:
+            raise ConfigError(
+                f"unknown depth_noise {depth_noise!r}; known: {', '.join(DEPTH_NOISE_MODELS)}"
+            )
         requested = SYNTHETIC_TASKS if tasks is None else tuple(tasks)
         unknown = [task for task in requested if task not in SYNTHETIC_TASKS]
         if unknown:
@@ -107,6 +117,7 @@ class SyntheticScenes(DenseDataset):
         self.num_objects = _check_range("num_objects", num_objects)
         self.persons = _check_range("persons", persons)
         self.tasks = requested
+        self.depth_noise = depth_noise
         options = {
             "semseg": {
                 "num_classes": len(SYNTHETIC_CLASSES),
@@ -134,6 +145,10 @@ class SyntheticScenes(DenseDataset):
         )
         sample: Sample = {"image": torch.from_numpy(rendering.image)}
         sample.update(labels_from_rendering(rendering, self.tasks))
+        if self.depth_noise == "kinect" and "depth" in sample:
+            rng = np.random.default_rng([self.seed, index, _DEPTH_NOISE])
+            noisy = kinect_depth(rendering.depth, scene.camera.focal, rng)
+            sample["depth"] = torch.from_numpy(noisy)[None]
         sample["meta"] = {
             "name": f"synthetic_{self.seed}_{index:06d}",
             "intrinsics": torch.from_numpy(scene.camera.intrinsics),
