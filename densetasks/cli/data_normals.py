@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from densetasks.data.folder import FolderDataset, register_tasks, write_label
-from densetasks.data.geometry import normals_from_depth
+from densetasks.data.geometry import NORMALS_PRESETS, normals_from_depth
 from densetasks.errors import DataError
 
 _CAMERA_FLAGS = ("fx", "fy", "cx", "cy")
@@ -19,7 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="For every image of a folder dataset that has depth, unproject the depth "
         "with the intrinsics, take cross products of neighbour differences averaged over "
         "four neighbour pairs (Lopes et al., WACV 2023, App. B.1.1), and write the unit normals "
-        "(towards the camera; invalid near missing depth and on the border) into normals/.",
+        "(towards the camera; invalid near missing depth and on the border) into normals/. "
+        "For real (noisy, holed) depth use --preset real: in-paint holes, then fit local planes "
+        "in edge-aware windows (Hickson et al., network fission, supplementary Sec. 2.2); "
+        "--flat-classes adds their 'floors are flat' step.",
     )
     parser.add_argument("root", type=Path, help="folder dataset")
     parser.add_argument("--split", default=None, help="only this split (default: every image)")
@@ -44,11 +47,58 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="pixels masked around missing depth (default 1, the least that is correct)",
     )
+    _add_real_depth_flags(parser)
     parser.set_defaults(func=run)
 
 
+def _add_real_depth_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the real-depth options of ``normals_from_depth`` (default: the preset's)."""
+    parser.add_argument(
+        "--preset",
+        choices=tuple(NORMALS_PRESETS),
+        default="synthetic",
+        help="synthetic: exact depth, neighbour differences (default); real: --inpaint "
+        "--smoothing 30 (the authors' setting for 640x480 Kinect depth)",
+    )
+    parser.add_argument(
+        "--inpaint",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fill missing depth by harmonic in-painting of inverse depth (default: preset)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        type=int,
+        default=None,
+        help="largest edge-aware plane-fit window in pixels, 0 = neighbour differences "
+        "(default: preset)",
+    )
+    parser.add_argument(
+        "--max-depth-change",
+        type=float,
+        default=0.02,
+        help="windows stop at depth changes above 2 * F * (z + 1 m) (PCL's factor, default 0.02)",
+    )
+    parser.add_argument(
+        "--flat-classes",
+        default=None,
+        help="comma-separated semseg class ids or names that are flat (floor, wall, ...): "
+        "components of similar normals get their mean normal (needs semseg/)",
+    )
+    parser.add_argument(
+        "--flat-angle",
+        type=float,
+        default=0.04,
+        help="radians below which neighbouring normals of a flat class join (default 0.04)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    dataset = FolderDataset(args.root, split=args.split, tasks=["depth"])
+    flat = args.flat_classes is not None
+    dataset = FolderDataset(
+        args.root, split=args.split, tasks=["depth", "semseg"] if flat else ["depth"]
+    )
+    options = _normals_options(args, dataset)
     camera = _camera_from_flags(args)
     written = without_depth = 0
     for index in range(len(dataset)):
@@ -63,8 +113,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.root}: image {name!r} has no intrinsics (intrinsics/{name}.json or "
                 "intrinsics.json); pass --fx --fy --cx --cy"
             )
+        if flat and "semseg" not in sample:
+            raise DataError(f"{args.root}: image {name!r} has no semseg label for --flat-classes")
         normals = normals_from_depth(
-            sample["depth"], intrinsics, invalid_dilation=args.invalid_dilation
+            sample["depth"],
+            intrinsics,
+            invalid_dilation=args.invalid_dilation,
+            semseg=sample.get("semseg"),
+            **options,
         )
         write_label(args.root, "normals", name, normals, args.file_format)
         written += 1
@@ -87,3 +143,34 @@ def _camera_from_flags(args: argparse.Namespace) -> torch.Tensor | None:
     return torch.tensor(
         [[values["fx"], 0.0, values["cx"]], [0.0, values["fy"], values["cy"]], [0.0, 0.0, 1.0]]
     )
+
+
+def _normals_options(args: argparse.Namespace, dataset: FolderDataset) -> dict:
+    """The real-depth keyword arguments of ``normals_from_depth``: the preset, then flags."""
+    options = dict(NORMALS_PRESETS[args.preset])
+    if args.inpaint is not None:
+        options["inpaint"] = args.inpaint
+    if args.smoothing is not None:
+        if args.smoothing < 0:
+            raise DataError(f"--smoothing must be >= 0 pixels, got {args.smoothing}")
+        options["smoothing"] = args.smoothing
+    options["max_depth_change"] = args.max_depth_change
+    options["flat_angle"] = args.flat_angle
+    if args.flat_classes is not None:
+        names = dataset.task_options.get("semseg", {}).get("class_names", [])
+        options["flat_classes"] = _class_ids(args.flat_classes, names)
+    return options
+
+
+def _class_ids(text: str, names: list[str]) -> list[int]:
+    """Class ids from ``"0,wall,2"``: integers as they are, names looked up in ``names``."""
+    ids = []
+    for token in (part.strip() for part in text.split(",")):
+        if token.isdigit():
+            ids.append(int(token))
+        elif token in names:
+            ids.append(names.index(token))
+        else:
+            known = ", ".join(names) or "none in dataset.json"
+            raise DataError(f"--flat-classes: unknown class {token!r} (class names: {known})")
+    return ids

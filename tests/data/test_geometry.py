@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from densetasks.data.geometry import normals_from_depth, scale_intrinsics, unproject
+from densetasks.data.geometry import (
+    NORMALS_PRESETS,
+    flatten_flat_classes,
+    inpaint_depth,
+    normals_from_depth,
+    scale_intrinsics,
+    unproject,
+)
 
 HEIGHT, WIDTH = 40, 56
 K = torch.tensor([[45.0, 0.0, 27.0], [0.0, 50.0, 19.5], [0.0, 0.0, 1.0]])
@@ -88,3 +95,130 @@ def test_normals_do_not_change_under_resize_with_scaled_intrinsics():
     depth = (-2.0 / (expected[:, None, None] * rays).sum(0))[None]
     errors = angle_errors_deg(normals_from_depth(depth, small_k), expected)
     assert errors.max() < 0.1 and not math.isnan(errors.mean().item())
+
+
+# An analytic noisy plane: the tilted plane n·p = -2 seen by a Kinect-like sensor of this
+# image's focal length (f = 150 px), baseline b = 7.5 cm, disparity f·b / z rounded to 1/8 px,
+# with 5 % random holes and a 10 x 15 block hole.
+NOISY_H, NOISY_W = 120, 160
+NOISY_K = torch.tensor([[150.0, 0.0, 79.5], [0.0, 150.0, 59.5], [0.0, 0.0, 1.0]])
+NOISY_NORMAL = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, -1.0]), dim=0)
+FOCAL_BASELINE = 150.0 * 0.075
+
+
+def exact_noisy_plane_depth() -> torch.Tensor:
+    rays = unproject(torch.ones(1, NOISY_H, NOISY_W), NOISY_K).double()
+    return (-2.0 / (NOISY_NORMAL[:, None, None].double() * rays).sum(0))[None]
+
+
+def noisy_plane_depth() -> torch.Tensor:
+    disparity = torch.round(FOCAL_BASELINE / exact_noisy_plane_depth() / 0.125) * 0.125
+    depth = (FOCAL_BASELINE / disparity).float()
+    holes = torch.rand(NOISY_H, NOISY_W, generator=torch.Generator().manual_seed(0)) < 0.05
+    depth[0, holes] = 0.0
+    depth[0, 50:60, 70:85] = 0.0
+    return depth
+
+
+def test_raw_normals_of_quantised_plane_are_tens_of_degrees_off():
+    # The depth step z² / (8·f·b) is 1.6-5.8 cm here, larger than the true change between
+    # neighbours (< 2 cm), so neighbour differences see flat treads and steep risers.
+    errors = angle_errors_deg(normals_from_depth(noisy_plane_depth(), NOISY_K), NOISY_NORMAL)
+    assert errors.mean() > 15.0
+
+
+def test_real_preset_recovers_the_noisy_plane():
+    # Hand bound: a least-squares slope over a window of half-width a (metres) with depth
+    # errors of at most ε = step/2 is off by at most 1.5·ε/a; for the preset's 31 x 31 window
+    # ε/a = z·(1/8) / (2·b·15) <= 0.2 at z <= 3.6 m, so tan(error) <= 0.3 per axis in the
+    # worst case (all errors conspiring). Quantisation errors of a tilted plane do not
+    # conspire: with independent errors of std ε/√3 over 961 points the expected error is
+    # ~0.3°. We require a mean below 2° and a maximum below 10°, everywhere (holes in-painted).
+    normals = normals_from_depth(noisy_plane_depth(), NOISY_K, **NORMALS_PRESETS["real"])
+    errors = angle_errors_deg(normals, NOISY_NORMAL)
+    assert errors.numel() == NOISY_H * NOISY_W
+    assert errors.mean() < 2.0 and errors.max() < 10.0
+
+
+def test_smoothing_without_inpainting_keeps_away_from_holes():
+    # Speckle holes would shrink every window to a few pixels (PCL's behaviour too): the
+    # reason to in-paint first. With the block hole only, windows stay away from it.
+    disparity = torch.round(FOCAL_BASELINE / exact_noisy_plane_depth() / 0.125) * 0.125
+    depth = (FOCAL_BASELINE / disparity).float()
+    depth[0, 50:60, 70:85] = 0.0
+    normals = normals_from_depth(depth, NOISY_K, smoothing=30)
+    valid = normals.norm(dim=0) > 0
+    assert not valid[48:62, 68:87].any()  # within distance 2 of a marked pixel: no window
+    assert valid.float().mean() > 0.9
+    assert angle_errors_deg(normals, NOISY_NORMAL).mean() < 3.0
+
+
+def test_smoothing_windows_stop_at_depth_edges():
+    # Two fronto-parallel walls (2 m left, 3 m right): a step of 1 m > 2·0.02·(2 m + 1 m).
+    depth = torch.full((1, HEIGHT, WIDTH), 2.0)
+    depth[0, :, WIDTH // 2 :] = 3.0
+    normals = normals_from_depth(depth, K, smoothing=10)
+    valid = normals.norm(dim=0) > 0
+    assert not valid[:, WIDTH // 2 - 2 : WIDTH // 2 + 2].any()  # distance <= 2: no window
+    errors = angle_errors_deg(normals, torch.tensor([0.0, 0.0, -1.0]))
+    assert errors.max() < 1e-4  # no window mixes the two walls
+
+
+def test_inpainting_fills_a_hole_inside_a_plane_exactly():
+    # Inverse depth of a plane is affine in (u, v), and affine functions solve the discrete
+    # Laplace equation, so the harmonic fill is the plane itself (up to float32 rounding).
+    exact = exact_noisy_plane_depth().float()
+    holed = exact.clone()
+    holed[0, 50:60, 70:85] = 0.0
+    holed[0, 5, 5] = 0.0
+    mask = torch.ones(NOISY_H, NOISY_W, dtype=torch.bool)
+    mask[100, 10:20] = False
+    filled = inpaint_depth(holed, valid=mask)
+    assert torch.allclose(filled, exact, rtol=1e-6, atol=0.0)
+    assert torch.equal(inpaint_depth(torch.zeros(1, 4, 4)), torch.zeros(1, 4, 4))
+
+
+def test_floors_are_flat_gives_one_normal_per_component():
+    normals = normals_from_depth(
+        noisy_plane_depth(),
+        NOISY_K,
+        **NORMALS_PRESETS["real"],
+        semseg=torch.zeros(NOISY_H, NOISY_W, dtype=torch.int64),
+        flat_classes=[0],
+    )
+    assert torch.unique(normals.reshape(3, -1), dim=1).shape[1] == 1
+    assert angle_errors_deg(normals, NOISY_NORMAL).max() < 2.0
+
+
+def test_flat_components_split_at_classes_and_angles():
+    generator = torch.Generator().manual_seed(1)
+    base = torch.tensor([0.0, -1.0, -0.2])
+    normals = base[:, None, None] + 0.001 * torch.randn(3, 20, 30, generator=generator)
+    normals[:, :, 20:] = torch.tensor([0.8, 0.0, -0.6])[:, None, None]  # 1.4 rad away
+    normals = torch.nn.functional.normalize(normals, dim=0)
+    normals[:, 0, 0] = 0.0  # invalid stays invalid
+    semseg = torch.zeros(20, 30, dtype=torch.int64)
+    semseg[:, 10:15] = 1  # same normals, another class
+    semseg[15:, :5] = 7  # not a flat class: unchanged
+    flattened = flatten_flat_classes(normals, semseg, flat_classes=[0, 1])
+    left = flattened[:, 1:15, 0:10].reshape(3, -1)
+    assert torch.unique(left, dim=1).shape[1] == 1
+    mean = torch.nn.functional.normalize(normals[:, :, :10][:, semseg[:, :10] == 0].sum(1), dim=0)
+    assert torch.allclose(left[:, 0], mean, atol=1e-6)
+    assert torch.unique(flattened[:, :, 10:15].reshape(3, -1), dim=1).shape[1] == 1
+    assert not torch.equal(flattened[:, 5, 12], flattened[:, 5, 5])
+    assert torch.equal(flattened[:, 15:, :5], normals[:, 15:, :5])
+    assert torch.equal(flattened[:, 0, 0], torch.zeros(3))
+
+
+def test_real_options_reject_bad_arguments():
+    with pytest.raises(ValueError, match="smoothing"):
+        normals_from_depth(torch.ones(1, 8, 8), K, smoothing=-1)
+    with pytest.raises(ValueError, match="semseg"):
+        normals_from_depth(torch.ones(1, 8, 8), K, flat_classes=[0])
+
+
+def test_synthetic_preset_is_the_default_behaviour():
+    depth = noisy_plane_depth()
+    default = normals_from_depth(depth, NOISY_K)
+    assert torch.equal(normals_from_depth(depth, NOISY_K, **NORMALS_PRESETS["synthetic"]), default)
