@@ -80,3 +80,71 @@ def test_missing_intrinsics_and_partial_flags_are_errors(tmp_path):
     args = parse([str(tmp_path), "--fx", "18"])
     with pytest.raises(DataError, match=r"missing --fy, --cx, --cy"):
         args.func(args)
+
+
+NOISY_H, NOISY_W = 120, 160
+NOISY_K = torch.tensor([[150.0, 0.0, 79.5], [0.0, 150.0, 59.5], [0.0, 0.0, 1.0]])
+
+
+def noisy_plane_sample(name: str, semseg: torch.Tensor | None = None) -> dict:
+    """The plane as a Kinect-like sensor sees it: disparity f·b/z (f = 150 px, b = 7.5 cm)
+    rounded to 1/8 px, and a 20 x 30 hole."""
+    rays = unproject(torch.ones(1, NOISY_H, NOISY_W), NOISY_K).double()
+    exact = -2.0 / (PLANE_NORMAL[:, None, None].double() * rays).sum(0)
+    focal_baseline = 150.0 * 0.075
+    disparity = torch.round(focal_baseline / exact * 8) / 8
+    depth = (focal_baseline / disparity).float()[None]
+    depth[0, 50:70, 60:90] = 0.0
+    meta = {"name": name, "intrinsics": NOISY_K}
+    sample = {"image": torch.rand(3, NOISY_H, NOISY_W), "depth": depth, "meta": meta}
+    if semseg is not None:
+        sample["semseg"] = semseg
+    return sample
+
+
+def write_noisy_plane(root, semseg: torch.Tensor | None = None) -> None:
+    options = {"semseg": {"num_classes": 2, "class_names": ["floor", "thing"]}}
+    write_folder_dataset([noisy_plane_sample("a", semseg)], root, "train", task_options=options)
+
+
+def computed_normals(root, flags: list[str]) -> torch.Tensor:
+    args = parse([str(root), *flags])
+    assert args.func(args) == 0
+    return FolderDataset(root, "train", tasks=["normals"])[0]["normals"]
+
+
+def test_real_preset_flags_on_a_noisy_plane(tmp_path):
+    write_noisy_plane(tmp_path)
+    raw = computed_normals(tmp_path, [])
+    assert mean_angle_error_deg(raw) > 10.0
+    real = computed_normals(tmp_path, ["--preset", "real"])
+    assert (real.norm(dim=0) > 0).all()  # holes in-painted, windows clipped at the border
+    assert mean_angle_error_deg(real) < 3.0
+    no_inpaint = computed_normals(tmp_path, ["--preset", "real", "--no-inpaint"])
+    assert not (no_inpaint[:, 50:70, 60:90].norm(dim=0) > 0).any()
+    stencil = computed_normals(tmp_path, ["--inpaint", "--smoothing", "0"])
+    assert (stencil[:, 1:-1, 1:-1].norm(dim=0) > 0).all()
+
+
+def test_flat_classes_by_name_or_id(tmp_path, capsys):
+    semseg = torch.zeros(NOISY_H, NOISY_W, dtype=torch.int64)
+    semseg[:, :4] = 1
+    write_noisy_plane(tmp_path, semseg)
+    for classes in ("floor", "0"):
+        normals = computed_normals(tmp_path, ["--preset", "real", "--flat-classes", classes])
+        floor = normals[:, :, 4:].reshape(3, -1)
+        assert torch.unique(floor, dim=1).shape[1] == 1
+        assert torch.unique(normals[:, :, :4].reshape(3, -1), dim=1).shape[1] > 1
+    args = parse([str(tmp_path), "--flat-classes", "floor,carpet"])
+    with pytest.raises(DataError, match=r"unknown class 'carpet' \(class names: floor, thing\)"):
+        args.func(args)
+    args = parse([str(tmp_path), "--smoothing", "-3"])
+    with pytest.raises(DataError, match="--smoothing must be >= 0"):
+        args.func(args)
+
+
+def test_flat_classes_need_semseg(tmp_path):
+    write_folder_dataset([plane_sample("a", K)], tmp_path, "train")
+    args = parse([str(tmp_path), "--flat-classes", "0"])
+    with pytest.raises(DataError, match="semseg"):
+        args.func(args)
