@@ -14,11 +14,14 @@ from densetasks.cli.main import main
 from densetasks.cli.predict import (
     LABEL_HEIGHT,
     SHEET_MIN_HEIGHT,
+    ClassLegend,
+    DepthColourBar,
     check_palette_run,
     contact_sheet,
     predict_image,
     predicted_palette,
     read_conditions,
+    sheet_keys,
 )
 from densetasks.data.io import read_image
 from densetasks.data.palettes import read_palette_png
@@ -26,7 +29,7 @@ from densetasks.data.transforms import build_transforms
 from densetasks.engine.config import validate_config
 from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
-from densetasks.inference import LoadedRun, Predictor
+from densetasks.inference import LoadedRun, Prediction, Predictor
 from densetasks.models.base import Architecture
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
@@ -94,7 +97,8 @@ def test_writes_one_png_per_task_and_a_sheet(loaded, tmp_path: Path) -> None:
     np.testing.assert_array_equal(semseg, expected)
     sheet = Image.open(tmp_path / "out" / "room_sheet.png")
     scale = -(-SHEET_MIN_HEIGHT // 24)
-    assert sheet.size == (3 * 32 * scale, 24 * scale + LABEL_HEIGHT)
+    bar_height = DepthColourBar(1.0, 2.0).draw(96).shape[0]  # under the depth panel
+    assert sheet.size == (3 * 32 * scale, 24 * scale + LABEL_HEIGHT + bar_height)
 
 
 def test_size_option_resizes_before_predicting(loaded, tmp_path: Path) -> None:
@@ -109,6 +113,68 @@ def test_contact_sheet_labels_every_panel() -> None:
     assert sheet.shape == (130 + LABEL_HEIGHT, 80, 3)
     # the label strip has dark text pixels in both panels
     assert (sheet[:LABEL_HEIGHT, :40] < 100).any() and (sheet[:LABEL_HEIGHT, 40:] < 100).any()
+
+
+def named_tasks() -> dict:
+    names = ["floor", "wall", "person"]
+    return {"semseg": SemanticSegmentation(num_classes=3, class_names=names), "depth": Depth()}
+
+
+def test_sheet_keys_legend_the_classes_in_order_and_bar_the_predicted_depth_range() -> None:
+    depth = torch.tensor([[[0.0, 1.25], [3.5, 2.0]]])  # 0: unlabelled, left out of the range
+    prediction = Prediction(
+        image=torch.zeros(3, 2, 2),
+        outputs={},
+        predictions={"semseg": torch.zeros(2, 2).long(), "depth": depth},
+    )
+    keys = sheet_keys(named_tasks(), prediction)
+    assert keys["semseg"].names == ("floor", "wall", "person")
+    np.testing.assert_array_equal(keys["semseg"].colours, named_tasks()["semseg"].colours)
+    assert keys["depth"].labels() == ("1.25 m", "3.50 m")
+
+
+def test_tasks_without_class_names_get_no_legend(loaded) -> None:
+    prediction = Prediction(
+        image=torch.zeros(3, 2, 2),
+        outputs={},
+        predictions={"semseg": torch.zeros(2, 2).long(), "depth": torch.ones(1, 2, 2)},
+    )
+    assert set(sheet_keys(loaded.tasks, prediction)) == {"depth"}
+
+
+def test_the_legend_draws_a_swatch_and_the_name_of_every_class() -> None:
+    tasks = named_tasks()
+    legend = ClassLegend(tuple(tasks["semseg"].class_names), tasks["semseg"].colours)
+    picture = legend.draw(400)
+    assert picture.shape[1] == 400 and (picture < 60).all(axis=2).any()  # black text
+    for colour in tasks["semseg"].colours:
+        assert (picture == colour).all(axis=2).sum() >= 8 * 8  # its swatch
+    narrow = legend.draw(60)  # one class per row
+    assert narrow.shape[0] > picture.shape[0]
+
+
+def test_the_sheet_is_taller_by_its_keys_and_they_sit_under_their_panels() -> None:
+    tasks = named_tasks()
+    panels = [
+        ("input", np.zeros((32, 32, 3), np.uint8)),
+        ("semseg", np.zeros((32, 32, 3), np.uint8)),
+    ]
+    legend = ClassLegend(tuple(tasks["semseg"].class_names), tasks["semseg"].colours)
+    plain = contact_sheet(panels)
+    keyed = contact_sheet(panels, {"semseg": legend})
+    assert keyed.shape[0] > plain.shape[0] and keyed.shape[1] == plain.shape[1]
+    under = keyed[plain.shape[0] :]
+    assert (under[:, :128] == 255).all()  # nothing under the input panel
+    assert (under[:, 128:] == tasks["semseg"].colours[0]).all(axis=2).any()
+
+
+def test_the_depth_bar_runs_from_bright_near_to_dark_far_with_its_labels() -> None:
+    bar = DepthColourBar(0.5, 7.25)
+    assert bar.labels() == ("0.50 m", "7.25 m")
+    picture = bar.draw(200).astype(int)
+    stripe = picture[6]  # through the colours
+    assert stripe[10].sum() > stripe[-10].sum()  # near is bright
+    assert (picture[-12:] < 60).all(axis=2).any()  # the labels
 
 
 def test_unreadable_image_names_the_file(loaded, tmp_path: Path) -> None:
