@@ -6,25 +6,39 @@ at a tiny scale: :func:`tiny` cuts ``data synth`` to 4 images of 32x32 and appen
 ``--set`` overrides to ``train`` (2 steps, batches of 2, 32x32 crops). Everything else is
 the README's text. ``serve`` starts a web server, so it is only parsed and its run
 directories checked.
+
+The pictures in ``docs/images/`` come from this test at a longer scale::
+
+    DENSETASKS_TOUR_STEPS=60 DENSETASKS_DOCS_IMAGES=docs/images \
+        python -m pytest -q tests/test_readme_tour.py
+
+writes ``sheet_example.png`` (the ``predict`` sheet) and ``report_example.png`` (the
+report's loss and validation plots) there.
 """
 
 import json
+import os
 import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from densetasks.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
+STEPS = int(os.environ.get("DENSETASKS_TOUR_STEPS", "2"))
+"""Training steps of every run of the tour (2 in CI; more for the pictures of the docs)."""
+
 TINY_TRAIN = [
-    "train.steps=2",
-    "train.eval_every=2",
-    "train.checkpoint_every=2",
+    f"train.steps={STEPS}",
+    f"train.eval_every={max(2, STEPS // 4)}",
+    f"train.checkpoint_every={STEPS}",
     "train.log_every=1",
     "train.warmup_steps=0",
     "data.batch_size=2",
@@ -112,3 +126,21 @@ def test_the_readme_tour_runs_in_order(tmp_path: Path, monkeypatch, one_thread) 
     assert not report["runs"][0]["delta_m_percent"]["missing_baselines"]
     served = build_parser().parse_args(serve)
     assert all((run_dir / "checkpoints" / "best.pt").is_file() for run_dir in served.run_dirs)
+    if os.environ.get("DENSETASKS_DOCS_IMAGES"):
+        write_docs_images(tmp_path, ROOT / os.environ["DENSETASKS_DOCS_IMAGES"])
+
+
+def write_docs_images(tour: Path, folder: Path) -> None:
+    """The tour's prediction sheet and its report's plots (stacked) as the docs' pictures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(next((tour / "predictions").glob("*_sheet.png")), folder / "sheet_example.png")
+    plots = [
+        np.asarray(Image.open(tour / "report" / "plots" / f"{slug}.png").convert("RGB"))
+        for slug in ("losses", "validation")
+    ]
+    width = max(plot.shape[1] for plot in plots)
+    padded = [
+        np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in plots
+    ]
+    stacked = Image.fromarray(np.concatenate(padded)).quantize(colors=64)  # small, still sharp
+    stacked.save(folder / "report_example.png", optimize=True)

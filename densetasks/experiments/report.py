@@ -17,6 +17,10 @@ SeedGroup`), and a task several baseline seeds: every number is then mean ± sam
 the seeds, Δm is computed per seed against the mean of the baseline's seeds, and lines where
 rows are within each other's seed spread are marked (``docs/report.md``, "Seeds"). A report
 whose rows are all single runs is written exactly as without seeds.
+
+Runs are shown by short labels (``labels`` in ``report.json``, :mod:`densetasks.experiments.
+report_labels`): long sweep names are cut to what tells the runs apart, and a footnote under
+the table maps each shortened label back to the full name.
 """
 
 import json
@@ -29,6 +33,7 @@ from typing import Any
 
 from densetasks.errors import DataError
 from densetasks.experiments.report_html import render_html
+from densetasks.experiments.report_labels import label_footnotes, short_labels
 from densetasks.experiments.report_plots import Figure, report_figures
 from densetasks.experiments.report_seeds import (
     SeedGroup,
@@ -44,7 +49,8 @@ from densetasks.experiments.run_record import RunRecord, load_run_record
 from densetasks.metrics.delta_m import delta_m, relative_gain
 
 Report = dict[str, Any]
-"""``{"split", "runs": [...], "baselines": {task: ...}, "higher_is_better", "primary"}``."""
+"""``{"split", "runs": [...], "baselines": {task: ...}, "higher_is_better", "primary",
+"labels": {name: short label}}``."""
 
 
 def load_records(run_dirs: Sequence[Path], split: str) -> list[RunRecord]:
@@ -112,6 +118,13 @@ def build_report(
         "baselines": {task: _baseline_entry(task, group) for task, group in by_task.items()},
         "higher_is_better": higher_is_better,
         "primary": primary,
+        "labels": short_labels(
+            [
+                *(row.name for row in rows),
+                *(record.name for row in rows for record in row.records),
+                *(record.name for record in baselines),
+            ]
+        ),
     }
     if has_seeds(report):
         report["within_spread"] = within_spread_lines(report)
@@ -253,7 +266,9 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
     the seeds' spread of the best row (:func:`close_to_best`).
     """
     runs = report["runs"]
-    header = ["task", "metric", _baseline_header(report), *[_run_header(run) for run in runs]]
+    labels = report.get("labels", {})
+    header = ["task", "metric", _baseline_header(report)]
+    header += [_run_header(run, labels.get(run["name"], run["name"])) for run in runs]
     rows = []
     for task, metric_names in _task_metric_order(report).items():
         for name in metric_names:
@@ -318,8 +333,8 @@ def _flat(baseline: dict[str, Any], name: str) -> Spread:
     return baseline.get("metrics", {}).get(name), baseline.get("metrics_std", {}).get(name)
 
 
-def _run_header(run: dict[str, Any]) -> str:
-    return f"{run['name']} (n={run['n']})" if run.get("n", 1) > 1 else run["name"]
+def _run_header(run: dict[str, Any], label: str) -> str:
+    return f"{label} (n={run['n']})" if run.get("n", 1) > 1 else label
 
 
 def _baseline_header(report: Report) -> str:
@@ -393,6 +408,9 @@ def format_text_table(report: Report) -> str:
         for line in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    footnotes = label_footnotes(report.get("labels", {}))
+    if footnotes:
+        lines += ["", "Run labels:", *(f"  {line}" for line in footnotes)]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -427,7 +445,9 @@ SEEDS_LEGEND = (
 def table_notes(report: Report) -> list[str]:
     """The legend (with the seeds legend when a row or baseline has seeds) and Δm notes."""
     legends = [TABLE_LEGEND, SEEDS_LEGEND] if has_seeds(report) else [TABLE_LEGEND]
-    return [*legends, *delta_notes(report)]
+    footnotes = label_footnotes(report.get("labels", {}))
+    labels = ["Run labels: " + "; ".join(footnotes) + "."] if footnotes else []
+    return [*legends, *labels, *delta_notes(report)]
 
 
 def write_report(
@@ -450,7 +470,9 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    figures = report_figures([*runs, *baselines], report["primary"], report["higher_is_better"])
+    figures = report_figures(
+        [*runs, *baselines], report["primary"], report["higher_is_better"], report["labels"]
+    )
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
     for figure in figures:
@@ -519,7 +541,7 @@ def _markdown(
     if samples:
         lines += ["", "## Sample predictions"]
         for name, images in samples.items():
-            lines += ["", f"### {name}", ""]
+            lines += ["", f"### {report['labels'].get(name, name)}", ""]
             lines += [
                 f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images
             ]

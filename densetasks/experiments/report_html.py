@@ -1,6 +1,8 @@
 """The report as one self-contained HTML page: every image inlined as base64 PNG.
 
 No scripts, fonts or style sheets are fetched: the page opens offline and can be mailed.
+Runs appear by their short labels; hovering a shortened one shows the full run name (an HTML
+``title``), and the footnote under the table lists them all.
 """
 
 import base64
@@ -32,13 +34,14 @@ def render_html(
 ) -> str:
     """The page: summary, comparison table with its notes, plots, sample pictures per run."""
     header, rows = table
+    full_names = {label: name for name, label in report.get("labels", {}).items() if label != name}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>densetasks report</title>',
         f"<style>{_STYLE}</style></head><body>",
         "<h1>densetasks report</h1>",
         f"<p>Split: <code>{escape(report['split'])}</code>.</p>",
-        "<table><thead><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in header),
+        "<table><thead><tr>" + "".join(_header_cell(cell, full_names) for cell in header),
         "</tr></thead><tbody>",
     ]
     for row in rows:
@@ -51,7 +54,8 @@ def render_html(
     if samples:
         parts.append("<h2>Sample predictions</h2>")
         for name, images in samples.items():
-            parts.append(f"<h3>{escape(name)}</h3><div>")
+            label = report.get("labels", {}).get(name, name)
+            parts.append(f"<h3{_title(full_names.get(label))}>{escape(label)}</h3><div>")
             parts += [
                 f"<figure>{_img(image.read_bytes(), image.stem, 'sample')}"
                 f"<figcaption>{escape(image.stem)}</figcaption></figure>"
@@ -60,6 +64,17 @@ def render_html(
             parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _header_cell(cell: str, full_names: dict[str, str]) -> str:
+    """A ``<th>``; a shortened run label (``label`` or ``label (n=3)``) gets its full name as
+    the tooltip."""
+    label = cell.split(" (n=", 1)[0]
+    return f"<th{_title(full_names.get(label))}>{escape(cell)}</th>"
+
+
+def _title(full_name: str | None) -> str:
+    return f' title="{escape(full_name)}"' if full_name else ""
 
 
 def _img(png: bytes, alt: str, css_class: str) -> str:

@@ -3,16 +3,20 @@
 Figures are drawn on :class:`matplotlib.figure.Figure` with its own Agg canvas, never through
 ``pyplot``: importing this module does not choose or change the user's matplotlib backend.
 
-* training loss per task over steps, one panel per run;
+* training loss per task over steps, one panel per run: the raw values faint, an
+  exponential moving average (:func:`smoothed`, factor ``LOSS_SMOOTHING``) over them;
 * effective loss weights per task over steps, one panel per multi-task run — the learned
   weights of uncertainty weighting show here as in Kendall, Gal & Cipolla (CVPR 2018),
   Fig. 7;
 * validation metrics over steps, one panel per task (its primary metric), one line per run.
+
+Runs are named by their short labels (:mod:`densetasks.experiments.report_labels`); legends
+sit to the right of each panel, outside the axes, so that they never hide a curve.
 """
 
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from densetasks.experiments.run_record import RunRecord
+
+LOSS_SMOOTHING = 0.9
+"""EMA factor of the smoothed loss curves: each point is 0.9 × the previous smoothed value +
+0.1 × the new raw value (bias-corrected at the start, as TensorBoard's smoothing)."""
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,19 @@ def report_figures(
     records: Sequence[RunRecord],
     primary: dict[str, str],
     higher_is_better: dict[str, dict[str, bool]],
+    labels: Mapping[str, str] | None = None,
 ) -> list[Figure]:
-    """The figures that the runs have data for (a run without events adds none)."""
+    """The figures that the runs have data for (a run without events adds none).
+
+    ``labels`` (run name -> short label) names the runs in titles and legends.
+    """
+    labels = labels or {}
     figures = []
     with_losses = [record for record in records if _series(record.train_events, "losses")]
     if with_losses:
-        figures.append(_panels("losses", "Training loss per task", with_losses, _draw_losses))
+        figures.append(
+            _panels("losses", "Training loss per task", with_losses, _draw_losses, labels)
+        )
     with_weights = [
         record
         for record in records
@@ -49,9 +64,9 @@ def report_figures(
     ]
     if with_weights:
         figures.append(
-            _panels("loss_weights", "Effective loss weights", with_weights, _draw_weights)
+            _panels("loss_weights", "Effective loss weights", with_weights, _draw_weights, labels)
         )
-    validation = _validation_series(records, primary)
+    validation = _validation_series(records, primary, labels)
     if validation:
         figures.append(_validation_figure(validation, primary, higher_is_better))
     return figures
@@ -70,10 +85,21 @@ def _series(events: Sequence[dict[str, Any]], key: str) -> dict[str, tuple[list,
     return series
 
 
+def smoothed(values: Sequence[float], factor: float = LOSS_SMOOTHING) -> list[float]:
+    """Bias-corrected exponential moving average: ``s_t = factor·s_{t-1} + (1 − factor)·x_t``,
+    divided by ``1 − factor^t`` so that the first points are not pulled towards 0."""
+    average, result = 0.0, []
+    for count, value in enumerate(values, start=1):
+        average = factor * average + (1 - factor) * value
+        result.append(average / (1 - factor**count))
+    return result
+
+
 def _draw_losses(axes: Axes, record: RunRecord) -> None:
     series = _series(record.train_events, "losses")
     for task, (steps, values) in series.items():
-        axes.plot(steps, values, label=task)
+        (raw,) = axes.plot(steps, values, alpha=0.25, linewidth=0.8)
+        axes.plot(steps, smoothed(values), color=raw.get_color(), label=task)
     if all(value > 0 for _, values in series.values() for value in values):
         axes.set_yscale("log")
     axes.set_ylabel("loss")
@@ -90,22 +116,28 @@ def _panels(
     title: str,
     records: Sequence[RunRecord],
     draw: Callable[[Axes, RunRecord], None],
+    labels: Mapping[str, str],
 ) -> Figure:
-    """One panel per run, drawn by ``draw``."""
+    """One panel per run, drawn by ``draw``, titled by the run's label."""
     figure, axes_list = _grid(len(records))
     for axes, record in zip(axes_list, records, strict=False):
         draw(axes, record)
-        axes.set_title(record.name, fontsize=9)
+        axes.set_title(labels.get(record.name, record.name), fontsize=9)
         axes.set_xlabel("step")
-        axes.legend(fontsize=7)
+        legend_outside(axes)
         axes.grid(alpha=0.3)
     return Figure(slug, title, _png(figure, title))
 
 
+def legend_outside(axes: Axes) -> None:
+    """The legend to the right of the axes, top-aligned: it never covers a curve."""
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def _validation_series(
-    records: Sequence[RunRecord], primary: dict[str, str]
+    records: Sequence[RunRecord], primary: dict[str, str], labels: Mapping[str, str]
 ) -> dict[str, dict[str, tuple[list, list]]]:
-    """``task -> run name -> (steps, primary metric values)`` from validation events."""
+    """``task -> run label -> (steps, primary metric values)`` from validation events."""
     by_task: dict[str, dict[str, tuple[list, list]]] = {}
     for record in records:
         for event in record.eval_events:
@@ -115,7 +147,8 @@ def _validation_series(
                 metric = primary.get(task)
                 if metric not in values:
                     continue
-                steps, points = by_task.setdefault(task, {}).setdefault(record.name, ([], []))
+                label = labels.get(record.name, record.name)
+                steps, points = by_task.setdefault(task, {}).setdefault(label, ([], []))
                 steps.append(event["step"])
                 points.append(values[metric])
     return by_task
@@ -135,7 +168,7 @@ def _validation_figure(
         arrow = "↑" if higher_is_better.get(task, {}).get(metric, True) else "↓"
         axes.set_title(f"{task}: {metric} {arrow}", fontsize=9)
         axes.set_xlabel("step")
-        axes.legend(fontsize=7)
+        legend_outside(axes)
         axes.grid(alpha=0.3)
     return Figure("validation", title, _png(figure, title))
 
@@ -144,7 +177,7 @@ def _grid(count: int) -> tuple[MplFigure, list[Axes]]:
     """A figure with ``count`` panels in rows of up to three; unused panels hidden."""
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure = blank_figure((4.2 * columns, 3.2 * rows))
+    figure = blank_figure((5.6 * columns, 3.2 * rows))
     flat = list(figure.subplots(rows, columns, squeeze=False).flat)
     for unused in flat[count:]:
         unused.set_visible(False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from densetasks.errors import DataError
@@ -21,6 +22,8 @@ from densetasks.experiments.report import (
     match_baselines,
     write_report,
 )
+from densetasks.experiments.report_labels import MAX_LABEL, label_footnotes, short_labels
+from densetasks.experiments.report_plots import blank_figure, legend_outside, smoothed
 from densetasks.experiments.report_seeds import close_to_best, mean_std
 from densetasks.experiments.run_record import latest_sample_images, load_run_record, read_events
 
@@ -399,3 +402,66 @@ def test_mean_std_is_the_sample_std() -> None:
     assert mean_std([0.8, 0.8, 0.8]) == (0.8, 0.0)  # exactly: no 1e-16 std under the table
     mean, std = mean_std([0.5, float("nan")])
     assert math.isnan(mean) and math.isnan(std)
+
+
+# Short run labels (footnotes, tooltips), legends outside the axes, smoothed losses.
+
+SWEEP_NAMES = [
+    "balancer.weights.semseg=1,balancer.weights.depth=0.1,seed=0",
+    "balancer.weights.semseg=1,balancer.weights.depth=10,seed=0",
+    "balancer.weights.semseg=1,balancer.weights.depth=100,seed=0",
+]
+
+
+def test_sweep_names_keep_what_differs_under_the_last_key_part() -> None:
+    labels = short_labels(SWEEP_NAMES)
+    assert list(labels.values()) == ["depth=0.1", "depth=10", "depth=100"]
+
+
+def test_plain_names_are_kept_and_every_label_is_unique_and_short() -> None:
+    names = ["mtl", "x" * 40, "x" * 40 + "y", "a.b=1,c.b=2", *SWEEP_NAMES]
+    labels = short_labels(names)
+    assert labels["mtl"] == "mtl"
+    assert len(set(labels.values())) == len(names)
+    assert labels["x" * 40 + "y"] == labels["x" * 40] + " #2"
+    assert labels["a.b=1,c.b=2"] == "a.b=1,c.b=2"  # cut keys would clash: kept whole
+    assert all(len(label) <= MAX_LABEL + 3 for label in labels.values())
+
+
+def test_footnotes_map_each_shortened_label_back_to_its_name() -> None:
+    labels = short_labels(["mtl", *SWEEP_NAMES])
+    footnotes = label_footnotes(labels)
+    assert len(footnotes) == len(SWEEP_NAMES)  # mtl is not shortened
+    back = dict(line.split(": ", 1) for line in footnotes)
+    assert {back[labels[name]] for name in SWEEP_NAMES} == set(SWEEP_NAMES)
+
+
+def test_the_report_shows_labels_with_footnote_and_tooltip(tmp_path: Path) -> None:
+    metrics = {"semseg": {"miou": 0.5, "pixel_acc": 0.8}}
+    runs = [write_run(tmp_path / "runs", name, metrics, "hard_sharing") for name in SWEEP_NAMES]
+    report = write_report(runs, [], tmp_path / "report")
+    assert report["labels"] == short_labels(SWEEP_NAMES)
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["labels"]
+    text = format_text_table(report)
+    assert "depth=0.1  " in text and f"depth=0.1: {SWEEP_NAMES[0]}" in text
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| depth=0.1 |" in markdown and f"depth=0.1: {SWEEP_NAMES[0]}" in markdown
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert f'<th title="{SWEEP_NAMES[0]}">depth=0.1</th>' in page
+    assert f'<h3 title="{SWEEP_NAMES[1]}">depth=10</h3>' in page
+
+
+def test_the_legend_sits_right_of_the_axes() -> None:
+    figure = blank_figure((4, 3))
+    axes = figure.subplots()
+    axes.plot([0, 1, 2], [2, 1, 0], label="semseg")
+    legend_outside(axes)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    legend_box = axes.get_legend().get_window_extent(renderer)
+    assert legend_box.x0 >= axes.get_window_extent(renderer).x1
+
+
+def test_smoothed_is_a_bias_corrected_moving_average() -> None:
+    assert smoothed([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]  # no pull towards 0 at the start
+    values = smoothed([1.0, 0.0], factor=0.5)
+    assert values == [1.0, (0.5 * 0.5 + 0.0) / (1 - 0.25)]
