@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from densetasks.data.registry import create_dataset
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.data.synthetic.depth_noise import KinectNoise, kinect_depth, projector_shadow
 from densetasks.errors import ConfigError
@@ -95,3 +96,8 @@ def test_default_is_exact_depth_and_unknown_models_are_errors():
     assert scenes.depth_noise == "none" and (scenes[0]["depth"] > 0).all()
     with pytest.raises(ConfigError, match="depth_noise 'lidar'"):
         SyntheticScenes(1, size=(32, 32), depth_noise="lidar")
+
+
+def test_the_synthetic_dataset_of_a_config_passes_depth_noise_through():
+    dataset = create_dataset("synthetic", "val", n_val=1, size=(32, 32), depth_noise="kinect")
+    assert dataset.depth_noise == "kinect"
