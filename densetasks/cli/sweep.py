@@ -7,6 +7,10 @@ Reproduces Kendall, Gal & Cipolla (CVPR 2018), Fig. 2 for any dotted config key;
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from densetasks.experiments.sweep import Backend
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "seed, into OUT/runs/<key=value,...,seed=N>), then write OUT/sweep.json, OUT/sweep.md "
         "(one row per combination, each task's primary metric, the Pareto-optimal runs) and "
         "OUT/sweep.png (metrics against the setting, as Kendall et al. 2018 Fig. 2, and Pareto "
-        "fronts).",
+        "fronts). --backend ray trains each run as a Ray task, on this machine or a cluster.",
     )
     parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
     parser.add_argument(
@@ -52,7 +56,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--jobs",
         type=int,
         default=1,
-        help="runs trained at once in separate processes (default 1: sequential)",
+        help="local backend: runs trained at once in separate processes (default 1: sequential)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="what trains the runs: local (this machine, --jobs) or ray (one Ray task per run, "
+        "on a local Ray instance or the cluster at --address; needs densetasks[ray])",
+    )
+    parser.add_argument(
+        "--address",
+        help="ray backend: the Ray cluster, e.g. auto (the cluster this node belongs to) or "
+        "ray://HEAD:10001 (from outside it; needs ray[client]); default: RAY_ADDRESS, a cluster "
+        "started on this machine, else a new local Ray instance",
+    )
+    parser.add_argument(
+        "--cpus-per-run",
+        type=float,
+        help="ray backend: CPUs each run reserves, also its torch threads (default 1)",
+    )
+    parser.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="ray backend: GPUs each run reserves, e.g. 1 (default 0)",
     )
     parser.add_argument(
         "--split",
@@ -86,17 +113,43 @@ def run(args: argparse.Namespace) -> int:
     )
     from densetasks.experiments.sweep_plots import sweep_figure_png
 
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    backend = _backend(args)
     if not args.grid and not args.seeds:
         raise ConfigError("give at least one --grid KEY=V1,V2,... or --seeds SEED ...")
     grid = add_seed_axis(parse_grid(args.grid), args.seeds)
     base = load_config(args.config, args.overrides).to_dict()
     planned = plan_grid(base, grid, args.out / "runs")
     print(f"sweep: {len(planned)} runs into {args.out / 'runs'}")
-    run_sweep(planned, jobs=args.jobs, split=args.split)
+    run_sweep(planned, jobs=args.jobs, split=args.split, backend=backend)
     result = collect_results(planned, args.split, marked=args.mark, keys=list(grid))
     write_sweep(result, args.out, render_png=sweep_figure_png)
     print(format_sweep_table(result))
     print(f"sweep written to {args.out / 'sweep.md'}")
     return 0
+
+
+def _backend(args: argparse.Namespace) -> "Backend | None":
+    """The Ray backend for ``--backend ray`` (None: the local one); rejects the other's flags."""
+    from densetasks.errors import ConfigError
+    from densetasks.experiments.sweep_ray import ray_backend
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    ray_flags = {
+        "--address": args.address,
+        "--cpus-per-run": args.cpus_per_run,
+        "--gpus-per-run": args.gpus_per_run,
+    }
+    if args.backend == "local":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for --backend ray")
+        return None
+    if args.jobs != 1:
+        raise ConfigError(
+            "--jobs is for --backend local; Ray runs as many runs at once as the "
+            "cluster has CPUs for (--cpus-per-run)"
+        )
+    cpus = 1.0 if args.cpus_per_run is None else args.cpus_per_run
+    gpus = 0.0 if args.gpus_per_run is None else args.gpus_per_run
+    return ray_backend(args.address, cpus, gpus)

@@ -10,8 +10,9 @@ A sweep reproduces that curve for any dotted config key (loss weights, learning 
    the last (fastest) key, so every setting is trained once per seed (mean ± std over seeds
    is then ``densetasks report --group``);
 2. :func:`plan_runs` validates every resulting config before anything trains;
-3. :func:`run_sweep` trains the runs (sequentially or in parallel processes), resuming a run
-   that was interrupted and skipping one that already finished;
+3. :func:`run_sweep` trains the runs through a backend (:func:`train_locally`: one after
+   another or in parallel processes; :mod:`~densetasks.experiments.sweep_ray`: one Ray task
+   per run), resuming a run that was interrupted and skipping one that already finished;
 4. :func:`collect_results` reads each run's metrics, :func:`pareto_front` marks the
    non-dominated runs, :func:`write_sweep` writes ``sweep.json``, ``sweep.md`` and, given a
    renderer such as :func:`densetasks.experiments.sweep_plots.sweep_figure_png`, ``sweep.png``.
@@ -28,6 +29,7 @@ Sweep directory layout::
     DIR/sweep.png                   primary metrics against the setting; pairwise Pareto scatters
 """
 
+import functools
 import itertools
 import json
 import multiprocessing
@@ -44,7 +46,7 @@ import yaml
 
 from densetasks.engine.config import RunConfig, apply_overrides, validate_config
 from densetasks.engine.run import evaluate_run, train
-from densetasks.errors import ConfigError, DataError
+from densetasks.errors import ConfigError, DataError, TrainingError
 from densetasks.experiments.run_record import load_run_record
 
 Grid = dict[str, list[Any]]
@@ -193,49 +195,117 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics_val.json").is_file()
 
 
+Backend = Callable[[Sequence[PlannedRun], Callable[[str], None]], dict[str, Exception]]
+"""Trains the given runs, logging through the callable; returns ``{name: error}`` of the runs
+that failed (the others finished). :func:`train_locally` is the default; the Ray backend is
+:func:`densetasks.experiments.sweep_ray.ray_backend`."""
+
+
 def run_sweep(
     planned: Sequence[PlannedRun],
     jobs: int = 1,
     split: str = "val",
     log: Callable[[str], None] = print,
+    backend: Backend | None = None,
 ) -> list[str]:
     """Train every unfinished run (resuming an interrupted one); returns the names trained.
 
-    ``jobs`` > 1 trains that many runs at once in spawned processes, each with
-    ``cpu_count // jobs`` torch threads, so parallel runs do not oversubscribe the cores.
-    Afterwards each run's best checkpoint has ``metrics_<split>.json`` (evaluated if missing).
+    ``backend`` trains them (default: :func:`train_locally` with ``jobs`` processes; ``jobs``
+    is for that backend only). A failed run does not stop the others; once all are done a
+    :class:`TrainingError` names every failed run and its error, so re-running the command
+    retries just those. Afterwards each run's best checkpoint has ``metrics_<split>.json``
+    (evaluated here if missing).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    todo = []
-    for run in planned:
-        if is_finished(run.run_dir):
-            log(f"sweep: {run.name} already finished, skipped")
-        else:
-            todo.append(run)
-    if jobs == 1 or len(todo) <= 1:
-        for run in todo:
-            log(f"sweep: training {run.name}")
-            _train_one(run.config.to_dict(), str(run.run_dir), None)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
-            futures = {
-                run.name: pool.submit(_train_one, run.config.to_dict(), str(run.run_dir), threads)
-                for run in todo
-            }
-            for name, future in futures.items():
-                future.result()
-                log(f"sweep: {name} finished")
+    if backend is None:
+        backend = functools.partial(train_locally, jobs=jobs)
+    elif jobs != 1:
+        raise ValueError("jobs is for the local backend; give the backend its own resources")
+    todo = pending_runs(planned, log)
+    failures = backend(todo, log) if todo else {}
+    if failures:
+        first = next(iter(failures.values()))
+        raise TrainingError(_failure_message(failures, len(todo))) from first
     for run in planned:
         if not (run.run_dir / f"metrics_{split}.json").is_file():
             evaluate_run(run.run_dir, split)
     return [run.name for run in todo]
 
 
-def _train_one(config: dict[str, Any], run_dir: str, threads: int | None) -> None:
-    """Train (or resume) one run; module level so spawned processes can import it."""
+def pending_runs(planned: Sequence[PlannedRun], log: Callable[[str], None]) -> list[PlannedRun]:
+    """The runs not finished yet (see :func:`is_finished`); logs each one skipped."""
+    todo = []
+    for run in planned:
+        if is_finished(run.run_dir):
+            log(f"sweep: {run.name} already finished, skipped")
+        else:
+            todo.append(run)
+    return todo
+
+
+def train_locally(
+    todo: Sequence[PlannedRun], log: Callable[[str], None], jobs: int = 1
+) -> dict[str, Exception]:
+    """The local :data:`Backend`: one run after another, or ``jobs`` at once in processes.
+
+    Parallel runs are spawned processes, each with ``cpu_count // jobs`` torch threads, so
+    they do not oversubscribe the cores.
+    """
+    if jobs == 1 or len(todo) <= 1:
+        failures: dict[str, Exception] = {}
+        for run in todo:
+            log(f"sweep: training {run.name}")
+            call = functools.partial(train_one, run.config.to_dict(), str(run.run_dir), None)
+            failures |= gather_outcomes({run.name: call}, log)
+        return failures
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {
+            run.name: pool.submit(train_one, run.config.to_dict(), str(run.run_dir), threads)
+            for run in todo
+        }
+        return gather_outcomes({name: future.result for name, future in futures.items()}, log)
+
+
+def gather_outcomes(
+    waits: Mapping[str, Callable[[], object]], log: Callable[[str], None]
+) -> dict[str, Exception]:
+    """Wait for each run in turn, log it finished or failed; returns ``{name: error}``.
+
+    Every backend reports through here, so a failure reads the same whichever trained it.
+    """
+    failures = {}
+    for name, wait in waits.items():
+        try:
+            wait()
+        except Exception as error:
+            failures[name] = error
+            log(f"sweep: {name} failed: {_describe(error)}")
+        else:
+            log(f"sweep: {name} finished")
+    return failures
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _failure_message(failures: Mapping[str, Exception], total: int) -> str:
+    runs = "; ".join(f"{name} ({_describe(error)})" for name, error in failures.items())
+    return (
+        f"{len(failures)} of {total} sweep runs failed: {runs}. The others finished; "
+        "running the same command again retries only the failed runs"
+    )
+
+
+def train_one(config: dict[str, Any], run_dir: str, threads: int | None) -> None:
+    """Train (or resume from ``last.pt``) one run: what every backend runs per planned run.
+
+    Module level and given plain data, so spawned processes and Ray workers import and call
+    it by name. ``threads`` caps torch's threads (``None``: leave torch's default).
+    """
     if threads is not None:
         torch.set_num_threads(threads)
     resume = (Path(run_dir) / "checkpoints" / "last.pt").is_file()

@@ -166,7 +166,7 @@ def fake_train(config: dict, run_dir: str, threads: int | None) -> None:
 def test_seeds_train_each_combination_once_per_seed_and_resume(
     config_file, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(sweep_module, "_train_one", fake_train)
+    monkeypatch.setattr(sweep_module, "train_one", fake_train)
     out = tmp_path / "sweep"
     argv = ["sweep", str(config_file), "--grid", "train.lr=0.1,0.2", "--out", str(out)]
     assert command([*argv, "--seeds", "0", "1"]) == 0

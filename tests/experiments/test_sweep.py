@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from densetasks.errors import ConfigError
+from densetasks.errors import ConfigError, TrainingError
 from densetasks.experiments import sweep as sweep_module
 from densetasks.experiments.sweep import (
     add_seed_axis,
@@ -22,6 +22,7 @@ from densetasks.experiments.sweep import (
     parse_grid,
     plan_grid,
     plan_runs,
+    run_sweep,
     write_sweep,
 )
 from densetasks.experiments.sweep_plots import _staircase, sweep_figure_png
@@ -310,3 +311,20 @@ def test_seed_axis_is_the_last_key_and_named_in_every_run_folder(tmp_path):
 def test_seed_axis_rejects_double_seeds(grid, seeds, fragment):
     with pytest.raises(ConfigError, match=fragment):
         add_seed_axis(grid, seeds)
+
+
+def test_a_failed_run_is_named_with_its_error_after_the_others_train(tmp_path, monkeypatch):
+    planned = plan_grid(BASE, {"train.lr": [0.1, 0.2]}, tmp_path)
+    trained = []
+
+    def fake_train(config, run_dir, threads):
+        if config["train"]["lr"] == 0.1:
+            raise TrainingError("the semseg loss is nan")
+        trained.append(run_dir)
+
+    monkeypatch.setattr(sweep_module, "train_one", fake_train)
+    lines: list[str] = []
+    with pytest.raises(TrainingError, match=r"1 of 2 sweep runs failed: train\.lr=0\.1 \("):
+        run_sweep(planned, log=lines.append)
+    assert "sweep: train.lr=0.1 failed: TrainingError: the semseg loss is nan" in lines
+    assert trained == [str(planned[1].run_dir)]
