@@ -3,40 +3,30 @@
 For each image ``<stem>.<ext>`` it writes ``<stem>_<task>.png`` per task (the task's own
 visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and every task
 side by side, each panel labelled, with a class legend under the panels of tasks with class
-names and a colour bar in metres under depth. The prediction itself is the one inference path,
-:class:`~densetasks.inference.Predictor`; a conditioned model takes its inputs from
-``--condition NAME=PNG`` (e.g. a Task Palette of task ids), otherwise its evaluation plan.
-A CompositeTasking run's Task Palette is a PNG (``--palette``), drawn by a rule (``--rule``)
-or predicted by a palette run (``--palette-run``, Popovic et al., CVPR 2021, Sec. 6.2).
+names and a colour bar in metres under depth (drawn by :mod:`densetasks.pictures`). The
+prediction itself is the one inference path, :class:`~densetasks.inference.Predictor`; a
+conditioned model takes its inputs from ``--condition NAME=PNG`` (e.g. a Task Palette of
+task ids), otherwise its evaluation plan. A CompositeTasking run's Task Palette is a PNG
+(``--palette``), drawn by a rule (``--rule``) or predicted by a palette run
+(``--palette-run``, Popovic et al., CVPR 2021, Sec. 6.2).
 """
 
 import argparse
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from densetasks.cli.parsing import parse_size
 from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.errors import ConfigError
 from densetasks.inference import Prediction, Predictor
+from densetasks.pictures import PictureKey, contact_sheet, task_key
 from densetasks.tasks.base import Task
-from densetasks.tasks.depth import Depth
 from densetasks.tasks.task_palette import TaskPalette
-
-SHEET_MIN_HEIGHT = 128
-"""Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
-LABEL_HEIGHT = 16
-SWATCH = 10
-"""Side of a class legend's colour square, and height of the depth colour bar, in pixels."""
-KEY_ROW_HEIGHT = 14
-KEY_MARGIN = 4
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -246,124 +236,15 @@ def _resized_palette(palette: torch.Tensor, shape: tuple[int, ...]) -> torch.Ten
     return resized[0, 0].long()
 
 
-@dataclass(frozen=True)
-class ClassLegend:
-    """A colour swatch and the class name per class, in class-id order, wrapped into rows."""
-
-    names: tuple[str, ...]
-    colours: np.ndarray
-
-    def draw(self, width: int) -> np.ndarray:
-        """The legend as ``uint8 [h, width, 3]`` on white, as many rows as the names need."""
-        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        entries, x, row = [], KEY_MARGIN, 0
-        for name, colour in zip(self.names, self.colours, strict=True):
-            entry_width = SWATCH + 3 + math.ceil(measure.textlength(name))
-            if x > KEY_MARGIN and x + entry_width > width - KEY_MARGIN:
-                x, row = KEY_MARGIN, row + 1
-            entries.append((x, row, name, tuple(int(c) for c in colour)))
-            x += entry_width + 2 * KEY_MARGIN
-        canvas = Image.new("RGB", (width, (row + 1) * KEY_ROW_HEIGHT + KEY_MARGIN), "white")
-        draw = ImageDraw.Draw(canvas)
-        for x, row, name, colour in entries:
-            top = KEY_MARGIN + row * KEY_ROW_HEIGHT
-            draw.rectangle((x, top, x + SWATCH - 1, top + SWATCH - 1), fill=colour, outline="grey")
-            draw.text((x + SWATCH + 3, top - 1), name, fill="black")
-        return np.asarray(canvas)
-
-
-@dataclass(frozen=True)
-class DepthColourBar:
-    """The depth panel's colours from the nearest to the farthest predicted depth, in metres.
-
-    The panel colours inverse depth (:meth:`~densetasks.tasks.depth.Depth.visualize`), so
-    the bar is linear in ``1 / depth``: the nearest depth (bright) left, the farthest right.
-    """
-
-    low: float
-    high: float
-
-    def labels(self) -> tuple[str, str]:
-        """The two ends of the bar: ``("0.52 m", "7.31 m")``."""
-        return f"{self.low:.2f} m", f"{self.high:.2f} m"
-
-    def draw(self, width: int) -> np.ndarray:
-        """The bar over the labels, ``uint8 [h, width, 3]`` on white."""
-        span = max(1, width - 2 * KEY_MARGIN)
-        gradient = matplotlib.colormaps["magma"](np.linspace(1.0, 0.0, span))[:, :3]
-        bar = np.round(gradient * 255).astype(np.uint8)[None].repeat(SWATCH, axis=0)
-        canvas = Image.new("RGB", (width, KEY_MARGIN + SWATCH + KEY_ROW_HEIGHT), "white")
-        canvas.paste(Image.fromarray(bar), (KEY_MARGIN, KEY_MARGIN))
-        draw = ImageDraw.Draw(canvas)
-        near, far = self.labels()
-        top = KEY_MARGIN + SWATCH + 1
-        draw.text((KEY_MARGIN, top), near, fill="black")
-        draw.text((width - KEY_MARGIN - draw.textlength(far), top), far, fill="black")
-        return np.asarray(canvas)
-
-
-SheetKey = ClassLegend | DepthColourBar
-"""What can be drawn under a panel of the sheet."""
-
-
-def sheet_keys(tasks: Mapping[str, Task], prediction: Prediction) -> dict[str, SheetKey]:
-    """Panel name -> its key: a class legend for a task with class names, a colour bar in
-    metres (the prediction's own range) for depth; tasks drawn otherwise get none."""
-    keys: dict[str, SheetKey] = {}
-    for name, task in tasks.items():
-        if getattr(task, "class_names", None):
-            keys[name] = ClassLegend(tuple(task.class_names), task.colours)
-        elif isinstance(task, Depth):
-            bar = _depth_bar(prediction.predictions[name], prediction.masks.get(name))
-            if bar is not None:
-                keys[name] = bar
-    return keys
-
-
-def _depth_bar(depth: torch.Tensor, mask: torch.Tensor | None) -> DepthColourBar | None:
-    """The colour bar of a depth prediction ``[1, H, W]``: the range of its labelled
-    (positive) pixels, inside ``mask`` if given; ``None`` when no pixel has a depth."""
-    values = depth[0].detach().float().cpu()
-    shown = values > 0
-    if mask is not None:
-        shown &= mask.cpu()
-    if not shown.any():
-        return None
-    return DepthColourBar(float(values[shown].min()), float(values[shown].max()))
-
-
-def contact_sheet(
-    panels: Sequence[tuple[str, np.ndarray]], keys: Mapping[str, SheetKey] | None = None
-) -> np.ndarray:
-    """Labelled ``uint8`` RGB panels side by side, all brought to the first panel's height,
-    each with its key (``keys[label]``: class legend, depth colour bar) drawn under it."""
-    height = panels[0][1].shape[0]
-    scale = max(1, math.ceil(SHEET_MIN_HEIGHT / height))
-    columns = [
-        _sheet_column(label, picture, height, scale, (keys or {}).get(label))
-        for label, picture in panels
-    ]
-    tallest = max(column.shape[0] for column in columns)
-    padded = [
-        np.pad(column, ((0, tallest - column.shape[0]), (0, 0), (0, 0)), constant_values=255)
-        for column in columns
-    ]
-    return np.concatenate(padded, axis=1)
-
-
-def _sheet_column(
-    label: str, picture: np.ndarray, height: int, scale: int, key: SheetKey | None
-) -> np.ndarray:
-    """One panel: its label, the picture at ``height`` times ``scale``, its key below."""
-    image = Image.fromarray(picture)
-    width = round(picture.shape[1] * height / picture.shape[0])
-    image = image.resize((width * scale, height * scale), Image.Resampling.NEAREST)
-    panel = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), "white")
-    panel.paste(image, (0, LABEL_HEIGHT))
-    ImageDraw.Draw(panel).text((3, 2), label, fill="black")
-    if key is None:
-        return np.asarray(panel)
-    return np.concatenate([np.asarray(panel), key.draw(panel.width)], axis=0)
+def sheet_keys(tasks: Mapping[str, Task], prediction: Prediction) -> dict[str, PictureKey]:
+    """Panel name -> its key (:func:`~densetasks.pictures.task_key`): a class legend for a
+    task with class names, a colour bar in metres (the prediction's own range, inside the
+    task's mask) for depth; tasks drawn otherwise get none."""
+    keys = {
+        name: task_key(task, prediction.predictions[name], prediction.masks.get(name))
+        for name, task in tasks.items()
+    }
+    return {name: key for name, key in keys.items() if key is not None}
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:

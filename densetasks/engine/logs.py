@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from densetasks.pictures import keyed_picture
 from densetasks.tasks.base import Task
 
 
@@ -168,15 +169,21 @@ def write_prediction_images(
     """``<k>_input.png``, ``<k>_<task>_label.png`` and ``<k>_<task>_pred.png`` per sample.
 
     ``predictions`` are the tasks' evaluation inputs (``evaluation_inputs``), batched like
-    ``batch``.
+    ``batch``. Each label and prediction picture carries its task's key under it (a class
+    legend, a depth colour bar in metres: :func:`~densetasks.pictures.keyed_picture`), so the
+    samples ``densetasks report`` copies can be read without the run's configuration.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, batch["image"].shape[0])):
         Image.fromarray(display_image(batch["image"][index])).save(folder / f"{index}_input.png")
         for name, task in tasks.items():
-            picture = task.visualize(predictions[name][index].cpu())
-            Image.fromarray(picture).save(folder / f"{index}_{name}_pred.png")
+            _write_keyed(task, predictions[name][index], folder / f"{index}_{name}_pred.png")
             label = task.target(batch)
             if label is not None:
-                label = task.visualize(label[index].cpu())
-                Image.fromarray(label).save(folder / f"{index}_{name}_label.png")
+                _write_keyed(task, label[index], folder / f"{index}_{name}_label.png")
+
+
+def _write_keyed(task: Task, value: Any, path: Path) -> None:
+    """``task``'s picture of ``value`` (a decoded prediction or label) over its key."""
+    value = value.cpu()
+    Image.fromarray(keyed_picture(task, task.visualize(value), value)).save(path)

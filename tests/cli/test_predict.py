@@ -12,12 +12,7 @@ from torch import nn
 from densetasks.cli import predict as predict_command
 from densetasks.cli.main import main
 from densetasks.cli.predict import (
-    LABEL_HEIGHT,
-    SHEET_MIN_HEIGHT,
-    ClassLegend,
-    DepthColourBar,
     check_palette_run,
-    contact_sheet,
     predict_image,
     predicted_palette,
     read_conditions,
@@ -31,6 +26,13 @@ from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
 from densetasks.inference import LoadedRun, Prediction, Predictor
 from densetasks.models.base import Architecture
+from densetasks.pictures import (
+    LABEL_HEIGHT,
+    SHEET_MIN_HEIGHT,
+    ClassLegend,
+    DepthColourBar,
+    contact_sheet,
+)
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
 from densetasks.tasks.task_palette import TaskPalette

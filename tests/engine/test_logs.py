@@ -1,12 +1,18 @@
-"""``RunLog``: a progress bar in a terminal, plain lines every ``log_every`` steps otherwise."""
+"""``RunLog``: a progress bar in a terminal, plain lines every ``log_every`` steps otherwise;
+sample pictures with their keys."""
 
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from densetasks.engine.logs import RunLog, format_train_line
+from densetasks.engine.logs import RunLog, format_train_line, write_prediction_images
+from densetasks.tasks.depth import Depth
+from densetasks.tasks.semseg import SemanticSegmentation
 
 LOSSES = {"semseg": 0.5, "depth": 0.25}
 
@@ -60,3 +66,25 @@ def test_a_disabled_log_prints_nothing(
 def test_groups_with_different_learning_rates_are_named() -> None:
     line = format_train_line(5, 10, {"depth": 1.0}, 1.0, 3.0, {"encoder": 1e-4, "heads": 1e-3})
     assert line == "step 5/10 depth=1.0000 total=1.0000 img/s=3.0 lr.encoder=0.0001 lr.heads=0.001"
+
+
+def test_sample_pictures_carry_their_keys_under_the_raw_picture(tmp_path: Path) -> None:
+    tasks = {
+        "semseg": SemanticSegmentation(num_classes=3, class_names=["floor", "wall", "person"]),
+        "depth": Depth(),
+    }
+    ids = torch.arange(3).repeat(2, 24, 80)  # [2, 24, 240]
+    depth = torch.linspace(0.5, 4.0, 2 * 24 * 240).reshape(2, 1, 24, 240)
+    batch = {"image": torch.rand(2, 3, 24, 240), "semseg": ids.flip(-1), "depth": depth / 2}
+    write_prediction_images(tmp_path, tasks, batch, {"semseg": ids, "depth": depth}, count=1)
+    expected = {
+        "0_semseg_pred.png": tasks["semseg"].visualize(ids[0]),
+        "0_semseg_label.png": tasks["semseg"].visualize(ids[0].flip(-1)),
+        "0_depth_pred.png": tasks["depth"].visualize(depth[0]),
+        "0_depth_label.png": tasks["depth"].visualize(depth[0] / 2),
+    }
+    assert {path.name for path in tmp_path.iterdir()} == {"0_input.png", *expected}
+    for name, raw in expected.items():
+        written = np.asarray(Image.open(tmp_path / name))
+        assert written.shape[0] > raw.shape[0] and written.shape[1] == raw.shape[1], name
+        np.testing.assert_array_equal(written[: raw.shape[0]], raw)
