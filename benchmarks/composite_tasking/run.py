@@ -34,7 +34,6 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from densetasks.cli.predict import contact_sheet
 from densetasks.data.palettes import create_palette_rule, write_palette_png
 from densetasks.data.registry import create_dataset
 from densetasks.engine.config import RunConfig, load_config
@@ -42,6 +41,7 @@ from densetasks.engine.run import train
 from densetasks.inference import Predictor
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
+from densetasks.pictures import contact_sheet
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "popovic2021_synthetic.yaml"
