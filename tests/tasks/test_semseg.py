@@ -103,3 +103,15 @@ def test_composite_round_trip(num_classes):
     decoded = task.decode(logits)
     valid = label != IGNORE_INDEX
     assert torch.equal(decoded[valid], label[valid])
+
+
+def test_quasi_logits_decode_to_the_nearest_anchor():
+    """Popovic et al., CVPR 2021, Sec. 3.3: the predicted class of a composite output is the
+    class whose anchor is nearest to sigmoid(o), computed here independently in NumPy."""
+    task = SemanticSegmentation(num_classes=6)
+    composite = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0)) * 3
+    predicted = task.decode(task.from_composite(composite)).numpy()
+    points = 1 / (1 + np.exp(-composite.numpy()))  # [B, 3, H, W]
+    anchors = task.anchors.numpy()  # [K, 3]
+    distances = np.linalg.norm(points[:, None] - anchors[None, :, :, None, None], axis=2)
+    np.testing.assert_array_equal(predicted, distances.argmin(axis=1))
