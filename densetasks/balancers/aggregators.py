@@ -11,7 +11,31 @@ stores ``A(J) = wᵀ J`` in their ``.grad``, where the aggregator A chooses the 
 * ``pcgrad``  — each row projected off the rows it conflicts with, then summed (Yu et al. 2020);
 * ``cagrad``  — conflict-averse: the mean gradient moved within a ball of radius c·‖mean‖ to
   raise the worst task (Liu et al. 2021; option ``c``, default 0.4); needs cvxpy + clarabel;
-* ``nashmtl`` — the Nash bargaining solution (Navon et al. 2022); needs cvxpy + ecos.
+* ``nashmtl`` — the Nash bargaining solution (Navon et al. 2022); needs cvxpy + ecos;
+* ``aligned_mtl`` — the rows made orthogonal and equal in norm via the Gramian's eigenvalues,
+  then weighed by a preference vector (Senushkin et al., CVPR 2023, Algorithm 1);
+* ``config``  — the conflict-free direction of equal cosine to every row, via the
+  pseudo-inverse of the normalised rows (Liu et al., ICLR 2025, eq. 2);
+* ``dualproj`` — the mean projected onto the dual cone of the rows (Lopez-Paz & Ranzato,
+  NeurIPS 2017, eq. 11);
+* ``excess_mtl`` — weights by exponentiated gradient on estimated excess risks (He et al.,
+  ICML 2024, eq. 9);
+* ``fairgrad`` — α-fair resource allocation of the update (Ban & Ji, ICML 2024, Algorithm 1;
+  option ``alpha``, default 1.0, proportional fairness); needs scipy;
+* ``graddrop`` — per coordinate, only the rows of one sign survive, drawn with the sign purity
+  as probability (Chen et al., NeurIPS 2020, Algorithm 1 lines 10–15);
+* ``gradvac`` — rows pushed towards an EMA target of their pairwise cosines (Wang et al.,
+  ICLR 2021; option ``beta``, default 0.5);
+* ``imtl_g`` — the combination with equal projections onto every row (Liu et al., ICLR 2021,
+  generalised by Quinton & Rey 2024);
+* ``mean``, ``sum`` — the rows averaged / summed (the linear-scalarisation baselines);
+* ``pcd``    — priority-constrained descent: follow the first task, each other task guaranteed
+  a fraction τ of its own progress (TMLR 2026; option ``tau``, default 0.02);
+* ``random`` — RLW, weights a softmax of standard normal draws at every step (Lin et al.,
+  TMLR 2022, Algorithm 2).
+
+``graddrop`` and ``config`` do not weigh the rows; for them :attr:`last_weights` holds the
+least-squares weights w with ``wᵀJ`` closest to ``A(J)``.
 
 Task-specific parameters receive their ordinary gradients (each head only feeds one loss, so
 the sum of losses gives exactly them). :attr:`last_weights` holds w, the weight the aggregator
@@ -42,7 +66,7 @@ from densetasks.errors import ConfigError
 from densetasks.tasks.base import Task
 
 if TYPE_CHECKING:
-    from torchjd.aggregation import WeightedAggregator
+    from torchjd.aggregation import Aggregator
 
 AGGREGATORS: dict[str, str] = {
     "upgrad": "UPGrad",
@@ -50,16 +74,28 @@ AGGREGATORS: dict[str, str] = {
     "pcgrad": "PCGrad",
     "cagrad": "CAGrad",
     "nashmtl": "NashMTL",
+    "aligned_mtl": "AlignedMTL",
+    "config": "ConFIG",
+    "dualproj": "DualProj",
+    "excess_mtl": "ExcessMTL",
+    "fairgrad": "FairGrad",
+    "graddrop": "GradDrop",
+    "gradvac": "GradVac",
+    "imtl_g": "IMTLG",
+    "mean": "Mean",
+    "pcd": "PCD",
+    "random": "Random",
+    "sum": "Sum",
 }
 """Balancer name -> class in ``torchjd.aggregation``, imported on first use: importing
 torchjd's aggregators pulls cvxpy where it is installed, which takes seconds."""
 
-_DEFAULT_OPTIONS: dict[str, dict[str, float]] = {"cagrad": {"c": 0.4}}
+_DEFAULT_OPTIONS: dict[str, dict[str, float]] = {"cagrad": {"c": 0.4}, "fairgrad": {"alpha": 1.0}}
 _TASK_COUNT_OPTION = {"nashmtl": "n_tasks"}
 """Aggregators that must be told the number of tasks, and the keyword for it."""
 
 
-def build_aggregator(name: str, task_count: int, **options: float) -> "WeightedAggregator":
+def build_aggregator(name: str, task_count: int, **options: float) -> "Aggregator":
     """The TorchJD aggregator ``name`` (a key of :data:`AGGREGATORS`) with its options."""
     if name not in AGGREGATORS:
         raise ConfigError(f"unknown aggregator {name!r}; known: {', '.join(sorted(AGGREGATORS))}")
@@ -87,7 +123,7 @@ class JacobianAggregationBalancer(Balancer):
     def __init__(
         self,
         tasks: Sequence[Task],
-        aggregator: "WeightedAggregator",
+        aggregator: "Aggregator",
         parallel_chunk_size: int | None = None,
     ) -> None:
         super().__init__(tasks)
@@ -157,8 +193,7 @@ class JacobianAggregationBalancer(Balancer):
         if not informative.any():
             return [torch.zeros_like(parameter) for parameter in shared], weights
         rows = matrix[informative]
-        row_weights = self._row_weights(rows, loss_scale)
-        gradient = row_weights @ rows
+        gradient, row_weights = self._combine(rows, loss_scale)
         kept = torch.tensor(differentiable)[informative.cpu()]
         weights[kept] = row_weights.detach().cpu().float()
         pieces = gradient.split([parameter.numel() for parameter in shared])
@@ -167,16 +202,30 @@ class JacobianAggregationBalancer(Balancer):
             for piece, parameter in zip(pieces, shared, strict=True)
         ], weights
 
-    def _row_weights(self, scaled_rows: torch.Tensor, loss_scale: float) -> torch.Tensor:
-        """The aggregator's weights for the unscaled rows ``scaled_rows / loss_scale``.
+    def _combine(
+        self, scaled_rows: torch.Tensor, loss_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s · A(J)`` and the row weights, for ``J = scaled_rows / s``, ``s = loss_scale``.
+
+        A weighted aggregator's weights w(J) are applied to the scaled rows. An aggregator that
+        does not weigh rows (GradDrop, ConFIG) gives ``s · A(J)`` itself, reported through the
+        least-squares weights ``w = (J Jᵀ)⁺ J A(J)``, which do not depend on s.
 
         A non-finite Jacobian (an fp16 overflow) gets weight 1 per row instead: its non-finite
         sum makes the AMP scaler skip the step, as for any overflow, where CAGrad's and
         Nash-MTL's solvers would raise and MGDA's and UPGrad's would return NaN weights.
         """
+        from torchjd.aggregation import WeightedAggregator  # deferred, see AGGREGATORS
+
         if not torch.isfinite(scaled_rows).all():
-            return torch.ones(len(scaled_rows), device=scaled_rows.device)
-        return self.aggregator.weighting(scaled_rows / loss_scale)
+            weights = torch.ones(len(scaled_rows), device=scaled_rows.device)
+            return weights @ scaled_rows, weights
+        if isinstance(self.aggregator, WeightedAggregator):
+            weights = self.aggregator.weighting(scaled_rows / loss_scale)
+            return weights @ scaled_rows, weights
+        gradient = self.aggregator(scaled_rows / loss_scale) * loss_scale
+        gramian = scaled_rows @ scaled_rows.T
+        return gradient, torch.linalg.pinv(gramian) @ (scaled_rows @ gradient)
 
     @staticmethod
     def _store_shared_gradients(

@@ -80,3 +80,42 @@ def test_cvxpy_aggregators_match_torchjd(two_tasks, name):
     create_balancer(name, two_tasks).backward(losses, [shared])
     reference = build_aggregator(name, 2)(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
     assert shared.grad.tolist() == pytest.approx(reference.tolist(), abs=1e-3)
+
+
+# By hand for g1 = (1, 0), g2 = (−1, 1): mean (0, 0.5) and sum (0, 1); DualProj's mean already
+# has (0, 0.5)·g1 = 0 and ·g2 = 0.5 ≥ 0, so stays. IMTL-G: d = a g1 + b g2, a + b = 1, equal
+# projections d·g1/‖g1‖ = d·g2/‖g2‖ give a = √2 b: b = √2 − 1, d = (3 − 2√2, √2 − 1).
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mean", [0.0, 0.5]),
+        ("sum", [0.0, 1.0]),
+        ("dualproj", [0.0, 0.5]),
+        ("imtl_g", [3 - 2 * 2**0.5, 2**0.5 - 1]),
+    ],
+)
+def test_new_aggregators_by_hand(two_tasks, name, expected):
+    shared, _, losses = _toy_problem()
+    create_balancer(name, two_tasks).backward(losses, [shared])
+    assert shared.grad.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["aligned_mtl", "config", "excess_mtl", "fairgrad", "graddrop", "gradvac", "pcd", "random"],
+)
+def test_every_other_aggregator_is_torchjds_and_its_weights_reproduce_it(two_tasks, name):
+    """Same draws (seed) as TorchJD's own aggregator; ``wᵀJ`` is the update, also for the
+    aggregators that do not weigh rows (GradDrop, ConFIG: least-squares weights)."""
+    shared, _, losses = _toy_problem()
+    torch.manual_seed(0)
+    balancer = create_balancer(name, two_tasks)
+    balancer.backward(losses, [shared])
+    torch.manual_seed(0)
+    reference = build_aggregator(name, 2)(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
+    assert shared.grad.tolist() == pytest.approx(reference.tolist(), abs=1e-4)
+    weights = balancer.weights()
+    implied = weights["seg"] * torch.tensor([1.0, 0.0]) + weights["depth"] * torch.tensor(
+        [-1.0, 1.0]
+    )
+    assert implied.tolist() == pytest.approx(reference.tolist(), abs=1e-4)

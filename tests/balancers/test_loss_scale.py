@@ -31,7 +31,11 @@ def _problem() -> tuple[list[torch.nn.Parameter], dict[str, torch.Tensor]]:
 
 
 def _gradients(name: str, tasks, scale: float) -> list[torch.Tensor]:
-    """The unscaled gradients of θ, h and the balancer's own parameters after one step."""
+    """The unscaled gradients of θ, h and the balancer's own parameters after one step.
+
+    The seed gives the random balancers (RLW's weights, GradDrop's signs, GradVac's task
+    order) the same draws in both runs."""
+    torch.manual_seed(0)
     parameters, losses = _problem()
     balancer = create_balancer(name, tasks)
     with warnings.catch_warnings():
