@@ -16,7 +16,9 @@ from densetasks.balancers.aggregators import (
 from densetasks.balancers.base import Balancer
 from densetasks.balancers.dwa import DWABalancer
 from densetasks.balancers.fixed import FixedBalancer, equal_balancer
+from densetasks.balancers.gls import GLSBalancer
 from densetasks.balancers.gradnorm import GradNormBalancer
+from densetasks.balancers.imtl_l import IMTLLBalancer
 from densetasks.balancers.uncertainty import UncertaintyBalancer
 from densetasks.tasks.base import Task
 
@@ -26,6 +28,8 @@ BALANCERS.register("fixed", FixedBalancer)
 BALANCERS.register("uncertainty", UncertaintyBalancer)
 BALANCERS.register("dwa", DWABalancer)
 BALANCERS.register("gradnorm", GradNormBalancer)
+BALANCERS.register("gls", GLSBalancer)
+BALANCERS.register("imtl_l", IMTLLBalancer)
 for _name in AGGREGATORS:
     BALANCERS.register(_name, aggregation_balancer_factory(_name))
 
@@ -40,7 +44,9 @@ __all__ = [
     "Balancer",
     "DWABalancer",
     "FixedBalancer",
+    "GLSBalancer",
     "GradNormBalancer",
+    "IMTLLBalancer",
     "JacobianAggregationBalancer",
     "UncertaintyBalancer",
     "create_balancer",
