@@ -15,6 +15,7 @@ from densetasks.balancers.aggregators import (
 )
 from densetasks.balancers.base import Balancer
 from densetasks.balancers.dwa import DWABalancer
+from densetasks.balancers.famo import FAMOBalancer
 from densetasks.balancers.fixed import FixedBalancer, equal_balancer
 from densetasks.balancers.gls import GLSBalancer
 from densetasks.balancers.gradnorm import GradNormBalancer
@@ -30,6 +31,7 @@ BALANCERS.register("dwa", DWABalancer)
 BALANCERS.register("gradnorm", GradNormBalancer)
 BALANCERS.register("gls", GLSBalancer)
 BALANCERS.register("imtl_l", IMTLLBalancer)
+BALANCERS.register("famo", FAMOBalancer)
 for _name in AGGREGATORS:
     BALANCERS.register(_name, aggregation_balancer_factory(_name))
 
@@ -43,6 +45,7 @@ __all__ = [
     "BALANCERS",
     "Balancer",
     "DWABalancer",
+    "FAMOBalancer",
     "FixedBalancer",
     "GLSBalancer",
     "GradNormBalancer",
