@@ -14,6 +14,7 @@ from densetasks.balancers.aggregators import (
     aggregation_balancer_factory,
 )
 from densetasks.balancers.base import Balancer
+from densetasks.balancers.db_mtl import DBMTLBalancer
 from densetasks.balancers.dwa import DWABalancer
 from densetasks.balancers.famo import FAMOBalancer
 from densetasks.balancers.fixed import FixedBalancer, equal_balancer
@@ -32,6 +33,7 @@ BALANCERS.register("gradnorm", GradNormBalancer)
 BALANCERS.register("gls", GLSBalancer)
 BALANCERS.register("imtl_l", IMTLLBalancer)
 BALANCERS.register("famo", FAMOBalancer)
+BALANCERS.register("db_mtl", DBMTLBalancer)
 for _name in AGGREGATORS:
     BALANCERS.register(_name, aggregation_balancer_factory(_name))
 
@@ -44,6 +46,7 @@ def create_balancer(name: str, tasks: Sequence[Task], **options: Any) -> Balance
 __all__ = [
     "BALANCERS",
     "Balancer",
+    "DBMTLBalancer",
     "DWABalancer",
     "FAMOBalancer",
     "FixedBalancer",
