@@ -21,6 +21,7 @@ from densetasks.balancers.fixed import FixedBalancer, equal_balancer
 from densetasks.balancers.gls import GLSBalancer
 from densetasks.balancers.gradnorm import GradNormBalancer
 from densetasks.balancers.imtl_l import IMTLLBalancer
+from densetasks.balancers.stch import STCHBalancer
 from densetasks.balancers.uncertainty import UncertaintyBalancer
 from densetasks.tasks.base import Task
 
@@ -34,6 +35,7 @@ BALANCERS.register("gls", GLSBalancer)
 BALANCERS.register("imtl_l", IMTLLBalancer)
 BALANCERS.register("famo", FAMOBalancer)
 BALANCERS.register("db_mtl", DBMTLBalancer)
+BALANCERS.register("stch", STCHBalancer)
 for _name in AGGREGATORS:
     BALANCERS.register(_name, aggregation_balancer_factory(_name))
 
@@ -54,6 +56,7 @@ __all__ = [
     "GradNormBalancer",
     "IMTLLBalancer",
     "JacobianAggregationBalancer",
+    "STCHBalancer",
     "UncertaintyBalancer",
     "create_balancer",
 ]

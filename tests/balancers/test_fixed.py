@@ -50,7 +50,11 @@ def test_state_dict_round_trip(two_tasks):
 
 
 @pytest.mark.parametrize(
-    "name", ["equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"]
+    "name",
+    [
+        *("equal", "fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "mgda", "pcgrad"),
+        *("gls", "imtl_l", "famo", "db_mtl", "stch", "imtl_g", "aligned_mtl", "graddrop"),
+    ],
 )
 def test_every_balancer_survives_a_zero_loss_and_fills_weights(two_tasks, name):
     """A batch without labels of one task gives it a zero loss that still has a graph."""
