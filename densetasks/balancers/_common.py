@@ -1,6 +1,7 @@
-"""Small pieces several balancers share: ordered loss lists, per-task options, DDP averaging."""
+"""Small pieces several balancers share: ordered loss lists, per-task options, DDP averaging,
+the backward that replaces the shared gradients."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -62,3 +63,27 @@ def average_across_processes(tensors: Iterable[torch.Tensor]) -> None:
     for tensor in tensors:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(world_size)
+
+
+def backward_with_shared_update(
+    total: torch.Tensor,
+    shared: Sequence[torch.nn.Parameter],
+    scale: Callable[[torch.Tensor], torch.Tensor],
+    shared_update: Sequence[torch.Tensor],
+) -> None:
+    """Backward of ``scale(total)``, then every shared parameter's gradient becomes what it
+    held before plus its piece of ``shared_update`` instead of what the plain backward left.
+
+    The plain backward runs DDP's hooks, so task-specific gradients are averaged as usual;
+    gradients are replaced in place (DDP's bucket views stay valid). The balancers that
+    combine shared gradients themselves (the Jacobian aggregators, DB-MTL) end with this.
+    """
+    previous = [None if parameter.grad is None else parameter.grad.clone() for parameter in shared]
+    if total.requires_grad:
+        scale(total).backward()
+    for parameter, before, piece in zip(shared, previous, shared_update, strict=True):
+        new_gradient = piece if before is None else before + piece
+        if parameter.grad is None:
+            parameter.grad = new_gradient
+        else:
+            parameter.grad.copy_(new_gradient)

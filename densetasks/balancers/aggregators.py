@@ -60,7 +60,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from densetasks.balancers._common import average_across_processes, ordered_losses
+from densetasks.balancers._common import (
+    average_across_processes,
+    backward_with_shared_update,
+    ordered_losses,
+)
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
 from densetasks.tasks.base import Task
@@ -162,12 +166,8 @@ class JacobianAggregationBalancer(Balancer):
         scaled = [scale(loss) for loss in ordered_losses(losses, self.task_names)]
         loss_scale = float(scale(torch.ones((), device=total.device)))
         aggregated, weights = self._aggregate(scaled, shared, loss_scale)
-        previous = [
-            None if parameter.grad is None else parameter.grad.clone() for parameter in shared
-        ]
-        if total.requires_grad:
-            scale(total).backward()
-        self._store_shared_gradients(shared, previous, aggregated)
+        average_across_processes(aggregated)
+        backward_with_shared_update(total, shared, scale, aggregated)
         self.last_weights = dict(zip(self.task_names, weights.tolist(), strict=True))
         return total.detach()
 
@@ -226,21 +226,6 @@ class JacobianAggregationBalancer(Balancer):
         gradient = self.aggregator(scaled_rows / loss_scale) * loss_scale
         gramian = scaled_rows @ scaled_rows.T
         return gradient, torch.linalg.pinv(gramian) @ (scaled_rows @ gradient)
-
-    @staticmethod
-    def _store_shared_gradients(
-        shared: list[nn.Parameter],
-        previous: list[torch.Tensor | None],
-        aggregated: list[torch.Tensor],
-    ) -> None:
-        """``grad = previous grad + process-averaged aggregation``, in place (DDP bucket views)."""
-        average_across_processes(aggregated)
-        for parameter, before, piece in zip(shared, previous, aggregated, strict=True):
-            new_gradient = piece if before is None else before + piece
-            if parameter.grad is None:
-                parameter.grad = new_gradient
-            else:
-                parameter.grad.copy_(new_gradient)
 
 
 def aggregation_balancer_factory(name: str) -> Callable[..., JacobianAggregationBalancer]:

@@ -23,7 +23,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from densetasks.balancers._common import average_across_processes, ordered_losses
+from densetasks.balancers._common import (
+    average_across_processes,
+    backward_with_shared_update,
+    ordered_losses,
+)
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
 from densetasks.tasks.base import Task
@@ -69,17 +73,12 @@ class DBMTLBalancer(Balancer):
             raise ValueError("DB-MTL needs at least one shared parameter that requires grad")
         loss_scale = float(scale(torch.ones((), device=total.device)))
         update, scales = self._shared_update(losses, shared, scale, loss_scale)
-        previous = [None if p.grad is None else p.grad.clone() for p in shared]
-        if total.requires_grad:
-            scale(total).backward()
         pieces = update.split([parameter.numel() for parameter in shared])
-        for parameter, before, piece in zip(shared, previous, pieces, strict=True):
-            new_gradient = piece.view_as(parameter).to(parameter.dtype)
-            new_gradient = new_gradient if before is None else before + new_gradient
-            if parameter.grad is None:
-                parameter.grad = new_gradient
-            else:
-                parameter.grad.copy_(new_gradient)
+        shaped = [
+            piece.view_as(parameter).to(parameter.dtype)
+            for piece, parameter in zip(pieces, shared, strict=True)
+        ]
+        backward_with_shared_update(total, shared, scale, shaped)
         self.last_weights = dict(zip(self.task_names, scales.tolist(), strict=True))
         return total.detach()
 

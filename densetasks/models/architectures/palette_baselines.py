@@ -13,6 +13,7 @@ so each baseline trains and evaluates under any palette rule.
 * ``composite_mn`` (:class:`MN`): one encoder and one decoder per task in one model.
 """
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,9 +74,9 @@ class _PaletteBaseline(PaletteArchitecture):
     def check_tasks(cls, task_channels: dict[str, int]) -> None:
         """Raise :class:`ConfigError` unless the tasks suit this architecture (any number)."""
 
+    @abstractmethod
     def build(self) -> None:
         """Create the encoder(s) and decoders."""
-        raise NotImplementedError
 
     def new_encoder(self) -> Encoder:
         return create_encoder(*self.encoder_options)
