@@ -12,10 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from densetasks._registry import Registry
+from densetasks.errors import ConfigError
 from densetasks.models.base import FeatureSpec
 
 ASPP_RATES_AT_STRIDE_8 = (12, 24, 36)
 """3×3 ASPP dilation rates at output stride 8 (Kendall et al., CVPR 2018, App. A)."""
+
+ASPP_DROPOUT_LOPES2023_CODE = 0.5
+"""Dropout after the ASPP in the authors' DenseMTL code (Lopes et al., WACV 2023, after
+DeepLabV3's ASPP); the paper does not mention it, so :class:`ASPP` defaults to none."""
 
 EASPP_RATES_AT_STRIDE_16 = (3, 6, 12)
 """eASPP dilation rates at output stride 16 (Hickson et al., network fission, supplementary
@@ -95,12 +100,25 @@ class ASPP(Bottleneck):
     (5 × 256 = 1280 channels) is the representation Kendall et al., CVPR 2018
     share between tasks.
     ``project=True`` adds DeepLabV3's 1×1 conv + BN + ReLU back to ``channels``.
+    ``dropout`` > 0 adds dropout on the output (after the projection, if any), as DeepLabV3
+    implementations do: the authors' code of Lopes et al. uses
+    :data:`ASPP_DROPOUT_LOPES2023_CODE` (0.5); their paper states none, so the default 0 adds
+    nothing (the paper's version by default, the code's as an option).
     Like every BatchNorm after global pooling, training needs a batch of at least 2.
     """
 
     def __init__(
-        self, feature_info: list[FeatureSpec], channels: int = 256, project: bool = False
+        self,
+        feature_info: list[FeatureSpec],
+        channels: int = 256,
+        project: bool = False,
+        dropout: float = 0.0,
     ) -> None:
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(
+                "ASPP dropout (model.bottleneck_options.dropout or "
+                f"model.options.aspp_options.dropout) must be in [0, 1); got {dropout}"
+            )
         concatenated = 5 * channels
         super().__init__(feature_info, channels if project else concatenated)
         deepest = feature_info[-1]
@@ -111,9 +129,11 @@ class ASPP(Bottleneck):
             + [ImagePooling(deepest.channels, channels)]
         )
         self.project = conv_bn_relu(concatenated, channels) if project else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def transform(self, deepest: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(deepest) for branch in self.branches], dim=1))
+        features = torch.cat([branch(deepest) for branch in self.branches], dim=1)
+        return self.dropout(self.project(features))
 
 
 class EASPP(Bottleneck):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from densetasks.errors import ConfigError
-from densetasks.models import ASPP, BOTTLENECKS, EASPP, FeatureSpec, create_bottleneck
+from densetasks.models import ASPP, BOTTLENECKS, EASPP, FeatureSpec, create_bottleneck, create_model
+from densetasks.models.bottlenecks import ASPP_DROPOUT_LOPES2023_CODE
 
 SPECS_AT = {
     8: [FeatureSpec(4, 4), FeatureSpec(16, 8)],
@@ -50,6 +51,38 @@ def test_aspp_projection_is_optional_and_off_by_default():
     assert projected(features)[-1].shape == (2, 256, 4, 4)
 
 
+def test_aspp_dropout_is_off_by_default_and_the_authors_half_is_an_option():
+    specs = SPECS_AT[16]
+    assert ASPP_DROPOUT_LOPES2023_CODE == 0.5
+    features = [torch.randn(4, 4, 8, 8), torch.randn(4, 16, 6, 6)]
+    torch.manual_seed(0)
+    plain = ASPP(specs, project=True).train()
+    torch.manual_seed(0)
+    dropped = ASPP(specs, project=True, dropout=ASPP_DROPOUT_LOPES2023_CODE).train()
+    assert isinstance(plain.dropout, torch.nn.Identity)
+    assert dropped.dropout.p == 0.5
+    reference = plain(features)[-1]
+    torch.manual_seed(1)
+    out = dropped(features)[-1]
+    # the same weights and batch statistics: each element is dropped or scaled by 1 / (1 - p)
+    kept = out != 0
+    torch.testing.assert_close(out[kept], 2 * reference[kept])
+    assert 0.4 < 1 - kept[reference > 0].float().mean() < 0.6
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped(features)[-1], plain(features)[-1])  # off in evaluation
+
+
+def test_aspp_dropout_reaches_three_ways_and_bad_values_name_the_key():
+    options = {"decoder_widths": (16, 16, 8, 8, 8), "aspp_options": {"channels": 16}}
+    model = create_model("three_ways", {"semseg": 3}, encoder="tiny", **options)
+    assert isinstance(model.bottleneck.dropout, torch.nn.Identity)
+    options["aspp_options"]["dropout"] = 0.5
+    model = create_model("three_ways_mteb", {"semseg": 3, "depth": 1}, encoder="tiny", **options)
+    assert model.bottleneck.dropout.p == 0.5
+    with pytest.raises(ConfigError, match=r"model.options.aspp_options.dropout\) must be in"):
+        create_bottleneck("aspp", SPECS_AT[16], dropout=1.0)
+
+
 def test_none_bottleneck_passes_features_through():
     specs = SPECS_AT[8]
     bottleneck = create_bottleneck("none", specs)
@@ -74,7 +107,7 @@ def test_every_bottleneck_keeps_spatial_size_and_passes_gradients(name):
 def test_unknown_bottleneck_or_option_raises_config_error():
     with pytest.raises(ConfigError, match="unknown bottleneck 'psp'; known: aspp, easpp, none"):
         create_bottleneck("psp", SPECS_AT[8])
-    expected = r"does not take option\(s\) \['rate'\]; it takes: channels, project"
+    expected = r"does not take option\(s\) \['rate'\]; it takes: channels, project, dropout"
     with pytest.raises(ConfigError, match=expected):
         create_bottleneck("aspp", SPECS_AT[8], rate=3)
 
