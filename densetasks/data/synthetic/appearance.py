@@ -81,7 +81,7 @@ def sample_appearance(rng: np.random.Generator, style: Style, surfaces: int) -> 
     """Independent colours and textures for ``surfaces`` surfaces, whatever their class."""
     hsv = np.stack(
         [
-            rng.random(surfaces),
+            rng.uniform(*style.hue, surfaces),
             rng.uniform(*style.saturation, surfaces),
             rng.uniform(*style.value, surfaces),
         ],

@@ -8,6 +8,7 @@ No antialiasing: every pixel belongs to exactly one surface, so labels stay exac
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from densetasks.data.synthetic.appearance import albedo, sample_appearance
 from densetasks.data.synthetic.raycast import (
@@ -96,6 +97,9 @@ def render(scene: Scene, style: Style, rng: np.random.Generator) -> Rendering:
         arrays,
     )
     colour = np.clip(colour, 0.0, 1.0) ** style.gamma
+    if style.blur > 0:
+        blurred = gaussian_filter(colour.reshape(height, width, 3), (style.blur, style.blur, 0))
+        colour = blurred.reshape(-1, 3)
     if style.grain > 0:
         colour = colour + rng.normal(0.0, style.grain, colour.shape)
     image = np.clip(colour, 0.0, 1.0).astype(np.float32)

@@ -1,8 +1,12 @@
-"""Appearance styles: two visual domains over the same geometry (for domain adaptation).
+"""Appearance styles: visual domains over the same geometry (for domain adaptation).
 
-A style fixes the colour statistics of the surfaces, the texture families, the light and
-the camera's tone curve and sensor grain. Every surface draws its colours from the same
-distribution whatever its class, so the class is not readable from colour alone.
+A style fixes the colour statistics of the surfaces (hue, saturation and value ranges), the
+texture families, the light, and the camera: tone curve, optical blur and sensor grain.
+Every surface draws its colours from the same distribution whatever its class, so the class
+is not readable from colour alone. ``default`` is the source domain of the benchmarks;
+``dusk`` is a mild shift; ``night`` changes every one of these factors at once and is the
+target domain of the multi-task domain adaptation benchmark (Lopes et al., WACV 2023,
+Sec. 4.5; the gap it opens is measured in ``docs/synthetic.md``).
 """
 
 from dataclasses import dataclass
@@ -27,6 +31,10 @@ class Style:
     gamma: float
     grain: float
     """Standard deviation of per-pixel Gaussian sensor noise."""
+    hue: tuple[float, float] = (0.0, 1.0)
+    """Hue range of the surface colours (HSV, 0-1); the full circle by default."""
+    blur: float = 0.0
+    """Standard deviation in pixels of the Gaussian optical blur, applied before the grain."""
 
 
 STYLES: dict[str, Style] = {
@@ -57,6 +65,21 @@ STYLES: dict[str, Style] = {
             ambient=(0.1, 0.12, 0.24),
             gamma=1.1,
             grain=0.02,
+        ),
+        Style(
+            name="night",
+            patterns=("grain", "rings"),
+            saturation=(0.55, 1.0),
+            value=(0.25, 0.7),
+            contrast=(0.35, 0.8),
+            frequency=(4.0, 14.0),
+            light_colour=(0.55, 0.7, 1.0),
+            light_intensity=2.2,
+            ambient=(0.02, 0.03, 0.08),
+            gamma=0.75,
+            grain=0.06,
+            hue=(0.45, 0.85),
+            blur=0.8,
         ),
     )
 }
