@@ -14,9 +14,11 @@ from densetasks.balancers import GradNormBalancer, create_balancer
 from densetasks.balancers.base import Balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
-from densetasks.data.registry import create_dataset
+from densetasks.data.registry import DATASETS, create_dataset
 from densetasks.data.sample import LabelKind
 from densetasks.data.transforms import Compose, build_transforms, label_kinds
+from densetasks.data.unlabelled import UnlabelledImages
+from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.config import RunConfig
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
@@ -59,6 +61,80 @@ def open_training_dataset(config: RunConfig) -> DenseDataset:
             "has no samples (data.train_split)"
         )
     return dataset
+
+
+def open_target_dataset(config: RunConfig, split: str) -> DenseDataset:
+    """Split ``split`` of ``data.target`` (a domain-adaptation run), without transform."""
+    target = config.data.target
+    if target is None:
+        raise ConfigError("data.target: this run has no target dataset")
+    options: dict[str, Any] = dict(target.options)
+    if target.root is not None:
+        options["root"] = target.root
+    try:
+        return DATASETS.create(
+            target.dataset, split=split, transform=None, config_path="data.target", **options
+        )
+    except DataError as error:
+        raise DataError(f"data.target: {error}") from None
+
+
+def open_target_training_images(config: RunConfig) -> UnlabelledImages:
+    """The target's ``train_split`` with its labels removed (:mod:`densetasks.data.unlabelled`):
+    unsupervised adaptation never sees a target label. Empty is a :class:`DataError`."""
+    split = config.data.target.train_split
+    images = UnlabelledImages(open_target_dataset(config, split))
+    if len(images) == 0:
+        raise DataError(f"data.target.train_split {split!r} has no samples")
+    return images
+
+
+def check_target_labels(
+    config: RunConfig, tasks: Mapping[str, Task], source: DenseDataset, target: DenseDataset
+) -> None:
+    """The target must label every task (it is scored on them) with the same task options
+    the source gives (e.g. the same classes): otherwise a :class:`ConfigError` naming
+    ``data.target``."""
+    name = config.data.target.dataset
+    missing = [
+        label
+        for task in tasks.values()
+        for label in task.label_sources
+        if target.tasks and label not in target.tasks
+    ]
+    if missing:
+        raise ConfigError(
+            f"data.target: dataset {name!r} has no {missing} labels; the run's tasks are "
+            f"{list(tasks)} and it provides {list(target.tasks)}"
+        )
+    for task in tasks:
+        own, theirs = source.task_options.get(task, {}), target.task_options.get(task, {})
+        differing = sorted(key for key in own.keys() & theirs.keys() if own[key] != theirs[key])
+        if differing:
+            raise ConfigError(
+                f"data.target: dataset {name!r} gives tasks.{task} other {differing} than "
+                f"the source dataset {config.data.dataset!r}"
+            )
+
+
+def build_adversary(
+    config: RunConfig, tasks: Mapping[str, Task], model: Architecture
+) -> DomainAdversary:
+    """Discriminators for every task's outputs (``adaptation``); a task without a
+    discriminator input or a model with conditioning inputs is a :class:`ConfigError`."""
+    not_adaptable = [name for name, task in tasks.items() if not task.adaptable]
+    if not_adaptable:
+        raise ConfigError(
+            f"adaptation.enabled: task(s) {not_adaptable} define no discriminator input "
+            "(Task.discriminator_input); adaptable tasks: semseg, depth, normals"
+        )
+    if model.condition_inputs:
+        names = [spec.name for spec in model.condition_inputs]
+        raise ConfigError(
+            f"adaptation.enabled: architecture {config.model.architecture!r} needs the "
+            f"conditioning input(s) {names}, which target images do not have"
+        )
+    return DomainAdversary(tasks, model, config.adaptation, config.train.steps)
 
 
 def _describe_dataset(config: RunConfig) -> str:
@@ -125,19 +201,26 @@ def attach_transform(
     return dataset
 
 
+TARGET_SEED_OFFSET = 2**31
+"""The target images' order and augmentations are drawn from ``seed + TARGET_SEED_OFFSET``,
+so they are not those of the source images at the same positions."""
+
+
 def train_loader(
     config: RunConfig,
     dataset: DenseDataset,
     kinds: Mapping[str, LabelKind],
     start_step: int,
     process: ProcessInfo,
+    seed: int | None = None,
 ) -> DataLoader:
-    """Batches of steps ``start_step ..`` in the order fixed by (seed, step); see sampling."""
+    """Batches of steps ``start_step ..`` in the order fixed by (seed, step); see sampling.
+    ``seed`` defaults to the run's."""
     sampler = StepSampler(
         len(dataset),
         config.data.batch_size,
         config.train.steps,
-        config.seed,
+        config.seed if seed is None else seed,
         start_step=start_step,
         rank=process.rank,
         world_size=process.world_size,

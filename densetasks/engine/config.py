@@ -20,6 +20,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class TargetDataConfig(_Section):
+    """The target domain of a domain-adaptation run (``data.target``): its training images
+    (never its labels) are used by ``adaptation``, its labelled ``val_split`` /
+    ``test_split`` score the best checkpoint at the end (``metrics_target_<split>.json``)."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+
+
 class DataConfig(_Section):
     dataset: str = "synthetic"
     root: str | None = None
@@ -34,6 +47,7 @@ class DataConfig(_Section):
     color_jitter: float = Field(0.0, ge=0.0)
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0)
+    target: TargetDataConfig | None = None
 
 
 MOVED_MODEL_KEYS = ("bottleneck", "head", "bottleneck_options", "head_options")
@@ -130,6 +144,19 @@ class EvalConfig(_Section):
         return self
 
 
+class AdaptationConfig(_Section):
+    """Multi-task unsupervised domain adaptation (Lopes et al., WACV 2023, Sec. 4.5, Supp.
+    B.3): per-task patch discriminators on the outputs, trained against the network on mixed
+    source / target batches. Defaults are the paper's (λ_adv) and its code's (discriminator
+    optimiser and schedule)."""
+
+    enabled: bool = False
+    lambda_adv: float = Field(5e-3, gt=0.0)
+    discriminator_lr: float = Field(1e-4, gt=0.0)
+    discriminator_betas: tuple[float, float] = (0.9, 0.99)
+    discriminator_power: float = Field(0.9, ge=0.0)
+
+
 class RunConfig(_Section):
     seed: int = 0
     tasks: dict[str, dict[str, Any]]
@@ -138,6 +165,13 @@ class RunConfig(_Section):
     balancer: BalancerConfig = Field(default_factory=BalancerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+
+    @model_validator(mode="after")
+    def _adaptation_needs_a_target(self) -> "RunConfig":
+        if self.adaptation.enabled and self.data.target is None:
+            raise ValueError("adaptation.enabled needs data.target (the unlabelled target dataset)")
+        return self
 
     @model_validator(mode="after")
     def _names_refer_to_tasks(self) -> "RunConfig":

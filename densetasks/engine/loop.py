@@ -5,17 +5,21 @@ Functions, not a trainer class (torchvision ``references/segmentation/train.py``
 masks the adapter gives and the architecture's weighted auxiliary outputs, resized by their
 task), :func:`train_step` does one optimisation step, :func:`evaluate` accumulates every
 task's metric over a loader following the architecture's evaluation plan.
+With a :class:`~densetasks.engine.adversarial.DomainAdversary` (multi-task domain
+adaptation) a step forwards source and target images as one mixed batch, adds the
+adversarial loss on the target rows and then steps the discriminators.
 The engine never names a task: everything iterates the ``tasks`` mapping.
 """
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from densetasks.balancers.base import Balancer
+from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.distributed import (
     ProcessInfo,
     all_reduce_mean,
@@ -51,12 +55,16 @@ class StepParts:
     process: ProcessInfo
     seed: int = 0
     """Seeds the conditions drawn for a batch (palette rules) together with the step."""
+    adversary: DomainAdversary | None = None
+    """Discriminators of a domain-adaptation run; then every step also takes a target batch."""
 
 
 @dataclass
 class StepResult:
     losses: dict[str, float]
     total: float
+    adaptation: dict[str, float] = field(default_factory=dict)
+    """``adversarial`` (λ-weighted, on the network) and ``discriminator`` losses, if adapting."""
 
 
 def task_losses(
@@ -116,15 +124,33 @@ def check_finite(losses: Mapping[str, float], step: int) -> None:
         )
 
 
+TARGET_IMAGES = "target_image"
+"""Batch key of the target-domain images of a domain-adaptation step (images only: the
+target's labels never enter a training batch)."""
+
+
 def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
-    """One optimisation step on one (already on-device) batch."""
+    """One optimisation step on one (already on-device) batch.
+
+    With ``parts.adversary``, ``batch[TARGET_IMAGES]`` holds the step's target-domain images:
+    the model sees ``[source; target]`` in one forward, the task losses read the source rows
+    only, the adversarial loss the target rows.
+    """
+    target_images = batch.get(TARGET_IMAGES)
+    if (parts.adversary is None) != (target_images is None):
+        raise ValueError(f"a batch has {TARGET_IMAGES!r} exactly when the step has an adversary")
     parts.model.train()
     generator = None
     if parts.architecture.condition_inputs:
         generator = torch.Generator().manual_seed(sample_seed(parts.seed, step))
     conditions = condition_inputs(parts.architecture, batch, generator)
+    sources = batch["image"].shape[0]
+    inputs = batch
+    if target_images is not None:
+        inputs = {"image": torch.cat([batch["image"], target_images])}
     with autocast(parts.device, parts.amp_dtype):
-        adapted = forward(parts.model, parts.architecture, parts.tasks, batch, conditions)
+        mixed = forward(parts.model, parts.architecture, parts.tasks, inputs, conditions)
+    adapted = mixed if target_images is None else _rows(mixed, sources)
     losses = task_losses(parts.tasks, adapted, batch, parts.architecture.auxiliary_outputs)
     stacked = torch.stack([loss.detach() for loss in losses.values()])
     values = all_reduce_mean(stacked, parts.process)
@@ -132,6 +158,13 @@ def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     check_finite(loss_values, step)
 
     parts.optimizer.zero_grad(set_to_none=True)
+    adaptation: dict[str, float] = {}
+    if parts.adversary is not None:
+        maps = parts.adversary.maps(mixed.outputs, batch, sources)
+        adversarial = parts.adversary.generator_loss(maps)
+        adaptation["adversarial"] = float(adversarial.detach())
+        check_finite(adaptation, step)
+        parts.scaler.scale(adversarial).backward(retain_graph=True)
     total = parts.balancer.backward(losses, parts.shared_parameters, scale=parts.scaler.scale)
     average_gradients(parts.balancer.parameters(), parts.process)
     if parts.clip_grad_norm is not None:
@@ -141,7 +174,17 @@ def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.schedule.step()
-    return StepResult(losses=loss_values, total=float(total))
+    if parts.adversary is not None:
+        adaptation["discriminator"] = parts.adversary.discriminator_step(maps, step)
+    return StepResult(losses=loss_values, total=float(total), adaptation=adaptation)
+
+
+def _rows(adapted: AdaptedOutputs, count: int) -> AdaptedOutputs:
+    """The first ``count`` rows (the source images) of every output and mask."""
+    return AdaptedOutputs(
+        {key: value[:count] for key, value in adapted.outputs.items()},
+        {key: value[:count] for key, value in adapted.masks.items()},
+    )
 
 
 def _optimised_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:

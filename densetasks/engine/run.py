@@ -6,15 +6,17 @@ Run directory layout (``docs/engine.md``)::
     RUN_DIR/checkpoints/last.pt         every ``checkpoint_every`` steps and at the end
     RUN_DIR/checkpoints/best.pt         the best validation result so far (eval.best)
     RUN_DIR/metrics_<split>.json        the best checkpoint on val and test
+    RUN_DIR/metrics_target_<split>.json the same on the target's val and test (``data.target``)
     RUN_DIR/events.jsonl                train and eval events, one JSON object per line
     RUN_DIR/tensorboard/                TensorBoard scalars
     RUN_DIR/images/step_<n>/            input, label and prediction pictures per evaluation
 """
 
+import itertools
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from densetasks.engine import build
+from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -39,9 +42,9 @@ from densetasks.engine.distributed import (
     setup_distributed,
 )
 from densetasks.engine.logs import RunLog, write_prediction_images
-from densetasks.engine.loop import Evaluation, StepParts, evaluate, train_step
+from densetasks.engine.loop import TARGET_IMAGES, Evaluation, StepParts, evaluate, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
-from densetasks.engine.passes import run_plan, to_device
+from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
 from densetasks.inference import load_run
@@ -143,6 +146,7 @@ class _Trainer:
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.balancer = build.build_balancer(config, self.tasks, self.model).to(self.device)
+        self.adversary, self.target_images = self._adaptation(train_set)
         self.optimizer = build_optimizer(
             config.train,
             self.model.encoder_parameters(),
@@ -166,6 +170,26 @@ class _Trainer:
             self.log.message(init_report)
         if config.train.amp != "none" and self.amp_dtype is None:
             self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
+
+    def _adaptation(self, train_set) -> tuple[DomainAdversary | None, Any]:
+        """With ``data.target``: check that the target labels every task (its val split is
+        scored at the end); with ``adaptation.enabled`` also the discriminators and the
+        target's training images (labels removed), with the training transform."""
+        config = self.config
+        if config.data.target is None:
+            return None, None
+        target_val = build.open_target_dataset(config, config.data.target.val_split)
+        build.check_target_labels(config, self.tasks, train_set, target_val)
+        if not config.adaptation.enabled:
+            return None, None
+        if self.process.distributed:
+            raise ConfigError(
+                "adaptation.enabled: domain adaptation runs in one process (not under torchrun)"
+            )
+        adversary = build.build_adversary(config, self.tasks, self.model).to(self.device)
+        images = build.open_target_training_images(config)
+        build.attach_transform(config, images, self.tasks, self.model, train=True)
+        return adversary, images
 
     def _initialise(self, init_from: str | None, resume: bool) -> str | None:
         """Weights from ``model.init_from`` (a fresh run only: a resumed one has its own)."""
@@ -203,6 +227,8 @@ class _Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.balancer.load_state_dict(payload["balancer"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict_with_optimizer(payload["adversary"])
         self.scaler.load_state_dict(payload["scaler"])
         self.selection = Selection(**payload["selection"])
         self.step = int(payload["step"])
@@ -215,6 +241,11 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "balancer": self.balancer.state_dict(),
+            **(
+                {"adversary": self.adversary.state_dict_with_optimizer()}
+                if self.adversary is not None
+                else {}
+            ),
             "scaler": self.scaler.state_dict(),
             "selection": self.selection.state_dict(),
             "rng": capture_rng_states(),
@@ -247,13 +278,16 @@ class _Trainer:
             clip_grad_norm=config.train.clip_grad_norm,
             process=self.process,
             seed=config.seed,
+            adversary=self.adversary,
         )
         val_loader = build.eval_loader(config, self.val_set, self.kinds, self.process)
         images_per_step = config.data.batch_size * self.process.world_size
         window_start, window_steps = time.perf_counter(), 0
         loader = build.train_loader(config, self.train_set, self.kinds, self.step, self.process)
-        for batch in loader:
+        for batch, target in zip(loader, self._target_batches(), strict=False):
             step_start = time.perf_counter()
+            if target is not None:
+                batch[TARGET_IMAGES] = target["image"]
             batch = to_device(batch, self.device, config.train.channels_last)
             result = train_step(parts, batch, self.step)
             self.step += 1
@@ -263,7 +297,7 @@ class _Trainer:
                 speed = images_per_step * window_steps / (time.perf_counter() - window_start)
                 self.log.train(
                     self.step,
-                    result.losses,
+                    {**result.losses, **result.adaptation},
                     result.total,
                     self.balancer.weights(),
                     self.schedule.learning_rates(),
@@ -278,6 +312,17 @@ class _Trainer:
                 window_start, window_steps = time.perf_counter(), 0
         barrier(self.process)
         self._final_evaluations(val_loader)
+
+    def _target_batches(self) -> Iterator[Batch | None]:
+        """The target images of steps ``self.step ..`` (adaptation), else ``None`` forever."""
+        if self.target_images is None:
+            return itertools.repeat(None)
+        seed = self.config.seed + build.TARGET_SEED_OFFSET
+        return iter(
+            build.train_loader(
+                self.config, self.target_images, self.kinds, self.step, self.process, seed
+            )
+        )
 
     def _validate(self, val_loader) -> None:
         evaluation = evaluate(
@@ -327,20 +372,24 @@ class _Trainer:
         write_prediction_images(folder, self.tasks, batch, predictions, count)
 
     def _final_evaluations(self, val_loader) -> None:
-        """Best checkpoint on val and (if the dataset has one) test -> ``metrics_<split>.json``."""
+        """Best checkpoint on val and (if the dataset has one) test -> ``metrics_<split>.json``;
+        with ``data.target`` also on the target's val and test -> ``metrics_target_<split>.json``
+        (``densetasks report --split target_test`` compares runs on the target)."""
         best = load_checkpoint(self.checkpoints / "best.pt")
         self.model.load_state_dict(best["model"])
-        splits = {"val": val_loader}
-        test_split = self.config.data.test_split
-        if test_split is not None:
-            try:
-                test_set = build.open_dataset(self.config, test_split)
-            except DataError as error:
-                self.log.message(f"no test evaluation: {error}")
-            else:
-                build.attach_transform(self.config, test_set, self.tasks, self.model, train=False)
-                splits["test"] = build.eval_loader(self.config, test_set, self.kinds, self.process)
-        for split, loader in splits.items():
+        config = self.config
+        splits = {"val": (config.data.val_split, val_loader)}
+        test = self._final_loader("test", config.data.test_split, build.open_dataset)
+        splits.update(test)
+        target = config.data.target
+        if target is not None:
+            splits.update(
+                self._final_loader("target_val", target.val_split, build.open_target_dataset)
+            )
+            splits.update(
+                self._final_loader("target_test", target.test_split, build.open_target_dataset)
+            )
+        for split, (split_name, loader) in splits.items():
             evaluation = evaluate(
                 self.model,
                 self.model,
@@ -351,12 +400,26 @@ class _Trainer:
                 self.config.train.channels_last,
                 self.process,
             )
-            split_name = self.config.data.val_split if split == "val" else test_split
             payload = metrics_payload(int(best["step"]), split_name, evaluation, self.tasks)
             if self.process.is_main:
                 (self.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
-            if split == "test":
-                self.log.evaluation("test", int(best["step"]), payload["metrics"])
+            if split != "val":
+                self.log.evaluation(split, int(best["step"]), payload["metrics"])
+
+    def _final_loader(
+        self, key: str, split: str | None, open_split: Callable[[RunConfig, str], Any]
+    ) -> dict[str, tuple[str, Any]]:
+        """``{key: (split, loader)}`` for a final evaluation; empty without the split or when
+        the dataset raises a data error for it (logged)."""
+        if split is None:
+            return {}
+        try:
+            dataset = open_split(self.config, split)
+        except DataError as error:
+            self.log.message(f"no {key} evaluation: {error}")
+            return {}
+        build.attach_transform(self.config, dataset, self.tasks, self.model, train=False)
+        return {key: (split, build.eval_loader(self.config, dataset, self.kinds, self.process))}
 
 
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:

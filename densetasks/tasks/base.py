@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from densetasks.data.sample import LabelKind
+from densetasks.errors import ConfigError
 from densetasks.metrics.base import Metric
 
 
@@ -152,6 +153,29 @@ class Task(ABC):
                 f"got {tuple(output.shape)} and {tuple(size)}"
             )
         return F.interpolate(output, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def discriminator_input(
+        self, output: torch.Tensor, source_label: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What a domain discriminator sees of a raw output ``[B, channels, H, W]``: a map of
+        the same shape whose values mean the same in every domain (multi-task domain
+        adaptation, Lopes et al., WACV 2023, Supp. B.3). Differentiable: the network is
+        trained through it to fool the discriminator.
+
+        ``source_label`` is this task's label of the *source* images of the batch (``None``
+        if they have none), for tasks that normalise by the source's range; a target label
+        never reaches this hook. A task without such a map cannot be adapted: the default
+        raises :class:`ConfigError`, and :attr:`adaptable` says so before a run starts.
+        """
+        raise ConfigError(
+            f"adaptation: task {self.name!r} has no discriminator input "
+            "(Task.discriminator_input); adapt only tasks that define one"
+        )
+
+    @property
+    def adaptable(self) -> bool:
+        """Whether the task defines :meth:`discriminator_input` (so it can be adapted)."""
+        return type(self).discriminator_input is not Task.discriminator_input
 
     def valid(self, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``[B, H, W]``: supervised pixels of ``label``, restricted by ``mask``."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from densetasks.data.sample import LabelKind
-from densetasks.errors import ConfigError
+from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.depth import DepthMetrics, align_disparity
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
@@ -136,6 +136,27 @@ class Depth(Task):
             return direct
         aligned = align_disparity(prediction, target, valid)
         return masked_mean((aligned - target).abs(), valid) + self.ssi_depth_weight * direct
+
+    def discriminator_input(
+        self, output: torch.Tensor, source_label: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(ReLU(o) − lo) / (hi − lo)``, ``[lo, hi]`` the range of the head targets
+        (``numerator / d``) of the source labels' valid pixels: the depth map normalised by
+        the source range (Lopes et al., WACV 2023, Supp. B.3, after DADA, Vu et al., ICCV
+        2019; their code takes the range of the source batch's ground truth). The range is a
+        constant: no gradient flows into it."""
+        if source_label is None:
+            raise DataError(
+                "depth: the discriminator input is normalised by the source batch's depth "
+                "range, and the source batch has no depth label"
+            )
+        valid = self.valid(source_label)
+        if not valid.any():
+            raise DataError("depth: the source batch has no valid depth pixel to set the range")
+        targets = self.head_target(source_label).squeeze(1)[valid]
+        low, high = targets.min(), targets.max()
+        span = (high - low).clamp(min=torch.finfo(targets.dtype).eps)
+        return (output.relu() - low) / span
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Depth in metres ``[B, 1, H, W]``: ``numerator / o``, at most ``far``.

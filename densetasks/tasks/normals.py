@@ -48,6 +48,13 @@ class SurfaceNormals(Task):
         norm = resized.norm(dim=1, keepdim=True)
         return resized / torch.where(norm > 0, norm, torch.ones_like(norm))
 
+    def discriminator_input(
+        self, output: torch.Tensor, source_label: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The output normalised to unit vectors (Lopes et al.'s released code for
+        multi-task domain adaptation; the paper, Supp. B.3, adapts S-D only)."""
+        return F.normalize(output, dim=1)
+
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Unit vectors ``[B, 3, H, W]`` (a zero output stays zero)."""
         return F.normalize(output, dim=1)

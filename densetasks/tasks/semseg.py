@@ -1,5 +1,7 @@
 """Semantic segmentation: one class id per pixel, cross-entropy or focal loss, mIoU."""
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,6 +81,15 @@ class SemanticSegmentation(Task):
         if self.focal_gamma > 0:
             per_pixel = (1.0 - log_p_true.exp()).pow(self.focal_gamma) * per_pixel
         return masked_mean(per_pixel, valid)
+
+    def discriminator_input(
+        self, output: torch.Tensor, source_label: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Weighted self-information ``−P ⊙ log P / log C`` of the softmax ``P`` (Lopes et
+        al., WACV 2023, Supp. B.3, eq. 10, after AdvEnt, Vu et al., CVPR 2019), ``C``
+        channels; the channels sum to the normalised entropy, in ``[0, 1]``. One class: 0."""
+        entropy = torch.special.entr(F.softmax(output, dim=1))
+        return entropy / math.log(self.num_classes) if self.num_classes > 1 else entropy
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Class ids, int64 ``[B, H, W]``."""
