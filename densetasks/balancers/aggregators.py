@@ -34,6 +34,13 @@ stores ``A(J) = wᵀ J`` in their ``.grad``, where the aggregator A chooses the 
 * ``random`` — RLW, weights a softmax of standard normal draws at every step (Lin et al.,
   TMLR 2022, Algorithm 2).
 
+Options that TorchJD takes as tensors (``pref_vector`` of UPGrad, DualProj, Aligned-MTL and
+ConFIG, ``leak`` of GradDrop, a per-task ``tau`` of PCD) are found from the aggregator's
+signature (a parameter annotated ``Tensor``) and given in the config as a list with one number
+per task, in the order of ``tasks``: ``balancer.options.pref_vector: [0.5, 0.3, 0.2]``. PCD's
+``tau`` has one number per secondary task (all but the first). When a task is left out of a
+step (below), its entry is left out of these vectors for that step.
+
 ``graddrop`` and ``config`` do not weigh the rows; for them :attr:`last_weights` holds the
 least-squares weights w with ``wᵀJ`` closest to ``A(J)``.
 
@@ -54,8 +61,10 @@ noisier. Aggregating the global Jacobian would need an all-reduce of the full T�
 
 import importlib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -97,13 +106,64 @@ torchjd's aggregators pulls cvxpy where it is installed, which takes seconds."""
 _DEFAULT_OPTIONS: dict[str, dict[str, float]] = {"cagrad": {"c": 0.4}, "fairgrad": {"alpha": 1.0}}
 _TASK_COUNT_OPTION = {"nashmtl": "n_tasks"}
 """Aggregators that must be told the number of tasks, and the keyword for it."""
+_FIRST_TASK_OF_VECTOR = {("pcd", "tau"): 1}
+"""Tensor options whose entries start at a later task than the first (PCD's τ: one entry per
+secondary objective, TorchJD's ``PCD`` docstring); every other one has an entry per task."""
 
 
-def build_aggregator(name: str, task_count: int, **options: float) -> "Aggregator":
-    """The TorchJD aggregator ``name`` (a key of :data:`AGGREGATORS`) with its options."""
+def tensor_options(aggregator_class: type) -> list[str]:
+    """The constructor parameters of ``aggregator_class`` annotated as accepting a Tensor."""
+    parameters = inspect.signature(aggregator_class, eval_str=True).parameters
+    return [
+        name
+        for name, parameter in parameters.items()
+        if parameter.annotation is torch.Tensor
+        or (
+            typing.get_origin(parameter.annotation) in (typing.Union, types.UnionType)
+            and torch.Tensor in typing.get_args(parameter.annotation)
+        )
+    ]
+
+
+def _first_task(name: str, option: str) -> int:
+    """The index of the task that entry 0 of vector option ``option`` of ``name`` belongs to."""
+    return _FIRST_TASK_OF_VECTOR.get((name, option), 0)
+
+
+def _as_tensor(name: str, option: str, value: Any, task_count: int) -> Any:
+    """A config list for a Tensor option as a float32 vector of the expected length; any other
+    value (a float for PCD's ``tau``) unchanged. A wrong shape or length is a ConfigError."""
+    if not isinstance(value, list | tuple | torch.Tensor):
+        return value
+    expected = task_count - _first_task(name, option)
+    try:
+        vector = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"balancer.options.{option} of {name!r} must be a list of numbers: {error}"
+        ) from None
+    if vector.dim() != 1 or len(vector) != expected:
+        which = "secondary task (all but the first)" if expected != task_count else "task"
+        raise ConfigError(
+            f"balancer.options.{option} of {name!r} needs one number per {which}: "
+            f"{expected} for {task_count} tasks, got {list(value)}"
+        )
+    return vector
+
+
+def build_aggregator(name: str, task_count: int, **options: Any) -> "Aggregator":
+    """The TorchJD aggregator ``name`` (a key of :data:`AGGREGATORS`) with its options.
+
+    A list given for a Tensor option (see :func:`tensor_options`) becomes a float32 vector.
+    """
     if name not in AGGREGATORS:
         raise ConfigError(f"unknown aggregator {name!r}; known: {', '.join(sorted(AGGREGATORS))}")
     aggregator_class = getattr(importlib.import_module("torchjd.aggregation"), AGGREGATORS[name])
+    vectors = set(tensor_options(aggregator_class))
+    options = {
+        option: _as_tensor(name, option, value, task_count) if option in vectors else value
+        for option, value in options.items()
+    }
     arguments = {**_DEFAULT_OPTIONS.get(name, {}), **options}
     if name in _TASK_COUNT_OPTION:
         arguments[_TASK_COUNT_OPTION[name]] = task_count
@@ -115,6 +175,8 @@ def build_aggregator(name: str, task_count: int, **options: float) -> "Aggregato
         return aggregator_class(**arguments)
     except ImportError as error:
         raise ConfigError(f"balancer {name!r} needs optional packages: {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"bad options {sorted(options)} for balancer {name!r}: {error}") from None
 
 
 class JacobianAggregationBalancer(Balancer):
@@ -133,6 +195,12 @@ class JacobianAggregationBalancer(Balancer):
         super().__init__(tasks)
         self.aggregator = aggregator
         self.parallel_chunk_size = parallel_chunk_size
+        self._task_vectors = {
+            option: value
+            for option in tensor_options(type(aggregator))
+            if isinstance(value := getattr(aggregator, option, None), torch.Tensor)
+        }
+        """The aggregator's per-task vector options as configured, e.g. ``pref_vector``."""
 
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unweighted sum of the losses (the total to log; the aggregation is in backward)."""
@@ -193,14 +261,27 @@ class JacobianAggregationBalancer(Balancer):
         if not informative.any():
             return [torch.zeros_like(parameter) for parameter in shared], weights
         rows = matrix[informative]
-        gradient, row_weights = self._combine(rows, loss_scale)
         kept = torch.tensor(differentiable)[informative.cpu()]
+        self._select_vector_entries(kept.tolist(), rows.device)
+        gradient, row_weights = self._combine(rows, loss_scale)
         weights[kept] = row_weights.detach().cpu().float()
         pieces = gradient.split([parameter.numel() for parameter in shared])
         return [
             piece.view_as(parameter).to(parameter.dtype)
             for piece, parameter in zip(pieces, shared, strict=True)
         ], weights
+
+    def _select_vector_entries(self, kept: list[int], device: torch.device) -> None:
+        """Give the aggregator the entries of its vector options that belong to the ``kept``
+        tasks (this step's rows), on the rows' device.
+
+        A vector that starts at task ``first`` (PCD's τ: 1) covers the kept tasks after the
+        first ``first`` of them, which become the step's primary ones.
+        """
+        for option, vector in self._task_vectors.items():
+            first = len(self.task_names) - len(vector)
+            entries = torch.tensor([index - first for index in kept[first:]], dtype=torch.long)
+            setattr(self.aggregator, option, vector[entries].to(device))
 
     def _combine(
         self, scaled_rows: torch.Tensor, loss_scale: float
@@ -233,7 +314,7 @@ def aggregation_balancer_factory(name: str) -> Callable[..., JacobianAggregation
     ``name``."""
 
     def create(
-        tasks: Sequence[Task], parallel_chunk_size: int | None = None, **options: float
+        tasks: Sequence[Task], parallel_chunk_size: int | None = None, **options: Any
     ) -> JacobianAggregationBalancer:
         aggregator = build_aggregator(name, len(tasks), **options)
         return JacobianAggregationBalancer(tasks, aggregator, parallel_chunk_size)
