@@ -1,12 +1,18 @@
 """``densetasks data normals``: surface-normal labels from the depth of a folder dataset."""
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 
 from densetasks.data.folder import FolderDataset, register_tasks, write_label
-from densetasks.data.geometry import NORMALS_PRESETS, normals_from_depth
+from densetasks.data.geometry import (
+    NORMALS_PRESETS,
+    PRESET_WIDTH,
+    normals_from_depth,
+    preset_options,
+)
 from densetasks.errors import DataError
 
 _CAMERA_FLAGS = ("fx", "fy", "cx", "cy")
@@ -22,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(towards the camera; invalid near missing depth and on the border) into normals/. "
         "For real (noisy, holed) depth use --preset real: in-paint holes, then fit local planes "
         "in edge-aware windows (Hickson et al., network fission, supplementary Sec. 2.2); "
-        "--flat-classes adds their 'floors are flat' step.",
+        "pixels whose depth was in-painted are written invalid (the zero vector, which "
+        "training and metrics ignore) unless --label-holes; --flat-classes adds their "
+        "'floors are flat' step.",
     )
     parser.add_argument("root", type=Path, help="folder dataset")
     parser.add_argument("--split", default=None, help="only this split (default: every image)")
@@ -58,13 +66,20 @@ def _add_real_depth_flags(parser: argparse.ArgumentParser) -> None:
         choices=tuple(NORMALS_PRESETS),
         default="synthetic",
         help="synthetic: exact depth, neighbour differences (default); real: --inpaint "
-        "--smoothing 30 (the authors' setting for 640x480 Kinect depth)",
+        f"--smoothing 30 x width / {PRESET_WIDTH} (the authors' 30 px for 640x480 Kinect depth)",
     )
     parser.add_argument(
         "--inpaint",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="fill missing depth by harmonic in-painting of inverse depth (default: preset)",
+        help="fill missing depth by harmonic in-painting of inverse depth before computing "
+        "normals (default: preset)",
+    )
+    parser.add_argument(
+        "--label-holes",
+        action="store_true",
+        help="with --inpaint, also write normals where depth was in-painted (default: the "
+        "zero vector there, the ignore value: an in-painted surface is a guess)",
     )
     parser.add_argument(
         "--smoothing",
@@ -83,13 +98,14 @@ def _add_real_depth_flags(parser: argparse.ArgumentParser) -> None:
         "--flat-classes",
         default=None,
         help="comma-separated semseg class ids or names that are flat (floor, wall, ...): "
-        "components of similar normals get their mean normal (needs semseg/)",
+        "each planar region of theirs gets its mean normal (needs semseg/)",
     )
     parser.add_argument(
         "--flat-angle",
         type=float,
-        default=0.04,
-        help="radians below which neighbouring normals of a flat class join (default 0.04)",
+        default=0.4,
+        help="radians: a flat region takes the normals within this angle of its mean "
+        "(default 0.4, the supplementary's planar threshold)",
     )
 
 
@@ -98,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = FolderDataset(
         args.root, split=args.split, tasks=["depth", "semseg"] if flat else ["depth"]
     )
-    options = _normals_options(args, dataset)
+    flat_classes = _flat_classes(args, dataset)
     camera = _camera_from_flags(args)
     written = without_depth = 0
     for index in range(len(dataset)):
@@ -120,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
             intrinsics,
             invalid_dilation=args.invalid_dilation,
             semseg=sample.get("semseg"),
-            **options,
+            flat_classes=flat_classes,
+            **_normals_options(args, sample["depth"].shape[-1]),
         )
         write_label(args.root, "normals", name, normals, args.file_format)
         written += 1
@@ -145,21 +162,30 @@ def _camera_from_flags(args: argparse.Namespace) -> torch.Tensor | None:
     )
 
 
-def _normals_options(args: argparse.Namespace, dataset: FolderDataset) -> dict:
-    """The real-depth keyword arguments of ``normals_from_depth``: the preset, then flags."""
-    options = dict(NORMALS_PRESETS[args.preset])
+def _normals_options(args: argparse.Namespace, width: int) -> dict:
+    """The real-depth keyword arguments of ``normals_from_depth`` for an image ``width``
+    pixels wide: the preset's (window scaled to the width), then the flags."""
+    options = preset_options(args.preset, width)
     if args.inpaint is not None:
         options["inpaint"] = args.inpaint
     if args.smoothing is not None:
-        if args.smoothing < 0:
-            raise DataError(f"--smoothing must be >= 0 pixels, got {args.smoothing}")
         options["smoothing"] = args.smoothing
+    options["label_holes"] = args.label_holes
     options["max_depth_change"] = args.max_depth_change
     options["flat_angle"] = args.flat_angle
-    if args.flat_classes is not None:
-        names = dataset.task_options.get("semseg", {}).get("class_names", [])
-        options["flat_classes"] = _class_ids(args.flat_classes, names)
     return options
+
+
+def _flat_classes(args: argparse.Namespace, dataset: FolderDataset) -> list[int]:
+    """``--flat-classes`` as class ids; the flags checked before any image is read."""
+    if args.smoothing is not None and args.smoothing < 0:
+        raise DataError(f"--smoothing must be >= 0 pixels, got {args.smoothing}")
+    if not 0.0 < args.flat_angle < math.pi / 2:
+        raise DataError(f"--flat-angle must be in (0, pi/2) radians, got {args.flat_angle}")
+    if args.flat_classes is None:
+        return []
+    names = dataset.task_options.get("semseg", {}).get("class_names", [])
+    return _class_ids(args.flat_classes, names)
 
 
 def _class_ids(text: str, names: list[str]) -> list[int]:

@@ -117,12 +117,16 @@ def test_real_preset_flags_on_a_noisy_plane(tmp_path):
     write_noisy_plane(tmp_path)
     raw = computed_normals(tmp_path, [])
     assert mean_angle_error_deg(raw) > 10.0
-    real = computed_normals(tmp_path, ["--preset", "real"])
-    assert (real.norm(dim=0) > 0).all()  # holes in-painted, windows clipped at the border
+    real = computed_normals(tmp_path, ["--preset", "real", "--smoothing", "30"])
+    hole = torch.zeros(NOISY_H, NOISY_W, dtype=torch.bool)
+    hole[50:70, 60:90] = True
+    assert torch.equal(real.norm(dim=0) > 0, ~hole)  # in-painted pixels: the ignore value
     assert mean_angle_error_deg(real) < 3.0
+    labelled = computed_normals(tmp_path, ["--preset", "real", "--label-holes"])
+    assert (labelled.norm(dim=0) > 0).all()  # windows clipped at the border
     no_inpaint = computed_normals(tmp_path, ["--preset", "real", "--no-inpaint"])
     assert not (no_inpaint[:, 50:70, 60:90].norm(dim=0) > 0).any()
-    stencil = computed_normals(tmp_path, ["--inpaint", "--smoothing", "0"])
+    stencil = computed_normals(tmp_path, ["--inpaint", "--smoothing", "0", "--label-holes"])
     assert (stencil[:, 1:-1, 1:-1].norm(dim=0) > 0).all()
 
 
@@ -131,8 +135,10 @@ def test_flat_classes_by_name_or_id(tmp_path, capsys):
     semseg[:, :4] = 1
     write_noisy_plane(tmp_path, semseg)
     for classes in ("floor", "0"):
-        normals = computed_normals(tmp_path, ["--preset", "real", "--flat-classes", classes])
+        flags = ["--preset", "real", "--smoothing", "30", "--flat-classes", classes]
+        normals = computed_normals(tmp_path, flags)
         floor = normals[:, :, 4:].reshape(3, -1)
+        floor = floor[:, floor.norm(dim=0) > 0]  # not the in-painted hole
         assert torch.unique(floor, dim=1).shape[1] == 1
         assert torch.unique(normals[:, :, :4].reshape(3, -1), dim=1).shape[1] > 1
     args = parse([str(tmp_path), "--flat-classes", "floor,carpet"])
@@ -140,6 +146,9 @@ def test_flat_classes_by_name_or_id(tmp_path, capsys):
         args.func(args)
     args = parse([str(tmp_path), "--smoothing", "-3"])
     with pytest.raises(DataError, match="--smoothing must be >= 0"):
+        args.func(args)
+    args = parse([str(tmp_path), "--flat-angle", "2"])
+    with pytest.raises(DataError, match=r"--flat-angle must be in \(0, pi/2\)"):
         args.func(args)
 
 

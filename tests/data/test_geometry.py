@@ -8,6 +8,7 @@ from densetasks.data.geometry import (
     flatten_flat_classes,
     inpaint_depth,
     normals_from_depth,
+    preset_options,
     scale_intrinsics,
     unproject,
 )
@@ -134,10 +135,24 @@ def test_real_preset_recovers_the_noisy_plane():
     # worst case (all errors conspiring). Quantisation errors of a tilted plane do not
     # conspire: with independent errors of std ε/√3 over 961 points the expected error is
     # ~0.3°. We require a mean below 2° and a maximum below 10°, everywhere (holes in-painted).
-    normals = normals_from_depth(noisy_plane_depth(), NOISY_K, **NORMALS_PRESETS["real"])
-    errors = angle_errors_deg(normals, NOISY_NORMAL)
+    depth = noisy_plane_depth()
+    labelled = normals_from_depth(depth, NOISY_K, **NORMALS_PRESETS["real"], label_holes=True)
+    errors = angle_errors_deg(labelled, NOISY_NORMAL)
     assert errors.numel() == NOISY_H * NOISY_W
     assert errors.mean() < 2.0 and errors.max() < 10.0
+
+
+def test_inpainted_pixels_get_the_ignore_value_unless_labelled():
+    depth = noisy_plane_depth()
+    measured = depth[0] > 0
+    masked = normals_from_depth(depth, NOISY_K, **NORMALS_PRESETS["real"])
+    labelled = normals_from_depth(depth, NOISY_K, **NORMALS_PRESETS["real"], label_holes=True)
+    has_normal = masked.norm(dim=0) > 0
+    assert torch.equal(has_normal, measured)  # every measured pixel, no in-painted one
+    assert torch.equal(masked[:, measured], labelled[:, measured])
+    raw = normals_from_depth(depth, NOISY_K, inpaint=True)  # the stencil alike
+    assert not (raw[:, ~measured].norm(dim=0) > 0).any()
+    assert (raw[:, 1:-1, 1:-1].norm(dim=0) > 0).sum() == measured[1:-1, 1:-1].sum()
 
 
 def test_smoothing_without_inpainting_keeps_away_from_holes():
@@ -178,22 +193,90 @@ def test_inpainting_fills_a_hole_inside_a_plane_exactly():
     assert torch.equal(inpaint_depth(torch.zeros(1, 4, 4)), torch.zeros(1, 4, 4))
 
 
-def test_floors_are_flat_gives_one_normal_per_component():
+def test_floors_are_flat_makes_a_noisy_floor_exactly_flat():
+    # Every measured pixel of the noisy plane is within 0.4 rad of the mean: one region, one
+    # normal, within 2° of the truth; in-painted pixels keep the ignore value.
+    depth = noisy_plane_depth()
     normals = normals_from_depth(
-        noisy_plane_depth(),
+        depth,
         NOISY_K,
         **NORMALS_PRESETS["real"],
         semseg=torch.zeros(NOISY_H, NOISY_W, dtype=torch.int64),
         flat_classes=[0],
     )
-    assert torch.unique(normals.reshape(3, -1), dim=1).shape[1] == 1
+    measured = depth[0] > 0
+    assert torch.unique(normals[:, measured], dim=1).shape[1] == 1
+    assert not (normals[:, ~measured].norm(dim=0) > 0).any()
     assert angle_errors_deg(normals, NOISY_NORMAL).max() < 2.0
 
 
-def test_flat_components_split_at_classes_and_angles():
+def test_floors_are_flat_keeps_the_walls_of_a_concave_corner_apart():
+    # Two walls (columns < 32 face +x, columns >= 96 face -z) whose normals turn 90° in 64
+    # steps in between, as smoothed normals do across a corner: every two neighbours are less
+    # than 0.04 rad apart, so pairwise joining (the authors' union-find) makes one component
+    # of both walls. Growing against the region's mean keeps them apart.
+    angles = torch.linspace(0, math.pi / 2, 66)[1:-1]
+    angles = torch.cat([torch.zeros(32), angles, torch.full((32,), math.pi / 2)])
+    row = torch.stack([torch.cos(angles), torch.zeros(128), -torch.sin(angles)])
+    noise = 0.002 * torch.randn(3, 24, 128, generator=torch.Generator().manual_seed(2))
+    normals = torch.nn.functional.normalize(row[:, None, :] + noise, dim=0)
+    neighbour_cosine = (normals[:, :, 1:] * normals[:, :, :-1]).sum(0)
+    assert neighbour_cosine.min() > math.cos(0.04)  # the chaining witness
+    flattened = flatten_flat_classes(normals, torch.zeros(24, 128, dtype=torch.int64), [0])
+    left, right = flattened[:, :, :32].reshape(3, -1), flattened[:, :, 96:].reshape(3, -1)
+    assert torch.unique(left, dim=1).shape[1] == 1 and torch.unique(right, dim=1).shape[1] == 1
+    assert angle_errors_deg(left[:, :1], torch.tensor([1.0, 0.0, 0.0])).item() < 10.0
+    assert angle_errors_deg(right[:, :1], torch.tensor([0.0, 0.0, -1.0])).item() < 10.0
+    moved = (flattened * normals).sum(0).clamp(-1, 1).acos()
+    assert moved.max() < 0.4  # no pixel moves by the kernel's radius or more
+
+
+def corner_rays() -> torch.Tensor:
+    return unproject(torch.ones(1, NOISY_H, NOISY_W), NOISY_K).double()
+
+
+def corner_depth() -> torch.Tensor:
+    """Kinect-quantised depth of a room corner seen from inside: the wall x = 0.8 m (normal
+    -x) meets the wall z = 3 m (normal -z) in a concave edge, no depth jump."""
+    rays = corner_rays()
+    exact = torch.minimum(0.8 / rays[0].clamp(min=1e-9), 3.0 / rays[2])[None]
+    disparity = torch.round(FOCAL_BASELINE / exact / 0.125) * 0.125
+    return (FOCAL_BASELINE / disparity).float()
+
+
+def test_floors_are_flat_helps_at_a_real_concave_corner():
+    rays = corner_rays()
+    on_side_wall = 0.8 / rays[0].clamp(min=1e-9) < 3.0 / rays[2]
+    exact = torch.zeros(3, NOISY_H, NOISY_W)
+    exact[0, on_side_wall], exact[2, ~on_side_wall] = -1.0, -1.0
+    options = preset_options("real", NOISY_W)
+    smoothed = normals_from_depth(corner_depth(), NOISY_K, **options)
+    semseg = torch.zeros(NOISY_H, NOISY_W, dtype=torch.int64)
+    flat = normals_from_depth(corner_depth(), NOISY_K, **options, semseg=semseg, flat_classes=[0])
+
+    def mean_error(normals: torch.Tensor) -> float:
+        cosine = (normals * exact).sum(0).clamp(-1, 1)
+        return torch.rad2deg(torch.acos(cosine)).mean().item()
+
+    assert mean_error(flat) < mean_error(smoothed)
+    side, back = flat[:, on_side_wall], flat[:, ~on_side_wall]
+    side_mode, back_mode = side.mode(dim=1).values, back.mode(dim=1).values
+    assert (side_mode * back_mode).sum().abs() < math.cos(math.radians(80))
+
+
+def test_preset_windows_scale_with_the_image_width():
+    assert preset_options("real", 640) == NORMALS_PRESETS["real"]
+    assert preset_options("real", 160)["smoothing"] == 8
+    assert preset_options("real", 32)["smoothing"] == 3
+    assert preset_options("synthetic", 160) == NORMALS_PRESETS["synthetic"]
+    with pytest.raises(ValueError, match="unknown normals preset 'kinect'"):
+        preset_options("kinect", 640)
+
+
+def test_flat_regions_split_at_classes_and_stay_apart_from_other_classes():
     generator = torch.Generator().manual_seed(1)
     base = torch.tensor([0.0, -1.0, -0.2])
-    normals = base[:, None, None] + 0.001 * torch.randn(3, 20, 30, generator=generator)
+    normals = base[:, None, None] + 0.01 * torch.randn(3, 20, 30, generator=generator)
     normals[:, :, 20:] = torch.tensor([0.8, 0.0, -0.6])[:, None, None]  # 1.4 rad away
     normals = torch.nn.functional.normalize(normals, dim=0)
     normals[:, 0, 0] = 0.0  # invalid stays invalid
@@ -207,8 +290,14 @@ def test_flat_components_split_at_classes_and_angles():
     assert torch.allclose(left[:, 0], mean, atol=1e-6)
     assert torch.unique(flattened[:, :, 10:15].reshape(3, -1), dim=1).shape[1] == 1
     assert not torch.equal(flattened[:, 5, 12], flattened[:, 5, 5])
+    assert torch.unique(flattened[:, :, 20:].reshape(3, -1), dim=1).shape[1] == 1
     assert torch.equal(flattened[:, 15:, :5], normals[:, 15:, :5])
     assert torch.equal(flattened[:, 0, 0], torch.zeros(3))
+    # the same normals in two blobs not 4-connected: two components, two means
+    split = semseg.clone()
+    split[:, 5] = 7
+    apart = flatten_flat_classes(normals, split, flat_classes=[0])
+    assert not torch.equal(apart[:, 5, 2], apart[:, 5, 8])
 
 
 def test_real_options_reject_bad_arguments():
@@ -216,6 +305,8 @@ def test_real_options_reject_bad_arguments():
         normals_from_depth(torch.ones(1, 8, 8), K, smoothing=-1)
     with pytest.raises(ValueError, match="semseg"):
         normals_from_depth(torch.ones(1, 8, 8), K, flat_classes=[0])
+    with pytest.raises(ValueError, match="flat_angle"):
+        flatten_flat_classes(torch.ones(3, 8, 8), torch.zeros(8, 8), [0], max_angle=2.0)
 
 
 def test_synthetic_preset_is_the_default_behaviour():

@@ -5,7 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from densetasks.data.folder import FolderDataset, write_folder_dataset
+from densetasks.data.geometry import normals_from_depth, preset_options, unproject
 from densetasks.data.sample import LabelKind
+from densetasks.data.transforms import hflip
 from densetasks.metrics.normals import NormalsMetrics
 from densetasks.tasks.normals import SurfaceNormals
 
@@ -60,3 +63,30 @@ def test_visualize_colours_and_black_unlabelled():
     assert image[0, 0].tolist() == [128, 128, 255]
     assert image[1, 0].tolist() == [0, 128, 128]
     assert image[2, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("file_format", ["npy", "png"])
+def test_normals_of_inpainted_depth_are_ignored_by_loss_and_metrics(tmp_path, file_format):
+    # Labels made with the real-depth preset carry the zero vector (the ignore value) where
+    # depth was in-painted; written, read back and flipped, the loss and the metrics must not
+    # see those pixels: a prediction that is right on measured pixels and wrong in the hole
+    # scores perfectly.
+    intrinsics = torch.tensor([[30.0, 0.0, 19.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]])
+    plane = F.normalize(torch.tensor([0.2, -0.3, -1.0]), dim=0)
+    rays = unproject(torch.ones(1, 32, 40), intrinsics)
+    depth = (-2.0 / (plane[:, None, None] * rays).sum(0))[None]
+    depth[0, 10:20, 12:26] = 0.0
+    label = normals_from_depth(depth, intrinsics, **preset_options("real", 40))
+    sample = {"image": torch.rand(3, 32, 40), "normals": label, "meta": {"name": "a"}}
+    write_folder_dataset([sample], tmp_path, "train", formats={"normals": file_format})
+    label = hflip(FolderDataset(tmp_path, "train", tasks=["normals"])[0])["normals"][None]
+    hole = torch.zeros(1, 32, 40, dtype=torch.bool)
+    hole[0, 10:20, 14:28] = True  # the hole, flipped
+    assert torch.equal(LabelKind.NORMALS.valid(label), ~hole)
+    output = torch.where(hole[:, None], torch.tensor([1.0, 0.0, 0.0])[:, None, None], label)
+    task = SurfaceNormals()
+    assert task.loss(output, label).item() == pytest.approx(0.0, abs=1e-6)
+    metrics = task.metrics()
+    metrics.update(output, label)
+    assert metrics.compute()["mean"] == pytest.approx(0.0, abs=1e-3)
+    assert int(metrics.count) == 32 * 40 - 10 * 14
