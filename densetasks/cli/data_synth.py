@@ -1,11 +1,16 @@
 """``densetasks data synth``: write a synthetic dataset in the generic folder format."""
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 from densetasks.cli.parsing import parse_size
+from densetasks.data.dataset import Sample
 from densetasks.data.folder import FolderDataset, write_folder_dataset
+from densetasks.data.geometry import normals_from_depth, preset_options
 from densetasks.data.synthetic import STYLES, SyntheticScenes
+from densetasks.data.synthetic.depth_noise import DEPTH_NOISE_MODELS
+from densetasks.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,19 +26,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--style", default="default", choices=sorted(STYLES), help="appearance")
     parser.add_argument("--split", default="train", help="split name to write (default train)")
+    parser.add_argument(
+        "--depth-noise",
+        choices=DEPTH_NOISE_MODELS,
+        default="none",
+        help="none: exact depth (default); kinect: Kinect-like depth (disparity quantisation, "
+        "holes at depth edges and projector shadows, 0 outside 0.8-4 m)",
+    )
+    parser.add_argument(
+        "--normals-from-depth",
+        action="store_true",
+        help="with --depth-noise kinect: write normals computed from the noisy depth with the "
+        "real-depth preset (in-painting, edge-aware planes) instead of the exact normals; "
+        "pixels whose depth was in-painted are invalid (zero vector)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    scenes = SyntheticScenes(n=args.n, size=args.size, seed=args.seed, style=args.style)
-    written = write_folder_dataset(
-        (scenes[index] for index in range(len(scenes))), args.out, args.split, scenes.task_options
+    if args.normals_from_depth and args.depth_noise == "none":
+        raise ConfigError(
+            "--normals-from-depth needs --depth-noise kinect (exact depth comes with exact normals)"
+        )
+    scenes = SyntheticScenes(
+        n=args.n, size=args.size, seed=args.seed, style=args.style, depth_noise=args.depth_noise
     )
+    samples = (scenes[index] for index in range(len(scenes)))
+    if args.normals_from_depth:
+        samples = _with_normals_from_depth(samples, args.size[1])
+    written = write_folder_dataset(samples, args.out, args.split, scenes.task_options)
     dataset = FolderDataset(args.out, split=args.split)
     height, width = args.size
     print(f"wrote {written} samples of {height}x{width} to {args.out} (split {args.split!r})")
     print(f"tasks: {', '.join(dataset.tasks)}")
+    if args.depth_noise != "none":
+        source = "the noisy depth" if args.normals_from_depth else "the exact geometry"
+        print(f"depth: {args.depth_noise}-like noise; normals from {source}")
     for task, options in sorted(dataset.task_options.items()):
         if "class_names" in options:
             print(f"{task} classes: {', '.join(options['class_names'])}")
     return 0
+
+
+def _with_normals_from_depth(samples: Iterator[Sample], width: int) -> Iterator[Sample]:
+    """The samples with normals from their (noisy) depth, as ``densetasks data normals
+    --preset real`` computes them: Hickson et al., network fission, supplementary Sec. 2.2."""
+    options = preset_options("real", width)
+    for sample in samples:
+        normals = normals_from_depth(sample["depth"], sample["meta"]["intrinsics"], **options)
+        yield {**sample, "normals": normals}
