@@ -19,6 +19,7 @@ Discriminators see every output resized to the image (as the authors' code does)
 
 The discriminators have their own Adam (the code's lr 1e-4, β = (0.9, 0.99), poly decay with
 power 0.9 over the run); the engine checkpoints them and their optimiser with the run.
+``adaptation.discriminator_width`` is the code's ``ndf`` (64: widths 64-128-256-512).
 The engine never names a task here either: everything iterates the tasks and the
 architecture's declared outputs.
 """
@@ -84,8 +85,10 @@ class DomainAdversary(nn.Module):
         super().__init__()
         self.tasks = dict(tasks)
         self.aligned = aligned_outputs(tasks, architecture)
+        width = config.discriminator_width
+        widths = (width, 2 * width, 4 * width, 8 * width)
         self.discriminators = nn.ModuleDict(
-            {out.key: PatchDiscriminator(tasks[out.task].channels) for out in self.aligned}
+            {out.key: PatchDiscriminator(tasks[out.task].channels, widths) for out in self.aligned}
         )
         self.lambda_adv = config.lambda_adv
         self.base_lr = config.discriminator_lr

@@ -155,6 +155,7 @@ class AdaptationConfig(_Section):
     discriminator_lr: float = Field(1e-4, gt=0.0)
     discriminator_betas: tuple[float, float] = (0.9, 0.99)
     discriminator_power: float = Field(0.9, ge=0.0)
+    discriminator_width: int = Field(64, ge=1)
 
 
 class RunConfig(_Section):

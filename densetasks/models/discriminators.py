@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 DISCRIMINATOR_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
-"""Hidden widths; a last convolution gives one logit (Lopes et al.'s released code)."""
+"""Hidden widths (``ndf`` = 64 doubling); a last convolution gives one logit (Lopes et al.'s
+released code)."""
 
 NEGATIVE_SLOPE = 0.2
 """LeakyReLU slope between the convolutions (ibid.)."""
