@@ -96,6 +96,10 @@ def render(scene: Scene, style: Style, rng: np.random.Generator) -> Rendering:
         albedo(appearance, style, hits.surface, hits.texture_coords),
         arrays,
     )
+    if style.fog_density > 0:
+        distance = hits.t * np.linalg.norm(rays_world, axis=1)
+        kept = np.exp(-style.fog_density * distance)[:, None]
+        colour = kept * colour + (1.0 - kept) * np.asarray(style.fog_colour)
     colour = np.clip(colour, 0.0, 1.0) ** style.gamma
     if style.blur > 0:
         blurred = gaussian_filter(colour.reshape(height, width, 3), (style.blur, style.blur, 0))

@@ -1,7 +1,8 @@
 """Appearance styles: visual domains over the same geometry (for domain adaptation).
 
 A style fixes the colour statistics of the surfaces (hue, saturation and value ranges), the
-texture families, the light, and the camera: tone curve, optical blur and sensor grain.
+texture families, the light and the air (fog), and the camera: tone curve, optical blur and
+sensor grain.
 Every surface draws its colours from the same distribution whatever its class, so the class
 is not readable from colour alone. ``default`` is the source domain of the benchmarks;
 ``dusk`` is a mild shift; ``night`` changes every one of these factors at once and is the
@@ -35,6 +36,10 @@ class Style:
     """Hue range of the surface colours (HSV, 0-1); the full circle by default."""
     blur: float = 0.0
     """Standard deviation in pixels of the Gaussian optical blur, applied before the grain."""
+    fog_density: float = 0.0
+    """Extinction per metre of a uniform fog: a pixel at distance ``t`` keeps
+    ``exp(−density · t)`` of its colour and takes the rest from ``fog_colour``."""
+    fog_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 STYLES: dict[str, Style] = {
@@ -77,9 +82,11 @@ STYLES: dict[str, Style] = {
             light_intensity=2.2,
             ambient=(0.02, 0.03, 0.08),
             gamma=0.75,
-            grain=0.06,
+            grain=0.1,
             hue=(0.45, 0.85),
             blur=0.8,
+            fog_density=0.3,
+            fog_colour=(0.3, 0.35, 0.45),
         ),
     )
 }
