@@ -46,7 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "several runs of one task are its seeds (averaged)",
     )
     parser.add_argument(
-        "--split", default="test", choices=["test", "val"], help="metrics to compare (default test)"
+        "--split",
+        default="test",
+        choices=["test", "val", "target_test", "target_val"],
+        help="metrics to compare (default test); target_*: the target domain of runs with "
+        "data.target (metrics_target_<split>.json)",
     )
     parser.add_argument("--out", required=True, type=Path, help="folder for the report files")
     parser.set_defaults(func=run)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from densetasks.cli.main import main
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.engine import build
 from densetasks.engine.adversarial import aligned_outputs
@@ -189,13 +190,21 @@ def test_target_labels_never_reach_training(tmp_path, monkeypatch):
     )
 
 
-def test_a_source_only_run_with_a_target_is_scored_on_the_target(tmp_path):
+def test_source_only_and_adapted_runs_compare_on_the_target_in_the_report(tmp_path):
     config = validate_config({**CONFIG, "adaptation": {"enabled": False}})
-    train(config, tmp_path / "run")
-    assert "adversary" not in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    train(config, tmp_path / "source_only")
+    assert "adversary" not in load_checkpoint(tmp_path / "source_only" / "checkpoints" / "last.pt")
     for split in ("target_val", "target_test"):
-        payload = _read(tmp_path / "run" / f"metrics_{split}.json")
+        payload = _read(tmp_path / "source_only" / f"metrics_{split}.json")
         assert set(payload["metrics"]) == {"semseg", "depth"}
+    train(validate_config(CONFIG), tmp_path / "adapted")
+    runs = [str(tmp_path / "source_only"), str(tmp_path / "adapted")]
+    out = tmp_path / "report"
+    assert main(["--debug", "report", *runs, "--split", "target_test", "--out", str(out)]) == 0
+    report = _read(out / "report.json")
+    assert report["split"] == "target_test"
+    target = _read(tmp_path / "adapted" / "metrics_target_test.json")["metrics"]
+    assert report["runs"][1]["metrics"] == target
 
 
 class Interrupt(Exception):
