@@ -7,7 +7,7 @@ along the optical axis) seen at pixel ``(u, v)`` is ``z · K⁻¹ [u, v, 1]ᵀ``
 Normals from real (noisy, holed) depth follow what Hickson et al., network fission,
 supplementary Sec. 2.2 use for ground truth (their ref. [5], "Floors are flat"): in-paint the
 holes, fit local planes in edge-aware windows (integral images), and optionally give every
-component of similar normals of a flat semantic class its mean normal.
+planar region of a flat semantic class its mean normal.
 """
 
 import math
@@ -319,15 +319,16 @@ def flatten_flat_classes(
     their code joins 4-neighbours whose normals differ by less than 0.04 rad (union-find).
     Pairwise joining chains: smoothed normals turn gradually across a concave corner between
     two walls, so both walls became one component with a mean wrong for both (12.7° instead of
-    6.8° mean error in ``benchmarks/normals_from_depth.md``). Here a region is grown against
+    6.8° mean error, ``benchmarks/normals_from_depth.md``). Here a region is grown against
     its *mean*, not pairwise: per class, a mean-shift with a flat kernel of ``max_angle``
     radians (0.4, the supplementary's "planar threshold parameter") starts at the densest cell
     of a grid over the normals, moves the mean to the mean of the free pixels within
     ``max_angle`` until it stops changing, and claims those pixels; this repeats while a region
     holds at least ``min_share`` of the image's pixels. Each 4-connected component of the
-    pixels claimed by one region gets its normalised mean normal, so every changed pixel moves
-    by less than ``max_angle`` and two planes more than ``2 · max_angle`` apart never share a
-    normal. Pixels of no region, of other classes, and invalid (zero) normals are unchanged.
+    pixels claimed by one region gets its normalised mean normal. Every claimed normal lies
+    within ``max_angle`` of its region's mean, so two planes more than ``2 · max_angle`` apart
+    (two walls at a corner) never share a region. Pixels of no region, of other classes, and
+    invalid (zero) normals are unchanged.
     """
     if semseg.shape != normals.shape[1:]:
         raise ValueError(
