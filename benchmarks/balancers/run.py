@@ -314,7 +314,25 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {versus_best} | {versus_equal} | {row['ms_per_step']:.1f} "
             f"| {row['cost_vs_equal']:.2f} |"
         )
+    near_best = [row["name"] for row in rows if row["within_spread_of_best"]]
+    near_equal = [row["name"] for row in rows if row["within_spread_of_equal"]]
+    lines += [
+        "",
+        f"Within the seeds' spread of the best ({rows[0]['name']}): {len(near_best)} of "
+        f"{len(rows) - 1} ({', '.join(near_best) or 'none'}). Within the spread of equal: "
+        f"{len(near_equal)} of {len(rows) - 1}; separated from it: "
+        + ", ".join(
+            f"{row['name']} ({'better' if row['delta_m'] > equal_delta(rows) else 'worse'})"
+            for row in rows
+            if row["name"] != "equal" and not row["within_spread_of_equal"]
+        )
+        + ".",
+    ]
     return "\n".join(lines)
+
+
+def equal_delta(rows: list[dict[str, Any]]) -> float:
+    return next(row["delta_m"] for row in rows if row["name"] == "equal")
 
 
 def _mean_std(mean: float, std: float | None) -> str:
