@@ -93,6 +93,7 @@ def scale_overrides(args: argparse.Namespace) -> list[str]:
         "train.images_every=0",
         "train.device=cpu",
         f"adaptation.discriminator_width={args.discriminator_width}",
+        f"adaptation.discriminator_lr={args.discriminator_lr}",
     ]
 
 
@@ -204,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encoder", default="test_resnet")
     parser.add_argument("--widths", default="[32, 32, 16, 16, 8]", help="decoder_widths")
     parser.add_argument("--discriminator-width", type=int, default=16, help="ndf (the paper's 64)")
+    parser.add_argument(
+        "--discriminator-lr",
+        type=float,
+        default=1e-3,
+        help="the paper's 1e-4 × 10, as --lr scales the network's",
+    )
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-val", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=128)
