@@ -227,7 +227,7 @@ def plan(args: argparse.Namespace) -> tuple[list[PlannedRun], dict[str, Any]]:
     runs_dir = args.work_dir / "runs"
     planned = plan_runs(
         bases["sd"],
-        seeded({**table1_runs("sd")}, args.seeds) | seeded(ablation_runs(), args.ablation_seeds),
+        seeded(table1_runs("sd"), args.seeds) | seeded(ablation_runs(), args.ablation_seeds),
         runs_dir,
     )
     planned += plan_runs(
