@@ -98,7 +98,8 @@ def scale_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def train_row(name: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
-    """Train one run (skipped when its target metrics exist); its wall and CPU seconds."""
+    """Train one run (skipped when its target metrics exist); its wall and CPU seconds, also
+    kept in ``RUN_DIR/cost.json`` so that a continued benchmark still adds up every run."""
     torch.set_num_threads(1)
     run_dir = args.runs_dir / f"{name},seed={seed}"
     if (run_dir / "metrics_target_test.json").is_file():
@@ -107,7 +108,9 @@ def train_row(name: str, seed: int, args: argparse.Namespace) -> dict[str, float
     config = load_config(CONFIG, overrides)
     wall, cpu = time.perf_counter(), _cpu_seconds()
     train(config, run_dir)
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": _cpu_seconds() - cpu}
+    cost = {"wall_s": time.perf_counter() - wall, "cpu_s": _cpu_seconds() - cpu}
+    (run_dir / "cost.json").write_text(json.dumps(cost))
+    return cost
 
 
 def _cpu_seconds() -> float:
@@ -226,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, seed) for seed in args.seeds for name in ROWS]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {job: pool.submit(train_row, *job, args) for job in jobs}
-    costs = {f"{name},seed={seed}": future.result() for (name, seed), future in futures.items()}
-    costs = {run: cost for run, cost in costs.items() if cost}
+    for future in futures.values():
+        future.result()
+    costs = {
+        f"{name},seed={seed}": json.loads(
+            (args.runs_dir / f"{name},seed={seed}" / "cost.json").read_text()
+        )
+        for name, seed in jobs
+    }
     for run, cost in costs.items():
         print(f"{run}: {cost['wall_s']:.0f} s wall, {cost['cpu_s']:.0f} s CPU")
     reports = build_tables(args)
