@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from densetasks.data.dataset import DenseDataset
+from densetasks.data.unlabelled import UnlabelledImages
 from densetasks.engine import build
 from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.checkpoint import (
@@ -171,7 +173,9 @@ class _Trainer:
         if config.train.amp != "none" and self.amp_dtype is None:
             self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
 
-    def _adaptation(self, train_set) -> tuple[DomainAdversary | None, Any]:
+    def _adaptation(
+        self, train_set: DenseDataset
+    ) -> tuple[DomainAdversary | None, UnlabelledImages | None]:
         """With ``data.target``: check that the target labels every task (its val split is
         scored at the end); with ``adaptation.enabled`` also the discriminators and the
         target's training images (labels removed), with the training transform."""
