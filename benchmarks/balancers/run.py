@@ -8,7 +8,9 @@ hard-sharing network for the same steps:
 * every registered balancer but ``fixed`` (its weights have no natural value: unset they are
   all 1, which is ``equal``; tuned they are the grid search of ``benchmarks/kendall2018``),
 
-each once per seed (``--seeds``, default 0 1 2), through ``densetasks.experiments.sweep``.
+each once per seed (``--seeds``, default 0 1 2), through ``densetasks.experiments.sweep``,
+with their defaults except the options counted in steps (DWA's period, STCH's warm-up), which
+are scaled to the run's length (:func:`step_scaled_options`).
 Every run keeps its best checkpoint on the validation split (``eval.best``); the report
 scores it on the test split against the single-task runs (``densetasks report --group``:
 mean ± std over the seeds). Finished runs are skipped, so an interrupted benchmark continues.
@@ -161,6 +163,16 @@ def render_once(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     return {"data.dataset": "folder", "data.root": str(folder), "data.options": {}}
 
 
+def step_scaled_options(steps: int) -> dict[str, dict[str, int]]:
+    """Options counted in steps, scaled to a run of ``steps`` steps: their defaults are meant
+    for thousands of steps, and a 100-step run would never leave DWA's two-period warm-up
+    (its weights stay 1: ``equal``) or STCH's 400-step warm-up (plain Σ log L_t)."""
+    return {
+        "dwa": {"period": max(1, steps // 10)},
+        "stch": {"warmup_steps": max(2, steps // 4), "nadir_steps": max(1, steps // 10)},
+    }
+
+
 def seed_name(name: str, seed: int) -> str:
     return f"{name},seed={seed}"
 
@@ -179,7 +191,12 @@ def plan_task_set(
                 "seed": seed,
             }
         for name in balancers:
-            runs[seed_name(name, seed)] = {"balancer.name": name, "seed": seed}
+            options = step_scaled_options(base["train"]["steps"]).get(name, {})
+            runs[seed_name(name, seed)] = {
+                "balancer.name": name,
+                "balancer.options": options,
+                "seed": seed,
+            }
     return plan_runs(base, runs, runs_dir)
 
 
@@ -187,7 +204,10 @@ def step_timer(config: RunConfig, balancer: str) -> Callable[[dict[str, Any]], f
     """A fresh network (the config's seed) and ``balancer``; calling it with a batch trains
     one step and returns its wall time in seconds."""
     torch.manual_seed(config.seed)
-    run = validate_config({**config.to_dict(), "balancer": {"name": balancer}}, source=balancer)
+    options = step_scaled_options(config.train.steps).get(balancer, {})
+    run = validate_config(
+        {**config.to_dict(), "balancer": {"name": balancer, "options": options}}, source=balancer
+    )
     tasks = build.build_tasks(run, build.open_training_dataset(run))
     model = build.build_model(run, tasks)
     balancer_module = build.build_balancer(run, tasks, model)
