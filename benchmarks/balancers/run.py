@@ -341,10 +341,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         f"Within the seeds' spread of the best ({rows[0]['name']}): {len(near_best)} of "
         f"{len(rows) - 1} ({', '.join(near_best) or 'none'}). Within the spread of equal: "
         f"{len(near_equal)} of {len(rows) - 1}; separated from it: "
-        + ", ".join(
-            f"{row['name']} ({'better' if row['delta_m'] > equal_delta(rows) else 'worse'})"
-            for row in rows
-            if row["name"] != "equal" and not row["within_spread_of_equal"]
+        + (
+            ", ".join(
+                f"{row['name']} ({'better' if row['delta_m'] > equal_delta(rows) else 'worse'})"
+                for row in rows
+                if row["name"] != "equal" and not row["within_spread_of_equal"]
+            )
+            or "none"
         )
         + ".",
     ]
