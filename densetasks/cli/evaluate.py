@@ -1,4 +1,5 @@
-"""``densetasks eval RUN_DIR``: metrics of a run's best checkpoint on val or test."""
+"""``densetasks eval RUN_DIR``: metrics of a run's best checkpoint on val or test, or on the
+val or test split of its ``data.target`` (a domain-adaptation run, Lopes et al. 2023 Sec. 4.5)."""
 
 import argparse
 import json
@@ -11,10 +12,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a run's best checkpoint",
         description="Evaluate the best checkpoint of RUN_DIR on a split, print the metrics "
-        "and write them to RUN_DIR/metrics_<split>.json.",
+        "and write them to RUN_DIR/metrics_<split>.json. target_val and target_test are the "
+        "val and test splits of the config's data.target.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a trained run directory")
-    parser.add_argument("--split", choices=("val", "test"), default="val", help="default val")
+    parser.add_argument(
+        "--split",
+        choices=("val", "test", "target_val", "target_test"),
+        default="val",
+        help="default val; target_*: the split of data.target",
+    )
     parser.add_argument(
         "--checkpoint", choices=("best", "last"), default="best", help="default best"
     )

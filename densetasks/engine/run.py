@@ -115,6 +115,11 @@ def _differing_keys(left: Any, right: Any, prefix: str = "") -> list[str]:
     return [] if left == right else [prefix.rstrip(".")]
 
 
+SplitOpener = Callable[[RunConfig, str], DenseDataset]
+"""Opens a split of a run's dataset without transform (``build.open_dataset`` or
+``build.open_target_dataset``)."""
+
+
 class _Trainer:
     """State of one training process; :func:`train` is its only user."""
 
@@ -381,18 +386,10 @@ class _Trainer:
         (``densetasks report --split target_test`` compares runs on the target)."""
         best = load_checkpoint(self.checkpoints / "best.pt")
         self.model.load_state_dict(best["model"])
-        config = self.config
-        splits = {"val": (config.data.val_split, val_loader)}
-        test = self._final_loader("test", config.data.test_split, build.open_dataset)
-        splits.update(test)
-        target = config.data.target
-        if target is not None:
-            splits.update(
-                self._final_loader("target_val", target.val_split, build.open_target_dataset)
-            )
-            splits.update(
-                self._final_loader("target_test", target.test_split, build.open_target_dataset)
-            )
+        splits = {"val": (self.config.data.val_split, val_loader)}
+        for key, (split, open_split) in scored_splits(self.config).items():
+            if key != "val":
+                splits.update(self._final_loader(key, split, open_split))
         for split, (split_name, loader) in splits.items():
             evaluation = evaluate(
                 self.model,
@@ -411,7 +408,7 @@ class _Trainer:
                 self.log.evaluation(split, int(best["step"]), payload["metrics"])
 
     def _final_loader(
-        self, key: str, split: str | None, open_split: Callable[[RunConfig, str], Any]
+        self, key: str, split: str | None, open_split: SplitOpener
     ) -> dict[str, tuple[str, Any]]:
         """``{key: (split, loader)}`` for a final evaluation; empty without the split or when
         the dataset raises a data error for it (logged)."""
@@ -447,24 +444,45 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
     return Path(out_dir)
 
 
+def scored_splits(config: RunConfig) -> dict[str, tuple[str | None, SplitOpener]]:
+    """The splits a run is scored on, ``{key: (split name or None, opener)}``: ``val`` and
+    ``test`` of ``data``, with ``data.target`` also ``target_val`` and ``target_test`` of the
+    target; ``key`` names ``RUN_DIR/metrics_<key>.json`` (training and ``evaluate_run``)."""
+    data = config.data
+    splits = {
+        "val": (data.val_split, build.open_dataset),
+        "test": (data.test_split, build.open_dataset),
+    }
+    if data.target is not None:
+        splits["target_val"] = (data.target.val_split, build.open_target_dataset)
+        splits["target_test"] = (data.target.test_split, build.open_target_dataset)
+    return splits
+
+
 def evaluate_run(
     run_dir: str | Path, split: str = "val", device: str = "cpu", checkpoint: str = "best"
 ) -> dict[str, Any]:
-    """Metrics of a run's checkpoint on ``split`` ("val" or "test").
+    """Metrics of a run's checkpoint on ``split`` (a key of :func:`scored_splits`: "val",
+    "test", or with ``data.target`` "target_val", "target_test").
 
-    Also writes them to ``RUN_DIR/metrics_<split>.json``.
+    Also writes them to ``RUN_DIR/metrics_<split>.json``, the file training writes.
     """
     loaded = load_run(run_dir, device=device, checkpoint=checkpoint)
-    data = loaded.config.data
-    split_names = {"val": data.val_split, "test": data.test_split}
-    if split not in split_names or split_names[split] is None:
-        known = [name for name, value in split_names.items() if value]
+    splits = scored_splits(loaded.config)
+    if split.startswith("target_") and loaded.config.data.target is None:
+        raise ConfigError(
+            f"split {split!r}: this run has no data.target (no target dataset in "
+            f"{Path(run_dir) / 'config.yaml'})"
+        )
+    if split not in splits or splits[split][0] is None:
+        known = [name for name, (value, _) in splits.items() if value]
         raise ConfigError(f"split {split!r}: this run has {known}")
-    dataset = build.open_dataset(loaded.config, split_names[split])
+    split_name, open_split = splits[split]
+    dataset = open_split(loaded.config, split_name)
     dataset.transform = loaded.transform
     kinds = build.run_label_kinds(loaded.tasks, loaded.model)
     loader = build.eval_loader(loaded.config, dataset, kinds, ProcessInfo())
     evaluation = evaluate(loaded.model, loaded.model, loaded.tasks, loader, loaded.device)
-    payload = metrics_payload(loaded.step, split_names[split], evaluation, loaded.tasks)
+    payload = metrics_payload(loaded.step, split_name, evaluation, loaded.tasks)
     (loaded.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
     return payload

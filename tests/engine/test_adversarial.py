@@ -207,6 +207,26 @@ def test_source_only_and_adapted_runs_compare_on_the_target_in_the_report(tmp_pa
     assert report["runs"][1]["metrics"] == target
 
 
+def test_eval_on_the_target_writes_what_training_wrote(tmp_path, capsys):
+    steps = {**CONFIG["train"], "steps": 2}
+    run = train(validate_config({**CONFIG, "train": steps}), tmp_path / "adapted")
+    capsys.readouterr()  # the training log
+    for split in ("target_val", "target_test"):
+        written = (run / f"metrics_{split}.json").read_text()
+        (run / f"metrics_{split}.json").unlink()
+        argv = ["eval", str(run), "--split", split, "--device", "cpu", "--json"]
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out) == json.loads(written)
+        assert (run / f"metrics_{split}.json").read_text() == written
+    plain = {**CONFIG, "data": {**CONFIG["data"], "target": None}, "train": steps}
+    plain = train(validate_config({**plain, "adaptation": {"enabled": False}}), tmp_path / "plain")
+    capsys.readouterr()
+    assert main(["eval", str(plain), "--split", "target_test", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "data.target" in error and len(error.splitlines()) == 1
+    assert not (plain / "metrics_target_test.json").exists()
+
+
 class Interrupt(Exception):
     """Stands in for the process being killed."""
 
