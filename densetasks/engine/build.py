@@ -26,7 +26,7 @@ from densetasks.errors import ConfigError, DataError
 from densetasks.models import create_model
 from densetasks.models.base import Architecture
 from densetasks.tasks.base import Task
-from densetasks.tasks.registry import create_task
+from densetasks.tasks.registry import adaptable_tasks, create_task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,7 +126,7 @@ def build_adversary(
     if not_adaptable:
         raise ConfigError(
             f"adaptation.enabled: task(s) {not_adaptable} define no discriminator input "
-            "(Task.discriminator_input); adaptable tasks: semseg, depth, normals"
+            f"(Task.discriminator_input); adaptable tasks: {adaptable_tasks()}"
         )
     if model.condition_inputs:
         names = [spec.name for spec in model.condition_inputs]

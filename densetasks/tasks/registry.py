@@ -37,3 +37,14 @@ def task_label_kind(name: str) -> LabelKind:
     """The :class:`LabelKind` of registered task ``name`` (how its label is stored and
     transformed); an unknown name is a ConfigError listing the registered tasks."""
     return TASKS.get(name).label_kind
+
+
+def adaptable_tasks() -> list[str]:
+    """Registered tasks that define :meth:`Task.discriminator_input` (can take part in
+    domain adaptation), for error messages that list them."""
+    return [
+        name
+        for name in TASKS.names()
+        if isinstance(factory := TASKS.get(name), type)
+        and factory.discriminator_input is not Task.discriminator_input
+    ]
