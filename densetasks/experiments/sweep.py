@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import yaml
 
+from densetasks.engine.build import build_tasks, open_dataset
 from densetasks.engine.config import RunConfig, apply_overrides, validate_config
 from densetasks.engine.run import evaluate_run, train
 from densetasks.errors import ConfigError, DataError, TrainingError
@@ -168,8 +169,9 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Apply each run's overrides to the raw ``base`` config and validate all of them first.
 
-    A bad key or value in any combination raises :class:`ConfigError` naming the run and the
-    key before anything trains.
+    A bad key or value in any combination — including a task option, which only the task
+    itself can check (its tasks are built against the run's training dataset) — raises
+    :class:`ConfigError` naming the run and the key before anything trains.
     """
     planned = []
     for name, overrides in named_overrides.items():
@@ -177,6 +179,10 @@ def plan_runs(
             raise ValueError(f"run name {name!r} is not a folder name")
         raw = apply_overrides(dict(base), dict(overrides))
         config = validate_config(raw, source=f"sweep run {name}")
+        try:
+            build_tasks(config, open_dataset(config, config.data.train_split))
+        except ConfigError as error:
+            raise ConfigError(f"sweep run {name}: {error}") from None
         planned.append(PlannedRun(name, dict(overrides), config, Path(runs_dir) / name))
     return planned
 

@@ -149,6 +149,17 @@ def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_bad_task_option_fails_before_training(config_file, tmp_path):
+    """Task options are checked by the task itself: the sweep builds every run's tasks while
+    planning, so a bad one stops the sweep before any run trains."""
+    out = tmp_path / "s"
+    grid = ["--grid", "tasks.depth.primary_metric=rmse,no_such_metric"]
+    message = r"sweep run .*no_such_metric: depth\.primary_metric must be"
+    with pytest.raises(ConfigError, match=message):
+        command(["sweep", str(config_file), *grid, "--out", str(out)])
+    assert not (out / "runs").exists()
+
+
 def fake_train(config: dict, run_dir: str, threads: int | None) -> None:
     """Stands in for training: writes the files a finished run has, metrics from the seed."""
     path = Path(run_dir)
