@@ -20,26 +20,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class TargetDataConfig(_Section):
+class DatasetSplits(_Section):
+    """A registered dataset, its options and the names of its three splits."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+
+
+class TargetDataConfig(DatasetSplits):
     """The target domain of a domain-adaptation run (``data.target``): its training images
     (never its labels) are used by ``adaptation``, its labelled ``val_split`` /
     ``test_split`` score the best checkpoint at the end (``metrics_target_<split>.json``)."""
 
-    dataset: str = "synthetic"
-    root: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str | None = "test"
 
-
-class DataConfig(_Section):
-    dataset: str = "synthetic"
-    root: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str | None = "test"
+class DataConfig(DatasetSplits):
     crop_size: tuple[int, int] | None = None
     eval_size: tuple[int, int] | None = None
     scale_range: tuple[float, float] | None = (1.0, 1.0)
