@@ -52,7 +52,9 @@ DEFAULT_OPSET = 17
 SIDECAR_FORMAT = 1
 RAW_SUFFIX = "_raw"
 RAW_TOLERANCE = 1e-4
-"""fp32: largest absolute difference allowed between ONNX Runtime's and PyTorch's raw outputs."""
+"""fp32: largest difference allowed between ONNX Runtime's and PyTorch's raw outputs, in units
+of the output's scale (:func:`scaled_max_difference`)."""
+RAW_MEASURE = "scaled max abs difference"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,16 @@ def _mean_angle_degrees(onnx: np.ndarray, eager: np.ndarray) -> float:
 
 def _mean_abs_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     return float(np.mean(np.abs(onnx - eager)))
+
+
+def scaled_max_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
+    """``max |onnx − eager| / max(1, max |eager|)``: absolute for outputs within ±1, relative
+    to the largest value beyond. Reordered float32 sums differ by a few ulp of the largest
+    term: a run trained 150 steps has raw outputs above 100 and differences up to 5e-4
+    (docs/export.md), which an absolute 1e-4 would call a failed export."""
+    if not onnx.size:
+        return 0.0
+    return float(np.max(np.abs(onnx - eager)) / max(1.0, float(np.max(np.abs(eager)))))
 
 
 TOLERANCES: dict[LabelKind, Tolerance] = {
@@ -392,8 +404,8 @@ def check_export(
     on ``random_images`` random images and up to ``test_images`` images of the run's test
     split (when the dataset can be opened), with random palettes for conditioned models.
 
-    Raw outputs of an fp32 graph must be within :data:`RAW_TOLERANCE`; decoded predictions
-    of any precision within :data:`TOLERANCES`.
+    Raw outputs of an fp32 graph must be within :data:`RAW_TOLERANCE` of their scale; decoded
+    predictions of any precision within :data:`TOLERANCES`.
     """
     onnx_path = Path(onnx_path)
     sidecar = read_sidecar(onnx_path)
@@ -490,6 +502,6 @@ def _compare(
             value = tolerance.compute(ours, theirs)
             rows.append(ParityRow(images, name, tolerance.measure, value, *tolerance.limits))
         elif precision == "fp32":
-            difference = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
-            rows.append(ParityRow(images, name, "max abs difference", difference, RAW_TOLERANCE))
+            difference = scaled_max_difference(ours, theirs)
+            rows.append(ParityRow(images, name, RAW_MEASURE, difference, RAW_TOLERANCE))
     return rows

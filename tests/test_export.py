@@ -21,6 +21,7 @@ from densetasks.export import (
     example_inputs,
     export_run,
     output_stride,
+    scaled_max_difference,
 )
 from densetasks.inference import load_run
 
@@ -205,6 +206,16 @@ def test_tolerances_measure_what_they_say() -> None:
     assert TOLERANCES[LabelKind.DEPTH].compute(depth * 1.01, depth) == pytest.approx(0.01)
     classes = np.array([[0, 1, 2, 3]])
     assert TOLERANCES[LabelKind.MASK].compute(classes, np.array([[0, 1, 2, 0]])) == 0.75
+
+
+def test_raw_outputs_are_compared_on_their_scale() -> None:
+    """5e-4 apart on logits of ~150 is float32 summation order (a fission run trained 150
+    steps, docs/export.md), not a broken export; on logits within ±1 it is."""
+    logits = np.array([[150.0, -3.0, 0.5]], dtype=np.float32)
+    assert scaled_max_difference(logits + 5e-4, logits) == pytest.approx(5e-4 / 150, rel=0.01)
+    small = np.array([[0.5, -0.25]], dtype=np.float32)
+    assert scaled_max_difference(small + 5e-4, small) == pytest.approx(5e-4, rel=0.01)
+    assert scaled_max_difference(small[:, :0], small[:, :0]) == 0.0
 
 
 def test_the_output_stride_is_the_deepest_encoder_feature(runs) -> None:
