@@ -72,7 +72,7 @@ SCALE = {
 """Scaled down from the configs (ResNet-18, 64 px, 1024 scenes, 2000 steps) to fit the
 benchmark's CPU budget: the tiny conv encoder (8-32 channels, output stride 16 as the paper),
 32×32 scenes, 256 training scenes; steps from ``--steps``."""
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 600
 THREE_WAYS_OPTIONS = {
     "model.options.decoder_widths": [width // WIDTH_DIVISOR for width in DECODER_WIDTHS],
     "model.options.aspp_options": {"channels": 256 // WIDTH_DIVISOR},
