@@ -32,7 +32,7 @@ from densetasks.engine.sampling import sample_seed
 from densetasks.errors import TrainingError
 from densetasks.metrics.base import Metric
 from densetasks.models.base import AdaptedOutputs, Architecture, AuxiliaryOutput
-from densetasks.tasks.base import Task, evaluation_inputs
+from densetasks.tasks.base import Task, metric_inputs
 
 
 @dataclass
@@ -239,7 +239,7 @@ def _update(
     adapted: AdaptedOutputs,
     batch: Batch,
 ) -> None:
-    predictions = evaluation_inputs(tasks, adapted.outputs)
+    predictions = metric_inputs(tasks, adapted.outputs)
     for name, task in tasks.items():
         if task.target(batch) is None:
             continue

@@ -53,10 +53,11 @@ class DepthMetrics(Metric):
     depth ``<= 0`` are ignored, and so are those beyond ``max_depth`` when it is set (stereo
     depth there is sub-pixel matching noise that would swamp the metric errors). With
     ``align_scale_shift`` (for scale-and-shift-invariant models, Hickson et al., WACV 2022,
-    mobile), each predicted image is first aligned to its label in disparity space by
-    :func:`align_disparity`, and the aligned disparity is clamped to at least the image's
+    mobile), ``update`` takes the model's raw disparity-like output instead of a depth (any
+    sign: it is only defined up to scale and shift), aligns each image to its label's
+    disparity by :func:`align_disparity`, clamps the aligned disparity to at least the image's
     smallest true disparity (depth at most its largest true depth), as MiDaS evaluations cap
-    depth.
+    depth, and scores the depth it gives.
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {
@@ -138,9 +139,9 @@ class DepthMetrics(Metric):
 
     @staticmethod
     def _aligned(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Predicted depth after per-image scale/shift alignment in disparity space."""
+        """Depth from the disparity-like ``pred`` after per-image scale/shift alignment."""
         true_disparity = torch.where(valid, 1.0 / target.clamp(min=MIN_DISPARITY), 0.0)
-        disparity = align_disparity(1.0 / pred.clamp(min=MIN_DISPARITY), true_disparity, valid)
+        disparity = align_disparity(pred, true_disparity, valid)
         smallest = torch.where(valid, true_disparity, torch.inf).amin((-2, -1), keepdim=True)
         floor = torch.where(smallest.isinf(), MIN_DISPARITY, smallest)
         return 1.0 / torch.maximum(disparity, floor)

@@ -109,6 +109,13 @@ class Task(ABC):
         task's decoded prediction: by default this task's own. Indexable per image."""
         return predictions[self.name]
 
+    def metric_input(self, prediction: Any, output: torch.Tensor) -> Any:
+        """What :meth:`metrics` receives, given this task's :meth:`evaluation_input` and its
+        raw output: by default the evaluation input. A task whose decoding drops what its
+        metric needs overrides it (scale-and-shift-invariant depth is scored on its raw
+        disparity-like output, which may be negative before the alignment)."""
+        return prediction
+
     def target(self, labels: Mapping[str, Any]) -> torch.Tensor | None:
         """This task's label in a batch, ``None`` where the batch does not supervise it: by
         default ``labels[name]``. A task whose label is derived from other labels (the Task
@@ -238,3 +245,12 @@ def evaluation_inputs(
     prediction, combined with its ``context_tasks``' where it has any)."""
     decoded = {name: task.decode(outputs[name]) for name, task in tasks.items()}
     return {name: task.evaluation_input(decoded) for name, task in tasks.items()}
+
+
+def metric_inputs(tasks: Mapping[str, Task], outputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What each task's metrics are updated with: :func:`evaluation_inputs` passed through
+    :meth:`Task.metric_input` with the task's raw output."""
+    predictions = evaluation_inputs(tasks, outputs)
+    return {
+        name: task.metric_input(predictions[name], outputs[name]) for name, task in tasks.items()
+    }

@@ -168,9 +168,15 @@ class Depth(Task):
         floor = MIN_OUTPUT if self.loss_name == "ssi" else self.numerator / self.far
         return self.numerator / output.clamp(min=floor)
 
+    def metric_input(self, prediction: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``ssi``: the raw output (a disparity up to scale and shift, possibly <= 0, which
+        :meth:`decode` has to clamp) so the metrics align it before inverting; otherwise the
+        decoded depth."""
+        return output if self.loss_name == "ssi" else prediction
+
     def metrics(self) -> DepthMetrics:
-        """Depth metrics up to ``max_depth``; for ``ssi`` they align scale and shift per image
-        first."""
+        """Depth metrics up to ``max_depth``; for ``ssi`` they take the raw disparity-like
+        output (:meth:`metric_input`) and align its scale and shift per image first."""
         return DepthMetrics(
             align_scale_shift=self.loss_name == "ssi",
             max_depth=self.max_depth,

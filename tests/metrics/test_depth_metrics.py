@@ -118,11 +118,11 @@ def test_scale_shift_alignment_recovers_affine_disparity():
     target = 1.0 + 9.0 * torch.rand(2, 1, 6, 6)
     target[0, 0, 0] = 0.0
     disparity = torch.where(target > 0, 1.0 / target.clamp(min=1e-6), 0.0)
-    pred = 1.0 / (0.5 * disparity + 0.3)
+    output = 0.5 * disparity + 0.3  # what an ssi head outputs: disparity up to scale/shift
     aligned = DepthMetrics(align_scale_shift=True)
-    aligned.update(pred, target)
+    aligned.update(output, target)
     plain = DepthMetrics()
-    plain.update(pred, target)
+    plain.update(1.0 / output, target)
     assert aligned.compute()["rmse"] == pytest.approx(0.0, abs=1e-4)
     assert aligned.compute()["delta1"] == 100.0
     assert plain.compute()["rmse"] > 1.0
@@ -138,3 +138,17 @@ def test_empty_reset_and_shape_errors():
     assert int(metric.count) == 0
     with pytest.raises(ValueError, match="B, 1, H, W"):
         metric.update(torch.ones(1, 2, 2), torch.ones(1, 2, 2))
+
+
+def test_alignment_keeps_negative_disparity_outputs():
+    """An ssi output that is an exact (negative) scale and shift of the true disparity,
+    o = −2/d + 0.5 for d = 1, 2, 4, 8, crosses zero; aligned before inverting, it is perfect
+    (clamping it to a positive disparity first gave δ1 50 %, abs_rel 0.357)."""
+    depth = torch.tensor([1.0, 2.0, 4.0, 8.0]).view(1, 1, 2, 2)
+    output = -2.0 / depth + 0.5
+    assert (output <= 0).any() and (output > 0).any()
+    metrics = DepthMetrics(align_scale_shift=True)
+    metrics.update(output, depth)
+    result = metrics.compute()
+    assert result["delta1"] == 100.0
+    assert result["abs_rel"] == pytest.approx(0.0, abs=1e-9)

@@ -124,3 +124,11 @@ def test_metrics_options_and_primary_metric_choice():
         Depth(max_depth=0.0)
     with pytest.raises(ConfigError, match="depth.disparity_scale"):
         Depth(disparity_scale=-1.0)
+
+
+def test_ssi_metrics_receive_the_raw_output_others_the_decoded_depth():
+    output = torch.tensor([[[[-0.5, 0.25]]]])
+    ssi, berhu = Depth(loss="ssi"), Depth(loss="berhu")
+    assert ssi.metric_input(ssi.decode(output), output) is output
+    decoded = berhu.decode(output)
+    assert berhu.metric_input(decoded, output) is decoded
