@@ -3,8 +3,9 @@ branches after it (Hickson et al., network fission, supplementary Sec. 1; the au
 
 Encoder (ResNet-50 by default, output stride 16) + eASPP; skip refinements (1×1 conv + BN to
 24 channels) from the encoder's /8 and /4 stages; two decoder stages, each a 2× transposed
-conv + BN, concatenation with a skip and two 3×3 convs; a head per output: 1×1 conv + BN + ReLU
-to the task's channels and an 8×8 stride-4 transposed conv + BN back to the input size.
+conv + BN, concatenation with a skip and two 3×3 convs; a head per output: 1×1 conv + BN to the
+task's channels (+ ReLU with ``head_relu``) and an 8×8 stride-4 transposed conv + BN back to
+the input size.
 ``split`` chooses where the shared network splits into per-task branches::
 
     early      encoder ─ eASPP ┬ stage1 ─ stage2 ─ head   (per task: the whole decoder)
@@ -75,13 +76,21 @@ class DecoderStage(nn.Module):
 
 
 class FissionHead(nn.Module):
-    """1×1 conv + BN + ReLU to ``out_channels``, then an 8×8 stride-4 transposed conv + BN: the
-    4× upsampling to the input (the authors' code; the paper calls it "a 1x1 convolutional
-    transpose ... then upsampled 4x", supplementary Sec. 1.1)."""
+    """1×1 conv + BN to ``out_channels``, then an 8×8 stride-4 transposed conv + BN: the 4×
+    upsampling to the input ("a 1x1 convolutional transpose to reduce the number of feature
+    channels to the desired output for the task which is then upsampled 4x", supplementary
+    Sec. 1.1; the 8×8 stride-4 kernel and the BNs are the authors' code).
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    ``relu`` adds the ReLU the authors' code puts after the 1×1 (``conv_batchN_relu``, which
+    the paper does not mention). Off by default: on a task's few channels it is a bottleneck
+    before the last, linear, upsampling — signed normals lose their negative half, and
+    depth's single channel was 0 on 95 % of the pixels in a 3-task mobile run, whose depth
+    then did not learn at all (docs/fission.md).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = False) -> None:
         super().__init__()
-        self.reduce = conv_bn_relu(in_channels, out_channels)
+        self.reduce = (conv_bn_relu if relu else conv_bn)(in_channels, out_channels)
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(out_channels, out_channels, 8, stride=4, padding=2, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -99,6 +108,8 @@ class Fission(Architecture):
     An auxiliary head is per task even where its stage is shared (a 1×1 conv + BN per output
     channel, which equals the authors' one head with ΣC channels in ``late`` fission).
     ``decoder_channels`` (256) is the decoder's width; skips have 24 channels, as the paper's.
+    ``head_relu`` puts the authors' code's ReLU after each head's 1×1 reduction
+    (:class:`FissionHead`; off by default).
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class Fission(Architecture):
         split: str = "mid",
         aux_weights: Sequence[float] = (0.6, 0.5),
         decoder_channels: int = 256,
+        head_relu: bool = False,
     ) -> None:
         _check_options(task_channels, output_stride, split, aux_weights)
         super().__init__(task_channels)
@@ -140,7 +152,10 @@ class Fission(Architecture):
             {FUSED: sum(task_channels.values())} if split == "late" else dict(task_channels)
         )
         self.heads = nn.ModuleDict(
-            {name: FissionHead(decoder_channels, out) for name, out in head_channels.items()}
+            {
+                name: FissionHead(decoder_channels, out, head_relu)
+                for name, out in head_channels.items()
+            }
         )
         weights = dict(zip(STAGES, aux_weights, strict=True))
         self.aux_heads = nn.ModuleDict(
