@@ -7,8 +7,11 @@ evaluation-mode model wrapped by :class:`ExportGraph`:
   normalisation is *in the graph*, so a caller feeds pixels / 255 and nothing else — and
   the model's conditioning inputs (a Task Palette int64 ``[B, H, W]`` for CompositeTasking).
 * **outputs**, per task in the run's order: ``<task>``, the decoded prediction
-  (``Task.decode``: class ids int64, metres, unit normals, probabilities), and
-  ``<task>_raw``, the task's raw output after the model's output adapter (float32).
+  (``Task.decode``: class ids int64, metres, unit normals, probabilities) — for a task whose
+  output is defined only up to a per-image scale and shift (``ssi`` depth) there is nothing
+  absolute to decode, and ``<task>`` is that output, as its metrics take it
+  (``Task.metric_input``) — then ``<key>_raw`` per raw output of the network, before the
+  model's output adapter (float32).
   A task whose prediction also needs other tasks' (instance grouping reads the semantic
   prediction) exports its decoded output too; the sidecar says that the rest runs in Python.
 
@@ -21,7 +24,7 @@ registered architecture as the engine runs it.
 
 :func:`check_export` runs the graph with ONNX Runtime (CPU) and the same model eagerly in
 float32 on random images and on images of the run's test split, and compares them with
-:data:`TOLERANCES`.
+:data:`TOLERANCES` (:data:`SCALE_SHIFT_TOLERANCE` for a scale-and-shift-invariant output).
 """
 
 import importlib
@@ -92,6 +95,18 @@ def _mean_abs_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     return float(np.mean(np.abs(onnx - eager)))
 
 
+def scale_shift_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
+    """Per image ``mean |onnx − eager| / mean |eager − median(eager)|``, averaged over the
+    images: the difference in units of the eager output's spread, so a scale and shift of
+    both leave it unchanged (the spread is MiDaS' scale normalisation, Ranftl et al., TPAMI
+    2022, eq. 6). For outputs defined only up to scale and shift, where a relative
+    difference of values near 0 measures nothing (docs/export.md)."""
+    onnx, eager = (a.reshape(len(a), -1).astype(np.float64) for a in (onnx, eager))
+    spread = np.mean(np.abs(eager - np.median(eager, axis=1, keepdims=True)), axis=1)
+    difference = np.mean(np.abs(onnx - eager), axis=1)
+    return float(np.mean(difference / np.maximum(spread, 1e-12))) if len(eager) else 0.0
+
+
 def scaled_max_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     """``max |onnx − eager| / max(1, max |eager|)``: absolute for outputs within ±1, relative
     to the largest value beyond. Reordered float32 sums differ by a few ulp of the largest
@@ -112,11 +127,21 @@ TOLERANCES: dict[LabelKind, Tolerance] = {
 """Decoded predictions, by the task's label kind: classes, metres, unit normals, probabilities
 and instance offsets (pixels)."""
 
+SCALE_SHIFT_TOLERANCE = Tolerance(
+    "mean abs difference / spread", 1e-2, False, scale_shift_difference
+)
+"""The output of a task defined only up to a per-image scale and shift (``ssi`` depth)."""
+
+
+def tolerance(task: Task) -> Tolerance:
+    """How the graph's ``<task>`` output is compared with PyTorch's."""
+    return SCALE_SHIFT_TOLERANCE if task.scale_shift_invariant else TOLERANCES[task.label_kind]
+
 
 class ExportGraph(nn.Module):
-    """``[0, 1]`` RGB image (+ conditions) -> every task's decoded prediction, then the
-    network's raw outputs (before the output adapter), as a flat tuple in the order of
-    :attr:`output_names`.
+    """``[0, 1]`` RGB image (+ conditions) -> every task's decoded prediction (the raw output of
+    a :attr:`~Task.scale_shift_invariant` task), then the network's raw outputs (before the
+    output adapter), as a flat tuple in the order of :attr:`output_names`.
 
     The network runs in ``dtype``; normalisation, the output adapter and decoding in float32.
     """
@@ -155,8 +180,11 @@ class ExportGraph(nn.Module):
         raw = {key: value.float() for key, value in self.model(network_input, **named).items()}
         self.raw_keys = list(raw)
         adapted = self.model.output_adapter(raw, self.tasks, named).outputs
-        decoded = [task.decode(adapted[name]) for name, task in self.tasks.items()]
-        return (*decoded, *raw.values())
+        predictions = [
+            task.metric_input(task.decode(adapted[name]), adapted[name])
+            for name, task in self.tasks.items()
+        ]
+        return (*predictions, *raw.values())
 
 
 def export_run(
@@ -302,8 +330,8 @@ def _sidecar(
     described = []
     for name, output in zip(graph.output_names, outputs, strict=True):
         if name in run.tasks:
-            meaning = _first_sentence(type(run.tasks[name]).decode.__doc__)
-            described.append({**_describe(name, output, batch, meaning), "task": name})
+            task = run.tasks[name]
+            described.append({**_describe(name, output, batch, _meaning(task)), "task": name})
         else:
             key = name.removesuffix(RAW_SUFFIX)
             meaning = f"the network's raw output {key!r}, before the output adapter ({adapter})"
@@ -340,6 +368,17 @@ def _describe(name: str, tensor: torch.Tensor, batch: int | str, meaning: str) -
         "dtype": str(tensor.dtype).removeprefix("torch."),
         "meaning": meaning,
     }
+
+
+def _meaning(task: Task) -> str:
+    """What the graph's ``<task>`` output holds, from the task's decoding docstring."""
+    if task.scale_shift_invariant:
+        return (
+            "the raw output, defined only up to a per-image scale and shift (depth: a "
+            "disparity): align it to a reference by least squares before use (and invert "
+            "it for depth), as the task's metrics do"
+        )
+    return _first_sentence(type(task).decode.__doc__)
 
 
 def _first_sentence(text: str | None) -> str:
@@ -405,7 +444,8 @@ def check_export(
     split (when the dataset can be opened), with random palettes for conditioned models.
 
     Raw outputs of an fp32 graph must be within :data:`RAW_TOLERANCE` of their scale; decoded
-    predictions of any precision within :data:`TOLERANCES`.
+    predictions of any precision within :data:`TOLERANCES` (a scale-and-shift-invariant
+    output within :data:`SCALE_SHIFT_TOLERANCE`).
     """
     onnx_path = Path(onnx_path)
     sidecar = read_sidecar(onnx_path)
@@ -498,9 +538,9 @@ def _compare(
     rows = []
     for name, ours, theirs in zip(names, onnx, eager, strict=True):
         if name in tasks:
-            tolerance = TOLERANCES[tasks[name].label_kind]
-            value = tolerance.compute(ours, theirs)
-            rows.append(ParityRow(images, name, tolerance.measure, value, *tolerance.limits))
+            limit = tolerance(tasks[name])
+            value = limit.compute(ours, theirs)
+            rows.append(ParityRow(images, name, limit.measure, value, *limit.limits))
         elif precision == "fp32":
             difference = scaled_max_difference(ours, theirs)
             rows.append(ParityRow(images, name, RAW_MEASURE, difference, RAW_TOLERANCE))

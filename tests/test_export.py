@@ -15,12 +15,14 @@ from densetasks.engine.config import validate_config
 from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
 from densetasks.export import (
+    SCALE_SHIFT_TOLERANCE,
     TOLERANCES,
     ExportGraph,
     check_export,
     example_inputs,
     export_run,
     output_stride,
+    scale_shift_difference,
     scaled_max_difference,
 )
 from densetasks.inference import load_run
@@ -41,9 +43,16 @@ EXPORTABLE = {
 export tested."""
 
 
-def train_tiny(out: Path, architecture: str, eval_size: list[int] | None = (32, 32)) -> Path:
-    """A run of ``architecture`` trained 2 steps on 32 px synthetic scenes, tiny encoder."""
-    tasks, options = EXPORTABLE[architecture]
+def train_tiny(
+    out: Path,
+    architecture: str,
+    eval_size: list[int] | None = (32, 32),
+    tasks: dict[str, dict] | None = None,
+) -> Path:
+    """A run of ``architecture`` (with its :data:`EXPORTABLE` tasks unless ``tasks``) trained
+    2 steps on 32 px synthetic scenes, tiny encoder."""
+    default_tasks, options = EXPORTABLE[architecture]
+    tasks = tasks or default_tasks
     data = {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}
     config = validate_config(
         {
@@ -206,6 +215,39 @@ def test_tolerances_measure_what_they_say() -> None:
     assert TOLERANCES[LabelKind.DEPTH].compute(depth * 1.01, depth) == pytest.approx(0.01)
     classes = np.array([[0, 1, 2, 3]])
     assert TOLERANCES[LabelKind.MASK].compute(classes, np.array([[0, 1, 2, 0]])) == 0.75
+
+
+def test_scale_shift_difference_is_in_units_of_the_spread_and_ignores_scale_and_shift() -> None:
+    eager = np.array([[[[0.0, 1.0], [2.0, 4.0]]]])  # median 1.5, spread (1.5+0.5+0.5+2.5)/4
+    assert scale_shift_difference(eager + 0.05, eager) == pytest.approx(0.05 / 1.25)
+    noisy = eager + np.array([[[[0.01, -0.02], [0.0, 0.03]]]])
+    expected = scale_shift_difference(noisy, eager)
+    assert expected == pytest.approx(0.015 / 1.25)
+    assert scale_shift_difference(-3 * noisy + 7, -3 * eager + 7) == pytest.approx(expected)
+    two = np.concatenate([eager, 10 * eager])  # per image, then averaged
+    assert scale_shift_difference(two + 0.05, two) == pytest.approx((0.04 + 0.004) / 2)
+
+
+def test_scale_and_shift_invariant_depth_exports_its_disparity_and_passes_in_fp16(
+    tmp_path,
+) -> None:
+    """An ``ssi`` depth head has no metric depth to decode (its output crosses 0, where
+    1 / output jumps: docs/export.md); the graph gives the disparity, checked up to scale
+    and shift."""
+    tasks = {"normals": {}, "depth": {"loss": "ssi"}}
+    run_dir = train_tiny(tmp_path / "run", "fission", tasks=tasks)
+    for precision in ("fp32", "fp16"):
+        path = tmp_path / f"{precision}.onnx"
+        sidecar = export_run(run_dir, path, precision=precision)
+        depth = next(output for output in sidecar["outputs"] if output["name"] == "depth")
+        assert "up to a per-image scale and shift" in depth["meaning"]
+        report = check_export(path)
+        assert report.ok, report.table()
+        rows = [row for row in report.rows if row.output == "depth"]
+        assert {row.measure for row in rows} == {SCALE_SHIFT_TOLERANCE.measure}
+        image = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+        depth, raw = session(path).run(["depth", "depth_raw"], {"image": image})
+        np.testing.assert_array_equal(depth, raw)  # fission's output adapter: identity
 
 
 def test_raw_outputs_are_compared_on_their_scale() -> None:

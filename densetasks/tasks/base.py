@@ -109,12 +109,19 @@ class Task(ABC):
         task's decoded prediction: by default this task's own. Indexable per image."""
         return predictions[self.name]
 
+    scale_shift_invariant: bool = False
+    """Whether the raw output is defined only up to a per-image scale and shift (Hickson et
+    al.'s ``ssi`` disparity): then there is no absolute prediction to decode, the metrics
+    align the raw output per image before scoring it, and an exported graph gives the raw
+    output and is checked up to scale and shift."""
+
     def metric_input(self, prediction: Any, output: torch.Tensor) -> Any:
         """What :meth:`metrics` receives, given this task's :meth:`evaluation_input` and its
-        raw output: by default the evaluation input. A task whose decoding drops what its
-        metric needs overrides it (scale-and-shift-invariant depth is scored on its raw
-        disparity-like output, which may be negative before the alignment)."""
-        return prediction
+        raw output: the evaluation input, or for a :attr:`scale_shift_invariant` task the raw
+        output (a disparity up to scale and shift may be <= 0 before the alignment, which
+        decoding has to clamp). A task whose decoding drops what its metric needs overrides
+        it."""
+        return output if self.scale_shift_invariant else prediction
 
     def target(self, labels: Mapping[str, Any]) -> torch.Tensor | None:
         """This task's label in a batch, ``None`` where the batch does not supervise it: by

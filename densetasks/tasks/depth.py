@@ -92,6 +92,7 @@ class Depth(Task):
         self.loss_name = loss
         self.far = far
         self.ssi_depth_weight = ssi_depth_weight
+        self.scale_shift_invariant = loss == "ssi"
         self.max_depth = max_depth
         self.disparity_scale = disparity_scale
         self.numerator = far if loss == "berhu" else 1.0
@@ -168,17 +169,11 @@ class Depth(Task):
         floor = MIN_OUTPUT if self.loss_name == "ssi" else self.numerator / self.far
         return self.numerator / output.clamp(min=floor)
 
-    def metric_input(self, prediction: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """``ssi``: the raw output (a disparity up to scale and shift, possibly <= 0, which
-        :meth:`decode` has to clamp) so the metrics align it before inverting; otherwise the
-        decoded depth."""
-        return output if self.loss_name == "ssi" else prediction
-
     def metrics(self) -> DepthMetrics:
         """Depth metrics up to ``max_depth``; for ``ssi`` they take the raw disparity-like
-        output (:meth:`metric_input`) and align its scale and shift per image first."""
+        output (:meth:`~Task.metric_input`) and align its scale and shift per image first."""
         return DepthMetrics(
-            align_scale_shift=self.loss_name == "ssi",
+            align_scale_shift=self.scale_shift_invariant,
             max_depth=self.max_depth,
             disparity_scale=self.disparity_scale,
         )
