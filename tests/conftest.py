@@ -1,11 +1,13 @@
 """Fixtures shared across the test packages."""
 
+import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from densetasks._registry import Registry
 from densetasks.cli.main import main
@@ -112,3 +114,48 @@ def run_end_to_end(tmp_path: Path, monkeypatch) -> Callable[[dict[str, Any]], di
     torch.set_num_threads(1)
     yield lambda config: end_to_end(config, tmp_path, monkeypatch)
     torch.set_num_threads(threads)
+
+
+SWEEP_CONFIG = {
+    "seed": 1,
+    "tasks": {"semseg": {}, "depth": {}},
+    "data": {
+        "options": {"n_train": 8, "n_val": 4, "n_test": 4, "size": [32, 32]},
+        "batch_size": 4,
+        "crop_size": [32, 32],
+        "workers": 0,
+    },
+    "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
+    "balancer": {"name": "fixed"},
+    "train": {
+        "steps": 4,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eval_every": 2,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "images_every": 0,
+    },
+}
+"""The base config of the sweep tests: 4 steps of the tiny encoder at 32 px, checkpoints at
+steps 2 and 4."""
+
+
+@pytest.fixture
+def sweep_config() -> dict[str, Any]:
+    """A fresh copy of :data:`SWEEP_CONFIG`."""
+    return copy.deepcopy(SWEEP_CONFIG)
+
+
+@pytest.fixture
+def sweep_config_file(sweep_config: dict[str, Any], tmp_path: Path) -> Path:
+    """:data:`SWEEP_CONFIG` as a YAML file in this test's folder."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_config))
+    return path
+
+
+@pytest.fixture
+def sweep_cli() -> Callable[[list[str]], int]:
+    """``densetasks --debug sweep ARGV`` in this process: errors raise instead of printing."""
+    return lambda argv: main(["--debug", "sweep", *argv])

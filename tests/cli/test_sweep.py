@@ -1,6 +1,5 @@
 """``densetasks sweep`` end to end: 2 combinations x 4 steps of the tiny encoder at 32 px."""
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -9,46 +8,8 @@ import pytest
 import torch
 import yaml
 
-from densetasks.cli import sweep as sweep_command
 from densetasks.errors import ConfigError
 from densetasks.experiments import sweep as sweep_module
-
-CONFIG = {
-    "seed": 1,
-    "tasks": {"semseg": {}, "depth": {}},
-    "data": {
-        "options": {"n_train": 8, "n_val": 4, "n_test": 4, "size": [32, 32]},
-        "batch_size": 4,
-        "crop_size": [32, 32],
-        "workers": 0,
-    },
-    "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
-    "balancer": {"name": "fixed"},
-    "train": {
-        "steps": 4,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "eval_every": 2,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "images_every": 0,
-    },
-}
-
-
-def command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers()
-    sweep_command.add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -59,10 +20,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, tmp_path, capsys):
+def test_sweep_trains_each_combination_writes_results_and_resumes(
+    sweep_config_file, sweep_cli, tmp_path, capsys
+):
     out = tmp_path / "sweep"
     argv = [
-        str(config_file),
+        str(sweep_config_file),
         "--grid",
         "balancer.weights.depth=0.1,10",
         "--set",
@@ -70,7 +33,7 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
         "--out",
         str(out),
     ]
-    assert command(["sweep", *argv]) == 0
+    assert sweep_cli(argv) == 0
     names = ["balancer.weights.depth=0.1", "balancer.weights.depth=10"]
     assert sorted(path.name for path in (out / "runs").iterdir()) == names
     for name, depth_weight in zip(names, [0.1, 10.0], strict=True):
@@ -94,7 +57,7 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
     }
     shutil.copytree(out / "runs" / names[0], tmp_path / "uncertainty")
     capsys.readouterr()
-    assert command(["sweep", *argv, "--mark", str(tmp_path / "uncertainty")]) == 0
+    assert sweep_cli([*argv, "--mark", str(tmp_path / "uncertainty")]) == 0
     printed = capsys.readouterr().out
     assert printed.count("already finished, skipped") == 2
     assert "| uncertainty (marked) |" in printed
@@ -103,12 +66,11 @@ def test_sweep_trains_each_combination_writes_results_and_resumes(config_file, t
 
 
 @pytest.mark.slow
-def test_parallel_jobs_train_every_combination(config_file, tmp_path):
+def test_parallel_jobs_train_every_combination(sweep_config_file, sweep_cli, tmp_path):
     """Spawned processes each import torch: slow on a busy 2-core machine, hence ``slow``."""
     out = tmp_path / "sweep"
     argv = [
-        "sweep",
-        str(config_file),
+        str(sweep_config_file),
         "--grid",
         "train.lr=0.001,0.002",
         "--out",
@@ -116,7 +78,7 @@ def test_parallel_jobs_train_every_combination(config_file, tmp_path):
         "--jobs",
         "2",
     ]
-    assert command(argv) == 0
+    assert sweep_cli(argv) == 0
     stored = json.loads((out / "sweep.json").read_text())
     assert [run["name"] for run in stored["runs"]] == ["train.lr=0.001", "train.lr=0.002"]
     for name in ("train.lr=0.001", "train.lr=0.002"):
@@ -128,35 +90,37 @@ def test_parallel_jobs_train_every_combination(config_file, tmp_path):
         assert steps == [1, 2, 3, 4]
 
 
-def test_sweep_resumes_an_interrupted_run_and_evaluates_the_asked_split(config_file, tmp_path):
+def test_sweep_resumes_an_interrupted_run_and_evaluates_the_asked_split(
+    sweep_config_file, sweep_cli, tmp_path
+):
     out = tmp_path / "sweep"
-    argv = ["sweep", str(config_file), "--grid", "train.lr=0.001", "--out", str(out)]
-    assert command(argv) == 0
+    argv = [str(sweep_config_file), "--grid", "train.lr=0.001", "--out", str(out)]
+    assert sweep_cli(argv) == 0
     run_dir = out / "runs" / "train.lr=0.001"
     # Simulate a kill after the last checkpoint: the final metrics are missing.
     for metrics in run_dir.glob("metrics_*.json"):
         metrics.unlink()
-    assert command([*argv, "--split", "test"]) == 0
+    assert sweep_cli([*argv, "--split", "test"]) == 0
     assert (run_dir / "metrics_val.json").is_file() and (run_dir / "metrics_test.json").is_file()
     assert json.loads((out / "sweep.json").read_text())["split"] == "test"
 
 
-def test_a_bad_grid_key_fails_before_training(config_file, tmp_path):
+def test_a_bad_grid_key_fails_before_training(sweep_config_file, sweep_cli, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.stepz"):
-        command(
-            ["sweep", str(config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")]
+        sweep_cli(
+            [str(sweep_config_file), "--grid", "train.stepz=1,2", "--out", str(tmp_path / "s")]
         )
     assert not (tmp_path / "s").exists()
 
 
-def test_a_bad_task_option_fails_before_training(config_file, tmp_path):
+def test_a_bad_task_option_fails_before_training(sweep_config_file, sweep_cli, tmp_path):
     """Task options are checked by the task itself: the sweep builds every run's tasks while
     planning, so a bad one stops the sweep before any run trains."""
     out = tmp_path / "s"
     grid = ["--grid", "tasks.depth.primary_metric=rmse,no_such_metric"]
     message = r"sweep run .*no_such_metric: depth\.primary_metric must be"
     with pytest.raises(ConfigError, match=message):
-        command(["sweep", str(config_file), *grid, "--out", str(out)])
+        sweep_cli([str(sweep_config_file), *grid, "--out", str(out)])
     assert not (out / "runs").exists()
 
 
@@ -175,12 +139,12 @@ def fake_train(config: dict, run_dir: str, threads: int | None) -> None:
 
 
 def test_seeds_train_each_combination_once_per_seed_and_resume(
-    config_file, tmp_path, monkeypatch, capsys
+    sweep_config_file, sweep_cli, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setattr(sweep_module, "train_one", fake_train)
     out = tmp_path / "sweep"
-    argv = ["sweep", str(config_file), "--grid", "train.lr=0.1,0.2", "--out", str(out)]
-    assert command([*argv, "--seeds", "0", "1"]) == 0
+    argv = [str(sweep_config_file), "--grid", "train.lr=0.1,0.2", "--out", str(out)]
+    assert sweep_cli([*argv, "--seeds", "0", "1"]) == 0
     names = [f"train.lr={lr},seed={seed}" for lr in (0.1, 0.2) for seed in (0, 1)]
     assert sorted(path.name for path in (out / "runs").iterdir()) == names
     for name in names:
@@ -190,11 +154,11 @@ def test_seeds_train_each_combination_once_per_seed_and_resume(
     assert stored["keys"] == ["train.lr", "seed"]
     assert [run["overrides"]["seed"] for run in stored["runs"]] == [0, 1, 0, 1]
     capsys.readouterr()
-    assert command([*argv, "--seeds", "0", "1", "2"]) == 0  # one more seed: only it trains
+    assert sweep_cli([*argv, "--seeds", "0", "1", "2"]) == 0  # one more seed: only it trains
     assert capsys.readouterr().out.count("already finished, skipped") == 4
     assert (out / "runs" / "train.lr=0.2,seed=2" / "metrics_val.json").is_file()
 
 
-def test_sweep_needs_a_grid_or_seeds(config_file, tmp_path):
+def test_sweep_needs_a_grid_or_seeds(sweep_config_file, sweep_cli, tmp_path):
     with pytest.raises(ConfigError, match="--grid KEY=V1,V2,... or --seeds"):
-        command(["sweep", str(config_file), "--out", str(tmp_path / "s")])
+        sweep_cli([str(sweep_config_file), "--out", str(tmp_path / "s")])

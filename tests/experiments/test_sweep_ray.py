@@ -5,57 +5,18 @@ backend finds it already connected and leaves it open. Without Ray installed (th
 extra ``densetasks[ray]``) the Ray tests are skipped and only the flag checks run.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from densetasks.cli import sweep as sweep_command
 from densetasks.errors import ConfigError, TrainingError
 from densetasks.experiments.sweep import plan_grid, run_sweep
 from densetasks.experiments.sweep_ray import ray_backend
 
-CONFIG = {
-    "seed": 1,
-    "tasks": {"semseg": {}, "depth": {}},
-    "data": {
-        "options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]},
-        "batch_size": 2,
-        "crop_size": [32, 32],
-        "workers": 0,
-    },
-    "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
-    "balancer": {"name": "fixed"},
-    "train": {
-        "steps": 2,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "eval_every": 2,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "images_every": 0,
-    },
-}
 NAMES = ["train.lr=0.001", "train.lr=0.002"]
-
-
-def command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers()
-    sweep_command.add_parser(subparsers)
-    args = parser.parse_args(["sweep", *argv])
-    return args.func(args)
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +37,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def sweep_argv(config_file: Path, out: Path) -> list[str]:
-    return [str(config_file), "--grid", "train.lr=0.001,0.002", "--out", str(out)]
+def sweep_argv(sweep_config_file: Path, out: Path) -> list[str]:
+    return [str(sweep_config_file), "--grid", "train.lr=0.001,0.002", "--out", str(out)]
 
 
 def train_losses(run_dir: Path) -> list[tuple[int, float]]:
@@ -95,9 +56,13 @@ def run_files(run_dir: Path) -> list[str]:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_ray_backend_trains_the_same_runs_as_the_local_backend(ray_instance, config_file, tmp_path):
-    assert command([*sweep_argv(config_file, tmp_path / "local"), "--backend", "local"]) == 0
-    assert command([*sweep_argv(config_file, tmp_path / "ray"), "--backend", "ray"]) == 0
+def test_ray_backend_trains_the_same_runs_as_the_local_backend(
+    ray_instance, sweep_config_file, sweep_cli, tmp_path
+):
+    assert (
+        sweep_cli([*sweep_argv(sweep_config_file, tmp_path / "local"), "--backend", "local"]) == 0
+    )
+    assert sweep_cli([*sweep_argv(sweep_config_file, tmp_path / "ray"), "--backend", "ray"]) == 0
     local = json.loads((tmp_path / "local" / "sweep.json").read_text())
     remote = json.loads((tmp_path / "ray" / "sweep.json").read_text())
     assert [run["name"] for run in remote["runs"]] == NAMES
@@ -114,17 +79,17 @@ def test_ray_backend_trains_the_same_runs_as_the_local_backend(ray_instance, con
 
 
 def test_ray_backend_skips_finished_runs_and_resumes_an_interrupted_one(
-    ray_instance, config_file, tmp_path, capsys
+    ray_instance, sweep_config_file, sweep_cli, tmp_path, capsys
 ):
     out = tmp_path / "sweep"
-    argv = [*sweep_argv(config_file, out), "--backend", "ray", "--cpus-per-run", "1"]
-    assert command(argv) == 0
+    argv = [*sweep_argv(sweep_config_file, out), "--backend", "ray", "--cpus-per-run", "1"]
+    assert sweep_cli(argv) == 0
     interrupted, finished = (out / "runs" / name for name in NAMES)
     stamp = (finished / "metrics_val.json").stat().st_mtime_ns
     for metrics in interrupted.glob("metrics_*.json"):
         metrics.unlink()  # killed after its last checkpoint, before the final metrics
     capsys.readouterr()
-    assert command([*argv, "--split", "test"]) == 0
+    assert sweep_cli([*argv, "--split", "test"]) == 0
     printed = capsys.readouterr().out
     assert f"sweep: {finished.name} already finished, skipped" in printed
     assert f"sweep: {interrupted.name} finished" in printed
@@ -132,13 +97,15 @@ def test_ray_backend_skips_finished_runs_and_resumes_an_interrupted_one(
     # A fresh start would have refused the folder (it holds last.pt): the run resumed, and
     # trained no step twice.
     assert (interrupted / "metrics_val.json").is_file()
-    assert [step for step, _ in train_losses(interrupted)] == [1, 2]
+    assert [step for step, _ in train_losses(interrupted)] == [1, 2, 3, 4]
     assert json.loads((out / "sweep.json").read_text())["split"] == "test"
 
 
-def test_a_failed_ray_run_is_named_with_its_error_and_the_others_finish(ray_instance, tmp_path):
+def test_a_failed_ray_run_is_named_with_its_error_and_the_others_finish(
+    ray_instance, sweep_config, tmp_path
+):
     grid = {"model.init_from": [None, str(tmp_path / "missing")]}
-    planned = plan_grid(CONFIG, grid, tmp_path / "runs")
+    planned = plan_grid(sweep_config, grid, tmp_path / "runs")
     lines: list[str] = []
     with pytest.raises(TrainingError) as raised:
         run_sweep(planned, log=lines.append, backend=ray_backend())
@@ -160,13 +127,17 @@ def test_a_failed_ray_run_is_named_with_its_error_and_the_others_finish(ray_inst
         (["--backend", "ray", "--cpus-per-run", "0"], "needs CPUs > 0"),
     ],
 )
-def test_backend_flags_are_checked_before_anything_trains(config_file, tmp_path, flags, fragment):
+def test_backend_flags_are_checked_before_anything_trains(
+    sweep_config_file, sweep_cli, tmp_path, flags, fragment
+):
     with pytest.raises(ConfigError, match=fragment):
-        command([*sweep_argv(config_file, tmp_path / "s"), *flags])
+        sweep_cli([*sweep_argv(sweep_config_file, tmp_path / "s"), *flags])
     assert not (tmp_path / "s").exists()
 
 
-def test_without_ray_the_backend_says_how_to_install_it(config_file, tmp_path, monkeypatch):
+def test_without_ray_the_backend_says_how_to_install_it(
+    sweep_config_file, sweep_cli, tmp_path, monkeypatch
+):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'densetasks\[ray\]'"):
-        command([*sweep_argv(config_file, tmp_path / "s"), "--backend", "ray"])
+        sweep_cli([*sweep_argv(sweep_config_file, tmp_path / "s"), "--backend", "ray"])
