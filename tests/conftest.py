@@ -1,5 +1,6 @@
 """Fixtures shared across the test packages."""
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,32 @@ from densetasks.inference import Predictor
 
 class Interrupt(Exception):
     """Stands in for the process being killed."""
+
+
+@contextlib.contextmanager
+def killed_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
+    """Training inside the block dies as step ``step`` starts (after whatever its checkpoints
+    hold), as a kill would; afterwards the real step is back for the resume."""
+    import densetasks.engine.run as run_module
+
+    real_step = run_module.train_step
+
+    def dying(parts: Any, batch: Any, at: int) -> Any:
+        if at == step:
+            raise Interrupt
+        return real_step(parts, batch, at)
+
+    monkeypatch.setattr(run_module, "train_step", dying)
+    with pytest.raises(Interrupt):
+        yield
+    monkeypatch.setattr(run_module, "train_step", real_step)
+
+
+@pytest.fixture
+def kill_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Any]:
+    """``with kill_at_step(n): train(...)``: :func:`killed_at_step` with this test's
+    monkeypatch."""
+    return lambda step: killed_at_step(monkeypatch, step)
 
 
 @pytest.fixture
@@ -62,19 +89,8 @@ def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str,
     )
     whole = train(config, tmp_path / "whole")
 
-    import densetasks.engine.run as run_module
-
-    real_step = run_module.train_step
-
-    def killed_at_step_2(parts, batch, step):
-        if step == 2:
-            raise Interrupt
-        return real_step(parts, batch, step)
-
-    monkeypatch.setattr(run_module, "train_step", killed_at_step_2)
-    with pytest.raises(Interrupt):
+    with killed_at_step(monkeypatch, 2):
         train(config, tmp_path / "killed")
-    monkeypatch.setattr(run_module, "train_step", real_step)
     train(config, tmp_path / "killed", resume=True)
     expected = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
     resumed = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]

@@ -133,11 +133,7 @@ def test_eval_reproduces_the_stored_metrics(instant_run, capsys):
     assert "miou*" in table and "depth" in table
 
 
-class Interrupt(Exception):
-    """Stands in for the process being killed."""
-
-
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kill_at_step):
     config = {
         **CONFIG,
         "train": {
@@ -152,20 +148,9 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     path = write_config(tmp_path, config)
     assert command(["train", str(path), "--out", str(tmp_path / "whole")]) == 0
 
-    import densetasks.engine.run as run_module
-
-    real_step = run_module.train_step
-
-    def killed_at_step_6(parts, batch, step):
-        if step == 6:
-            raise Interrupt
-        return real_step(parts, batch, step)
-
-    monkeypatch.setattr(run_module, "train_step", killed_at_step_6)
-    with pytest.raises(Interrupt):
+    with kill_at_step(6):
         command(["train", str(path), "--out", str(tmp_path / "killed")])
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["step"] == 4
-    monkeypatch.setattr(run_module, "train_step", real_step)
     with pytest.raises(ConfigError, match="--resume"):
         command(["train", str(path), "--out", str(tmp_path / "killed")])
     assert command(["train", str(path), "--out", str(tmp_path / "killed"), "--resume"]) == 0

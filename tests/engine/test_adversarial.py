@@ -227,27 +227,12 @@ def test_eval_on_the_target_writes_what_training_wrote(tmp_path, capsys):
     assert not (plain / "metrics_target_test.json").exists()
 
 
-class Interrupt(Exception):
-    """Stands in for the process being killed."""
-
-
-def test_resume_of_an_adaptation_run_is_exact(tmp_path, monkeypatch):
+def test_resume_of_an_adaptation_run_is_exact(tmp_path, kill_at_step):
     config = validate_config({**CONFIG, "train": {**CONFIG["train"], "steps": 5}})
     train(config, tmp_path / "whole")
 
-    import densetasks.engine.run as run_module
-
-    real_step = run_module.train_step
-
-    def killed_at_step_3(parts, batch, step):
-        if step == 3:
-            raise Interrupt
-        return real_step(parts, batch, step)
-
-    monkeypatch.setattr(run_module, "train_step", killed_at_step_3)
-    with pytest.raises(Interrupt):
+    with kill_at_step(3):
         train(config, tmp_path / "killed")
-    monkeypatch.setattr(run_module, "train_step", real_step)
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["step"] == 2
     train(config, tmp_path / "killed", resume=True)
 
