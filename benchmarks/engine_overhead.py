@@ -16,9 +16,8 @@ import torch
 
 from densetasks.balancers import create_balancer
 from densetasks.engine.config import TrainConfig
-from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import StepParts, train_step
-from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.optim import build_optimizer
 from densetasks.models import create_model
 from densetasks.tasks.registry import create_task
 
@@ -42,21 +41,8 @@ def build(encoder: str):
 
 def engine_step(encoder: str):
     tasks, model, config, optimizer = build(encoder)
-    parts = StepParts(
-        model=model,
-        architecture=model,
-        tasks=tasks,
-        balancer=create_balancer("equal", list(tasks.values())),
-        optimizer=optimizer,
-        schedule=LearningRateSchedule(optimizer, config),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=model.shared_parameters(),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        channels_last=False,
-        clip_grad_norm=None,
-        process=ProcessInfo(),
-    )
+    balancer = create_balancer("equal", list(tasks.values()))
+    parts = StepParts.on_cpu(model, tasks, balancer, optimizer, config)
     counter = iter(range(10**9))
     return lambda batch: train_step(parts, batch, next(counter))
 

@@ -48,7 +48,7 @@ from densetasks.engine import build
 from densetasks.engine.config import RunConfig, load_config, validate_config
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import StepParts, train_step
-from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.optim import build_optimizer
 from densetasks.engine.passes import to_device
 from densetasks.experiments.report import write_report
 from densetasks.experiments.report_seeds import Spread, close_to_best, within_spread
@@ -217,22 +217,7 @@ def step_timer(config: RunConfig, balancer: str) -> Callable[[dict[str, Any]], f
         model.decoder_parameters(),
         balancer_module.parameters(),
     )
-    parts = StepParts(
-        model=model,
-        architecture=model,
-        tasks=tasks,
-        balancer=balancer_module,
-        optimizer=optimizer,
-        schedule=LearningRateSchedule(optimizer, run.train),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=model.shared_parameters(),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        channels_last=False,
-        clip_grad_norm=run.train.clip_grad_norm,
-        process=ProcessInfo(),
-        seed=run.seed,
-    )
+    parts = StepParts.on_cpu(model, tasks, balancer_module, optimizer, run.train, seed=run.seed)
     steps = iter(range(10**9))
 
     def timed(batch: dict[str, Any]) -> float:

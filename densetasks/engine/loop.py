@@ -14,12 +14,14 @@ The engine never names a task: everything iterates the ``tasks`` mapping.
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from densetasks.balancers.base import Balancer
 from densetasks.engine.adversarial import DomainAdversary
+from densetasks.engine.config import TrainConfig
 from densetasks.engine.distributed import (
     ProcessInfo,
     all_reduce_mean,
@@ -57,6 +59,40 @@ class StepParts:
     """Seeds the conditions drawn for a batch (palette rules) together with the step."""
     adversary: DomainAdversary | None = None
     """Discriminators of a domain-adaptation run; then every step also takes a target batch."""
+
+    @classmethod
+    def on_cpu(
+        cls,
+        architecture: nn.Module,
+        tasks: Mapping[str, Task],
+        balancer: Balancer,
+        optimizer: torch.optim.Optimizer,
+        train: TrainConfig,
+        shared_parameters: list[nn.Parameter] | None = None,
+        **extra: Any,
+    ) -> "StepParts":
+        """One process on the CPU in float32, the model called as it is (no DDP wrapper, no
+        AMP, channels first): for code that drives :func:`train_step` itself, such as tests
+        and benchmarks. ``shared_parameters`` default to the architecture's; ``extra`` sets
+        ``seed`` or ``adversary``."""
+        return cls(
+            model=architecture,
+            architecture=architecture,
+            tasks=tasks,
+            balancer=balancer,
+            optimizer=optimizer,
+            schedule=LearningRateSchedule(optimizer, train),
+            scaler=torch.amp.GradScaler("cpu", enabled=False),
+            shared_parameters=(
+                architecture.shared_parameters() if shared_parameters is None else shared_parameters
+            ),
+            device=torch.device("cpu"),
+            amp_dtype=None,
+            channels_last=False,
+            clip_grad_norm=train.clip_grad_norm,
+            process=ProcessInfo(),
+            **extra,
+        )
 
 
 @dataclass

@@ -13,7 +13,7 @@ from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.engine.config import validate_config
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import TARGET_IMAGES, StepParts, train_step
-from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.optim import build_optimizer
 from densetasks.engine.passes import to_device
 from densetasks.engine.run import train
 from densetasks.errors import ConfigError
@@ -68,20 +68,12 @@ def step_parts(config):
     optimizer = build_optimizer(
         config.train, model.encoder_parameters(), model.decoder_parameters()
     )
-    parts = StepParts(
-        model=model,
-        architecture=model,
-        tasks=tasks,
-        balancer=balancer,
-        optimizer=optimizer,
-        schedule=LearningRateSchedule(optimizer, config.train),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=model.shared_parameters(),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        channels_last=False,
-        clip_grad_norm=None,
-        process=ProcessInfo(),
+    parts = StepParts.on_cpu(
+        model,
+        tasks,
+        balancer,
+        optimizer,
+        config.train,
         adversary=build.build_adversary(config, tasks, model),
     )
     kinds = build.run_label_kinds(tasks, model)

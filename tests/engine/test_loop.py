@@ -4,9 +4,8 @@ from torch import nn
 
 from densetasks.balancers import create_balancer
 from densetasks.engine.config import TrainConfig
-from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import StepParts, check_finite, evaluate, task_losses, train_step
-from densetasks.engine.optim import LearningRateSchedule, build_optimizer
+from densetasks.engine.optim import build_optimizer
 from densetasks.errors import TrainingError
 from densetasks.models.base import AdaptedOutputs, Architecture, AuxiliaryOutput
 from densetasks.tasks.registry import create_task
@@ -121,20 +120,8 @@ def parts_for(model, tasks, clip):
         [model.shared.weight, model.shared.bias],
         list(model.semseg.parameters()) + list(model.depth.parameters()),
     )
-    return StepParts(
-        model=model,
-        architecture=model,
-        tasks=tasks,
-        balancer=balancer,
-        optimizer=optimizer,
-        schedule=LearningRateSchedule(optimizer, config),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        shared_parameters=list(model.shared.parameters()),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        channels_last=False,
-        clip_grad_norm=clip,
-        process=ProcessInfo(),
+    return StepParts.on_cpu(
+        model, tasks, balancer, optimizer, config, shared_parameters=list(model.shared.parameters())
     )
 
 
