@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from densetasks.balancers import BALANCERS
+from densetasks.cli.parsing import add_overrides_option
 from densetasks.data import write_folder_dataset
 from densetasks.data.registry import SPLITS, create_dataset
 from densetasks.engine import build
@@ -83,14 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="balancers to compare (default: every registered one but "
         f"{', '.join(LEFT_OUT)}); equal is always included, as the cost reference",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run",
-    )
+    add_overrides_option(parser, "every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument(
         "--timing-rounds", type=int, default=15, help="interleaved rounds of the cost timing"

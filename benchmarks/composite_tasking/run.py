@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from densetasks.cli.parsing import add_overrides_option
 from densetasks.data.palettes import create_palette_rule, write_palette_png
 from densetasks.data.registry import create_dataset
 from densetasks.engine.config import RunConfig, load_config
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--quick", action="store_true", help="a few steps at 32 px")
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats per model")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_option(parser, "every run")
     args = parser.parse_args(argv)
     if args.quick:
         args.overrides = [*QUICK, *args.overrides]

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.build import build_model, build_tasks, open_dataset
 from densetasks.engine.config import load_config, validate_config
 from densetasks.experiments.report import (
@@ -132,14 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 16 scenes")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run",
-    )
+    add_overrides_option(parser, "every run")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "cross_task_attention")
     parser.add_argument(
         "--report-dir",

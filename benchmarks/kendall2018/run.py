@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
 from densetasks.experiments.report import (
     build_report,
@@ -84,14 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=V1,V2,...",
         help=f"fixed-weight grid (repeatable; default {' '.join(DEFAULT_GRID)})",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run",
-    )
+    add_overrides_option(parser, "every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument(
         "--seeds",

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from cost import SPLITS, markdown, measure_cost, speedups
 
+from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
 from densetasks.experiments.report import format_text_table, write_report
 from densetasks.experiments.report_seeds import within_spread
@@ -105,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="interleaved latency repeats")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 2 seeds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_option(parser, "every run")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "network_fission")
     parser.add_argument(
         "--report-dir",

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from densetasks.cli.parsing import add_overrides_option
+
 if TYPE_CHECKING:
     from densetasks.experiments.sweep import Backend
 
@@ -43,14 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train every combination once per seed (the config's top-level seed), e.g. "
         "--seeds 0 1 2; the run folders end in seed=N (same as --grid seed=0,1,2)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run, e.g. --set train.steps=500 (repeatable)",
-    )
+    add_overrides_option(parser, "every run")
     parser.add_argument("--out", required=True, type=Path, help="sweep folder")
     parser.add_argument(
         "--jobs",

@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+from densetasks.cli.parsing import add_overrides_option
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,14 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "directory. Under torchrun every process runs this same command.",
     )
     parser.add_argument("config", type=Path, metavar="CONFIG", help="YAML run configuration")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by dotted key, e.g. --set train.lr=1e-3 (repeatable)",
-    )
+    add_overrides_option(parser, "the run")
     parser.add_argument(
         "--out",
         type=Path,
