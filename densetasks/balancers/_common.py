@@ -50,6 +50,17 @@ def per_task_values(
     return [float(values.get(name, default)) for name in task_names]
 
 
+def trainable_shared(
+    shared_parameters: Iterable[torch.nn.Parameter], method: str
+) -> list[torch.nn.Parameter]:
+    """The shared parameters that require grad, which a balancer combining shared gradients
+    itself works on; a ``ValueError`` naming ``method`` when there is none."""
+    shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
+    if not shared:
+        raise ValueError(f"{method} needs at least one shared parameter that requires grad")
+    return shared
+
+
 def average_across_processes(tensors: Iterable[torch.Tensor]) -> None:
     """Average each tensor in place over the processes of a ``torch.distributed`` run.
 

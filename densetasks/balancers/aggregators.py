@@ -73,6 +73,7 @@ from densetasks.balancers._common import (
     average_across_processes,
     backward_with_shared_update,
     ordered_losses,
+    trainable_shared,
 )
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
@@ -226,11 +227,7 @@ class JacobianAggregationBalancer(Balancer):
         it leaves are then replaced by the (process-averaged) aggregation.
         """
         total = self(losses)
-        shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
-        if not shared:
-            raise ValueError(
-                "Jacobian aggregation needs at least one shared parameter that requires grad"
-            )
+        shared = trainable_shared(shared_parameters, "Jacobian aggregation")
         scaled = [scale(loss) for loss in ordered_losses(losses, self.task_names)]
         loss_scale = float(scale(torch.ones((), device=total.device)))
         aggregated, weights = self._aggregate(scaled, shared, loss_scale)

@@ -27,6 +27,7 @@ from densetasks.balancers._common import (
     average_across_processes,
     backward_with_shared_update,
     ordered_losses,
+    trainable_shared,
 )
 from densetasks.balancers.base import Balancer
 from densetasks.errors import ConfigError
@@ -68,9 +69,7 @@ class DBMTLBalancer(Balancer):
         divided by the loss scale s before entering the EMA.
         """
         total = self(losses)
-        shared = [parameter for parameter in shared_parameters if parameter.requires_grad]
-        if not shared:
-            raise ValueError("DB-MTL needs at least one shared parameter that requires grad")
+        shared = trainable_shared(shared_parameters, "DB-MTL")
         loss_scale = float(scale(torch.ones((), device=total.device)))
         update, scales = self._shared_update(losses, shared, scale, loss_scale)
         pieces = update.split([parameter.numel() for parameter in shared])
