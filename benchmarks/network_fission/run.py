@@ -277,11 +277,9 @@ def _cell(mean: float, std: float | None, signed: bool = False) -> str:
     return text if std is None else f"{text} ± {std:.2f}"
 
 
-def _verdict(check: dict[str, Any], yes: str, no: str) -> str:
-    """``yes`` or ``no`` by ``check["holds"]`` / ``check["helps"]``, and whether the rows
-    are within the seeds' spread."""
-    verdict = yes if check.get("holds", check.get("helps")) else no
-    return verdict + (" (within the seeds' spread)" if check["within_spread"] else "")
+def _verdict(ok: bool, within_spread: bool, yes: str, no: str) -> str:
+    """``yes`` or ``no``, and whether the compared rows are within the seeds' spread."""
+    return (yes if ok else no) + (" (within the seeds' spread)" if within_spread else "")
 
 
 def table_markdown(title: str, result: dict[str, Any]) -> list[str]:
@@ -307,13 +305,14 @@ def table_markdown(title: str, result: dict[str, Any]) -> list[str]:
             f"\n{check['balance']}, Δm {check['delta_m']}: best of mid / early_mid = {a[0]} "
             f"{_cell(a[1], a[2], signed=True)} vs best of early / late = {b[0]} "
             f"{_cell(b[1], b[2], signed=True)}: mid / early-mid ≥ early and late "
-            f"{_verdict(check, 'holds', 'does not hold')}."
+            f"{_verdict(check['holds'], check['within_spread'], 'holds', 'does not hold')}."
         )
     for split, effect in result.get("normals_init", {}).items():
         lines.append(
             f"\n{split}, balanced: from scratch {_cell(*effect['scratch'], signed=True)} vs "
             f"from the normals network {_cell(*effect['normals_init'], signed=True)}: the "
-            f"normals initialisation {_verdict(effect, 'helps', 'does not help')}."
+            f"normals initialisation "
+            f"{_verdict(effect['helps'], effect['within_spread'], 'helps', 'does not help')}."
         )
     return [*lines, ""]
 

@@ -166,7 +166,7 @@ class Depth(Task):
         millions of metres (which would swamp RMSE early in training); ``ssi`` outputs are
         only defined up to scale and shift, so there only non-positive values are clamped.
         """
-        floor = MIN_OUTPUT if self.loss_name == "ssi" else self.numerator / self.far
+        floor = MIN_OUTPUT if self.scale_shift_invariant else self.numerator / self.far
         return self.numerator / output.clamp(min=floor)
 
     def metrics(self) -> DepthMetrics:
