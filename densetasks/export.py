@@ -43,8 +43,8 @@ from densetasks.data.palettes import ALL_TASKS
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.data.transforms import Normalize, resize
 from densetasks.engine import build
+from densetasks.engine.inference import LoadedRun, load_run
 from densetasks.errors import ConfigError, DataError, DenseTasksError
-from densetasks.inference import LoadedRun, load_run
 from densetasks.models.base import Architecture, Encoder
 from densetasks.tasks.base import Task
 
@@ -503,7 +503,7 @@ def _split_images(run: LoadedRun, size: tuple[int, ...], count: int) -> torch.Te
     except DenseTasksError:
         return None
     images = [
-        resize({"image": dataset[index]["image"]}, tuple(size))["image"]
+        resize({"image": dataset[index]["image"]}, tuple(size), {})["image"]
         for index in range(min(count, len(dataset)))
     ]
     return torch.stack(images) if images else None

@@ -15,8 +15,8 @@ from densetasks.cli.main import main
 from densetasks.data.io import write_image
 from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.engine.config import validate_config
+from densetasks.engine.inference import Predictor
 from densetasks.engine.run import evaluate_run, train
-from densetasks.inference import Predictor
 
 
 class Interrupt(Exception):

@@ -12,6 +12,7 @@ import torch
 
 from densetasks.data.sample import LabelKind
 from densetasks.engine.config import validate_config
+from densetasks.engine.inference import load_run
 from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
 from densetasks.export import (
@@ -25,7 +26,6 @@ from densetasks.export import (
     scale_shift_difference,
     scaled_max_difference,
 )
-from densetasks.inference import load_run
 
 SMALL = {"decoder_widths": [16, 8, 8, 8, 8]}
 EXPORTABLE = {

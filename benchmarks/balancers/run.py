@@ -54,6 +54,7 @@ from densetasks.engine.passes import to_device
 from densetasks.experiments.report import write_report
 from densetasks.experiments.report_seeds import Spread, close_to_best, within_spread
 from densetasks.experiments.sweep import PlannedRun, pareto_front, plan_runs, run_sweep
+from densetasks.tasks.registry import label_kinds
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -151,9 +152,11 @@ def render_once(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     if not (folder / "dataset.json").is_file():
         tasks = list(config["tasks"])
         for split in SPLITS:
-            scenes = create_dataset("synthetic", split, tasks=tasks, **data["options"])
+            scenes = create_dataset(
+                "synthetic", split, label_kinds(), tasks=tasks, **data["options"]
+            )
             samples = (scenes[index] for index in range(len(scenes)))
-            write_folder_dataset(samples, folder, split, scenes.task_options)
+            write_folder_dataset(samples, folder, split, label_kinds(), scenes.task_options)
     return {"data.dataset": "folder", "data.root": str(folder), "data.options": {}}
 
 

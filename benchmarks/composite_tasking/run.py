@@ -38,11 +38,12 @@ from densetasks.cli.parsing import add_overrides_option
 from densetasks.data.palettes import create_palette_rule, write_palette_png
 from densetasks.data.registry import create_dataset
 from densetasks.engine.config import RunConfig, load_config
+from densetasks.engine.inference import Predictor
 from densetasks.engine.run import train
-from densetasks.inference import Predictor
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
 from densetasks.pictures import contact_sheet
+from densetasks.tasks.registry import label_kinds
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "popovic2021_synthetic.yaml"
@@ -227,7 +228,7 @@ def pictures(args: argparse.Namespace, base: RunConfig) -> list[str]:
     """An R1r mosaic and an Rrnd sheet of the CTN on test images."""
     folder = args.report / "pictures"
     folder.mkdir(parents=True, exist_ok=True)
-    test = create_dataset("synthetic", "test", **base.data.options)
+    test = create_dataset("synthetic", "test", label_kinds(), **base.data.options)
     written = []
     for trained, rule in (("R1r", "R1r"), ("Rrnd", "Rrnd")):
         predictor = Predictor.from_run_dir(args.out / f"ctn_{trained}")

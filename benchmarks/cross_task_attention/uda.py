@@ -38,6 +38,7 @@ from densetasks.data.registry import create_dataset
 from densetasks.engine import build
 from densetasks.engine.config import load_config
 from densetasks.engine.distributed import ProcessInfo
+from densetasks.engine.inference import load_run
 from densetasks.engine.loop import evaluate
 from densetasks.engine.run import train
 from densetasks.experiments.report import (
@@ -46,7 +47,7 @@ from densetasks.experiments.report import (
     load_group,
     load_records,
 )
-from densetasks.inference import load_run
+from densetasks.tasks.registry import label_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "lopes2023_synthetic_sd_uda.yaml"
@@ -148,7 +149,7 @@ def same_scenes_in_night(run_dir: Path) -> dict[str, dict[str, float]]:
     the gap of appearance alone (the target's own test split holds other scenes)."""
     run = load_run(run_dir)
     options = {**run.config.data.options, "style": "night"}
-    dataset = create_dataset("synthetic", run.config.data.test_split, **options)
+    dataset = create_dataset("synthetic", run.config.data.test_split, label_kinds(), **options)
     dataset.transform = run.transform
     kinds = build.run_label_kinds(run.tasks, run.model)
     loader = build.eval_loader(run.config, dataset, kinds, ProcessInfo())

@@ -24,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from densetasks.engine.build import build_tasks, open_dataset
 from densetasks.engine.config import load_config
+from densetasks.engine.inference import load_run
 from densetasks.engine.run import train
 from densetasks.export import ExportGraph, check_export, export_run, read_sidecar
-from densetasks.inference import load_run
 from densetasks.models import create_model
 
 SPLITS = ("early", "early_mid", "mid", "late")

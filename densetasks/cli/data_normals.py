@@ -14,6 +14,7 @@ from densetasks.data.geometry import (
     preset_options,
 )
 from densetasks.errors import DataError
+from densetasks.tasks.registry import label_kinds
 
 _CAMERA_FLAGS = ("fx", "fy", "cx", "cy")
 
@@ -111,8 +112,12 @@ def _add_real_depth_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     flat = args.flat_classes is not None
+    kinds = label_kinds()
     dataset = FolderDataset(
-        args.root, split=args.split, tasks=["depth", "semseg"] if flat else ["depth"]
+        args.root,
+        split=args.split,
+        tasks=["depth", "semseg"] if flat else ["depth"],
+        label_kinds=kinds,
     )
     flat_classes = _flat_classes(args, dataset)
     camera = _camera_from_flags(args)
@@ -139,10 +144,10 @@ def run(args: argparse.Namespace) -> int:
             flat_classes=flat_classes,
             **_normals_options(args, sample["depth"].shape[-1]),
         )
-        write_label(args.root, "normals", name, normals, args.file_format)
+        write_label(args.root, "normals", name, normals, kinds, args.file_format)
         written += 1
     if written:
-        register_tasks(args.root, ["normals"])
+        register_tasks(args.root, ["normals"], kinds)
     print(f"wrote {written} normal maps to {args.root / 'normals'}")
     if without_depth:
         print(f"skipped {without_depth} images without depth")

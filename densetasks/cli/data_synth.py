@@ -11,6 +11,7 @@ from densetasks.data.geometry import normals_from_depth, preset_options
 from densetasks.data.synthetic import STYLES, SyntheticScenes
 from densetasks.data.synthetic.depth_noise import DEPTH_NOISE_MODELS
 from densetasks.errors import ConfigError
+from densetasks.tasks.registry import label_kinds
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     samples = (scenes[index] for index in range(len(scenes)))
     if args.normals_from_depth:
         samples = _with_normals_from_depth(samples, args.size[1])
-    written = write_folder_dataset(samples, args.out, args.split, scenes.task_options)
-    dataset = FolderDataset(args.out, split=args.split)
+    kinds = label_kinds()
+    written = write_folder_dataset(samples, args.out, args.split, kinds, scenes.task_options)
+    dataset = FolderDataset(args.out, split=args.split, label_kinds=kinds)
     height, width = args.size
     print(f"wrote {written} samples of {height}x{width} to {args.out} (split {args.split!r})")
     print(f"tasks: {', '.join(dataset.tasks)}")

@@ -28,6 +28,7 @@ from densetasks.engine.run import train
 from densetasks.errors import ConfigError
 from densetasks.experiments.report import format_text_table, write_report
 from densetasks.experiments.run_record import load_run_record
+from densetasks.tasks.registry import label_kinds
 
 DEMO_TASKS = ("semseg", "depth", "normals")
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -149,7 +150,8 @@ def write_demo_dataset(root: Path, scale: DemoScale) -> None:
         scenes = SyntheticScenes(
             n=count, size=scale.size, seed=SPLIT_SEEDS[split], tasks=DEMO_TASKS
         )
-        write_folder_dataset((scenes[i] for i in range(count)), root, split, scenes.task_options)
+        samples = (scenes[i] for i in range(count))
+        write_folder_dataset(samples, root, split, label_kinds(), scenes.task_options)
 
 
 def demo_config(

@@ -4,7 +4,7 @@ For each image ``<stem>.<ext>`` it writes ``<stem>_<task>.png`` per task (the ta
 visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and every task
 side by side, each panel labelled, with a class legend under the panels of tasks with class
 names and a colour bar in metres under depth (drawn by :mod:`densetasks.pictures`). The
-prediction itself is the one inference path, :class:`~densetasks.inference.Predictor`; a
+prediction itself is the one inference path, :class:`~densetasks.engine.inference.Predictor`; a
 conditioned model takes its inputs from ``--condition NAME=PNG`` (e.g. a Task Palette of
 task ids), otherwise its evaluation plan. A CompositeTasking run's Task Palette is a PNG
 (``--palette``), drawn by a rule (``--rule``) or predicted by a palette run
@@ -22,8 +22,8 @@ from PIL import Image
 from densetasks.cli.parsing import parse_size
 from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
+from densetasks.engine.inference import Prediction, Predictor
 from densetasks.errors import ConfigError
-from densetasks.inference import Prediction, Predictor
 from densetasks.pictures import PictureKey, contact_sheet, task_key
 from densetasks.tasks.base import Task
 from densetasks.tasks.task_palette import TaskPalette

@@ -7,22 +7,19 @@ import torch
 
 from densetasks.data.dataset import Sample
 from densetasks.data.sample import LabelKind
-from densetasks.data.transforms import label_kinds, sample_size
+from densetasks.data.transforms import sample_size
 from densetasks.errors import DataError
 
 
-def collate_samples(
-    samples: list[Sample], kinds: Mapping[str, LabelKind] | None = None
-) -> dict[str, Any]:
+def collate_samples(samples: list[Sample], kinds: Mapping[str, LabelKind]) -> dict[str, Any]:
     """One batch from a list of samples.
 
     ``image`` and every label present in *any* sample are stacked along a new batch axis; a
     sample lacking a label contributes an all-unsupervised one (``LabelKind.empty``), so the
     batch is rectangular and the loss simply sees no valid pixel there. ``meta`` becomes a
-    list of the samples' meta dicts. Label kinds are those of the
-    registered tasks (:func:`~densetasks.data.transforms.label_kinds`), extended by ``kinds``
-    (the run's conditioning inputs). All images must
-    have one size (transforms crop or resize them); otherwise the error names the samples.
+    list of the samples' meta dicts. ``kinds`` gives each label's kind (the run's table:
+    registered tasks and conditioning inputs). All images must have one size (transforms
+    crop or resize them); otherwise the error names the samples.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -34,7 +31,7 @@ def collate_samples(
         )
         raise DataError(f"images in one batch differ in size (H x W): {described}")
     height, width = sizes[0]
-    known = label_kinds(kinds)
+    known = kinds
     label_keys = sorted({key for sample in samples for key in sample} - {"image", "meta"})
     batch: dict[str, Any] = {"image": torch.stack([sample["image"] for sample in samples])}
     for key in label_keys:

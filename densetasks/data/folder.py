@@ -17,14 +17,16 @@
       intrinsics/<name>.json  {"K": 3x3}   or one intrinsics.json for every image
       splits/<split>.txt      one name per line
 
-Any task registered in ``densetasks.tasks.registry.TASKS`` has a folder: its class's
-``label_kind`` picks the encoding, so a task defined outside the library needs nothing here.
+Any task in the label-kind table the caller gives (``label_kinds``: the registered tasks'
+``Task.label_kind``, built above this package by ``densetasks.tasks.registry.label_kinds``) has
+a folder: its kind picks the encoding, so a task defined outside the library needs nothing
+here.
 A sample lacking a task's file simply lacks that key. Everything that can be checked without
 reading every file is checked when the dataset is opened; each file is checked when loaded.
 """
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from densetasks.data.io import (
     write_text,
 )
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
-from densetasks.errors import ConfigError, DataError
+from densetasks.errors import DataError
 
 FORMAT_NAME = "densetasks-folder"
 FORMAT_VERSION = 1
@@ -199,25 +201,20 @@ LABEL_ENCODINGS: dict[LabelKind, dict[str, _Encoding]] = {
 """Label kind -> file type -> encoding; the first file type is the one written by default."""
 
 
-def known_tasks() -> list[str]:
-    """The tasks the folder format can store: every registered task, sorted by name."""
-    from densetasks.tasks.registry import TASKS  # here: densetasks.tasks imports this package
-
-    return TASKS.names()
+LabelKinds = Mapping[str, LabelKind]
+"""Task name -> label kind: which tasks a folder can hold and how each is encoded."""
 
 
-def task_encodings(task: str, where: str | Path) -> dict[str, _Encoding]:
-    """File type -> encoding of ``task``'s labels, chosen by the task's label kind.
+def task_encodings(task: str, where: str | Path, label_kinds: LabelKinds) -> dict[str, _Encoding]:
+    """File type -> encoding of ``task``'s labels, chosen by its kind in ``label_kinds``.
 
-    A task that is not registered is a DataError naming ``where`` (the folder or file that
-    asked for it), so a dataset on disk fails with its path rather than a config key.
+    A task without a kind (not registered) is a DataError naming ``where`` (the folder or file
+    that asked for it), so a dataset on disk fails with its path rather than a config key.
     """
-    from densetasks.tasks.registry import task_label_kind  # see known_tasks
-
-    try:
-        return LABEL_ENCODINGS[task_label_kind(task)]
-    except ConfigError as error:
-        raise DataError(f"{where}: {error}") from None
+    if task not in label_kinds:
+        known = ", ".join(sorted(label_kinds))
+        raise DataError(f"{where}: unknown task {task!r}; known: {known}")
+    return LABEL_ENCODINGS[label_kinds[task]]
 
 
 # ---------------------------------------------------------------- reader
@@ -230,6 +227,7 @@ class FolderDataset(DenseDataset):
     ``tasks`` selects labels (default: the tasks listed in ``dataset.json``, or every task
     folder present when there is no ``dataset.json``). ``task_options`` is
     ``dataset.json``'s, e.g. ``{"semseg": {"num_classes": K, "class_names": [...]}}``.
+    ``label_kinds`` says how each task's files are encoded (see the module docstring).
     """
 
     def __init__(
@@ -238,10 +236,13 @@ class FolderDataset(DenseDataset):
         split: str | None = "train",
         tasks: Sequence[str] | None = None,
         transform: Transform | None = None,
+        *,
+        label_kinds: LabelKinds,
     ) -> None:
         super().__init__(transform)
         self.root = Path(root)
-        description = read_dataset_description(self.root)
+        self.label_kinds = dict(label_kinds)
+        description = read_dataset_description(self.root, self.label_kinds)
         self._encodings = self._select_tasks(description, tasks)
         self.tasks = tuple(self._encodings)
         options = description.get("task_options", {})
@@ -291,7 +292,7 @@ class FolderDataset(DenseDataset):
         """The selected tasks, in order, with their encodings; an unregistered task fails
         before a missing task folder."""
         selected = description["tasks"] if tasks is None else tasks
-        encodings = {task: task_encodings(task, self.root) for task in selected}
+        encodings = {task: task_encodings(task, self.root, self.label_kinds) for task in selected}
         missing = [task for task in tasks or () if not (self.root / task).is_dir()]
         if missing:
             raise DataError(f"{self.root / missing[0]}: no such task folder")
@@ -317,12 +318,12 @@ class FolderDataset(DenseDataset):
         return _index_files(self.root / task, suffixes, optional=True)
 
 
-def read_dataset_description(root: Path) -> dict[str, Any]:
+def read_dataset_description(root: Path, label_kinds: LabelKinds) -> dict[str, Any]:
     """``dataset.json`` of a folder dataset, or one inferred from its task folders.
 
     Checks that ``root`` and ``root/images`` exist, the format version, and that every
-    listed task is registered. Without ``dataset.json`` the tasks are the registered ones
-    that have a folder.
+    listed task has a label kind. Without ``dataset.json`` the tasks are those of
+    ``label_kinds`` that have a folder, sorted by name.
     """
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
@@ -330,7 +331,7 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
         raise DataError(f"{root / 'images'}: images folder not found")
     path = root / "dataset.json"
     if not path.is_file():
-        present = [task for task in known_tasks() if (root / task).is_dir()]
+        present = [task for task in sorted(label_kinds) if (root / task).is_dir()]
         return {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -347,7 +348,7 @@ def read_dataset_description(root: Path) -> dict[str, Any]:
         )
     description.setdefault("tasks", [])
     for task in description["tasks"]:
-        task_encodings(task, path)  # an unregistered task fails here, naming dataset.json
+        task_encodings(task, path, label_kinds)  # an unknown task fails here, naming the file
     description.setdefault("task_options", {})
     return description
 
@@ -372,13 +373,15 @@ def write_folder_dataset(
     samples: Iterable[Sample],
     root: str | Path,
     split: str,
+    label_kinds: LabelKinds,
     task_options: dict[str, TaskOptions] | None = None,
     intrinsics_per_sample: bool = True,
     formats: dict[str, str] | None = None,
 ) -> int:
     """Write samples into the folder format and return how many were written.
 
-    Every label present in a sample is written in its task's encoding; ``formats`` picks
+    Every label present in a sample is written in its task's encoding (by its kind in
+    ``label_kinds``); ``formats`` picks
     the file type per task where there is a choice (``{"depth": "png"}``; default ``npy``
     for depth and normals, exact). Images are written as 8-bit PNG. A sample is named by
     ``meta["name"]`` (else ``<split>_<index>``); ``meta["intrinsics"]`` goes to
@@ -389,8 +392,8 @@ def write_folder_dataset(
     ``task_options`` hold). Every file is written atomically.
     """
     root = Path(root)
-    chosen = _check_formats(formats or {})
-    existing = read_dataset_description(root) if (root / "images").is_dir() else None
+    chosen = _check_formats(formats or {}, label_kinds)
+    existing = read_dataset_description(root, label_kinds) if (root / "images").is_dir() else None
     stored_options = dict(existing["task_options"]) if existing else {}
     for task, options in (task_options or {}).items():
         stored_options[task] = dict(options)
@@ -408,7 +411,9 @@ def write_folder_dataset(
         for task, label in sample.items():
             if task in ("image", "meta"):
                 continue
-            write_label(root, task, name, label, chosen.get(task), stored_options.get(task, {}))
+            write_label(
+                root, task, name, label, label_kinds, chosen.get(task), stored_options.get(task, {})
+            )
             written_tasks.add(task)
         intrinsics = meta.get("intrinsics")
         if intrinsics is not None and intrinsics_per_sample:
@@ -424,7 +429,7 @@ def write_folder_dataset(
     if shared_intrinsics is not None:
         write_json(root / "intrinsics.json", {"K": shared_intrinsics.tolist()})
     _extend_split(root / "splits" / f"{split}.txt", written_names)
-    register_tasks(root, written_tasks, stored_options)
+    register_tasks(root, written_tasks, label_kinds, stored_options)
     return len(written_names)
 
 
@@ -433,6 +438,7 @@ def write_label(
     task: str,
     name: str,
     label: torch.Tensor,
+    label_kinds: LabelKinds,
     file_format: str | None = None,
     options: TaskOptions | None = None,
 ) -> Path:
@@ -441,7 +447,7 @@ def write_label(
     A file of the same name with another suffix (a stale encoding) is removed, so a name
     never has two files for one task.
     """
-    encodings = task_encodings(task, root / task)
+    encodings = task_encodings(task, root / task, label_kinds)
     encoding = encodings[file_format or next(iter(encodings))]
     path = root / task / f"{name}{encoding.suffix}"
     _remove_other_encodings(path, tuple(other.suffix for other in encodings.values()))
@@ -450,14 +456,17 @@ def write_label(
 
 
 def register_tasks(
-    root: Path, tasks: Iterable[str], task_options: dict[str, TaskOptions] | None = None
+    root: Path,
+    tasks: Iterable[str],
+    label_kinds: LabelKinds,
+    task_options: dict[str, TaskOptions] | None = None,
 ) -> None:
     """Add ``tasks`` (and replace their ``task_options``) in ``root/dataset.json``; the
-    tasks are listed sorted by name, as the registry lists them."""
-    description = read_dataset_description(root)
+    tasks are listed sorted by name."""
+    description = read_dataset_description(root, label_kinds)
     new = set(tasks) - set(description["tasks"])
     for task in new:
-        task_encodings(task, root / "dataset.json")  # only registered tasks are listed
+        task_encodings(task, root / "dataset.json", label_kinds)  # only known tasks are listed
     present = {*description["tasks"], *new}
     description["tasks"] = sorted(present)
     options = {task: value for task, value in (task_options or {}).items() if task in present}
@@ -499,9 +508,9 @@ def _check_depth(metres: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: depth has negative values (0 marks invalid pixels)")
 
 
-def _check_formats(formats: dict[str, str]) -> dict[str, str]:
+def _check_formats(formats: dict[str, str], label_kinds: LabelKinds) -> dict[str, str]:
     for task, file_format in formats.items():
-        choices = task_encodings(task, f"formats[{task!r}]")
+        choices = task_encodings(task, f"formats[{task!r}]", label_kinds)
         if file_format not in choices:
             raise DataError(f"formats[{task!r}] = {file_format!r}; choices: {sorted(choices)}")
     return formats

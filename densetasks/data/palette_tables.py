@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from densetasks._registry import Registry
-from densetasks.data.readers.pascal_mt import SEMSEG_NAMES
+from densetasks.data.class_lists import PASCAL_SEMSEG_NAMES
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.data.synthetic.scene import SYNTHETIC_CLASSES
 from densetasks.errors import ConfigError
@@ -122,11 +122,11 @@ _SYNTHETIC_R3_GROUPS = {
     "edges": ("floor", "wall", "ceiling"),
 }
 
-PASCAL_R2 = _register(PaletteTable.from_names("pascal_r2", SEMSEG_NAMES, _PASCAL_R2_GROUPS))
+PASCAL_R2 = _register(PaletteTable.from_names("pascal_r2", PASCAL_SEMSEG_NAMES, _PASCAL_R2_GROUPS))
 """Rule R2 on PASCAL-MT (supplementary C): normals on household objects, parts on persons,
 semseg on animals, saliency on vehicles, edges everywhere else (the background class)."""
 
-PASCAL_R3 = _register(PaletteTable.from_names("pascal_r3", SEMSEG_NAMES, _PASCAL_R3_GROUPS))
+PASCAL_R3 = _register(PaletteTable.from_names("pascal_r3", PASCAL_SEMSEG_NAMES, _PASCAL_R3_GROUPS))
 """Rule R3 on PASCAL-MT (supplementary C): no semseg; normals on some household objects and
 most vehicles, saliency on the other vehicles and household objects and on animals; parts and
 edges where R2 asks for them."""

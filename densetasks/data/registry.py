@@ -1,15 +1,17 @@
 """Datasets by name: the built-in synthetic scenes, the generic folder format, real readers.
 
-``create_dataset(name, split, transform=None, **options)`` is what the engine calls with the
-``data`` section of a run's config.
+``create_dataset(name, split, label_kinds, transform=None, **options)`` is what the engine
+calls with the ``data`` section of a run's config.
 """
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 
 from densetasks._registry import Registry
 from densetasks.data.dataset import DenseDataset, Transform
 from densetasks.data.folder import FolderDataset
 from densetasks.data.readers import READERS
+from densetasks.data.sample import LabelKind
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.errors import ConfigError
 
@@ -52,13 +54,16 @@ def _synthetic(
 
 def _folder(
     split: str,
+    label_kinds: Mapping[str, LabelKind],
     transform: Transform | None = None,
     root: str | None = None,
     tasks: Sequence[str] | None = None,
 ) -> FolderDataset:
     if root is None:
         raise ConfigError("data.root: the folder dataset needs a root directory")
-    return FolderDataset(root, split=split, tasks=tasks, transform=transform)
+    return FolderDataset(
+        root, split=split, tasks=tasks, transform=transform, label_kinds=label_kinds
+    )
 
 
 DATASETS.register("synthetic", _synthetic)
@@ -68,7 +73,22 @@ for _reader_name in READERS.names():
 
 
 def create_dataset(
-    name: str, split: str, transform: Transform | None = None, **options
+    name: str,
+    split: str,
+    label_kinds: Mapping[str, LabelKind],
+    transform: Transform | None = None,
+    config_path: str = "data",
+    **options,
 ) -> DenseDataset:
-    """Build dataset ``name`` for ``split`` with its options (``root`` for datasets on disk)."""
-    return DATASETS.create(name, split=split, transform=transform, config_path="data", **options)
+    """Build dataset ``name`` for ``split`` with its options (``root`` for datasets on disk).
+
+    ``label_kinds`` is the run's table of label kinds (task name -> kind); a dataset whose
+    factory takes a ``label_kinds`` parameter (the folder format, which decodes each task's
+    files by kind) receives it, the others know their labels' kinds themselves. An unknown
+    option is a :class:`ConfigError` naming ``config_path``.
+    """
+    if "label_kinds" in inspect.signature(DATASETS.get(name)).parameters:
+        options["label_kinds"] = label_kinds
+    return DATASETS.create(
+        name, split=split, transform=transform, config_path=config_path, **options
+    )

@@ -2,10 +2,11 @@
 
 Every tensor in a sample is treated by what it is: ``image`` (bilinear, padded with 0),
 ``meta`` (its ``intrinsics`` follow every geometric change), and each label by its
-:class:`~densetasks.data.sample.LabelKind` looked up by key in :func:`label_kinds` (every
-registered task, plus any ``kinds`` given to a transform). A tensor under an unknown key is an
-error: a label never passes a transform untyped (the trap of torchvision v2,
-pytorch/vision#9264).
+:class:`~densetasks.data.sample.LabelKind` looked up by key in the ``kinds`` every transform is
+given (the run's table: every registered task's label kind and the model's conditioning
+inputs, built above this package by ``densetasks.tasks.registry.label_kinds``). A tensor
+under an unknown key is an error: a label never passes a transform untyped (the trap of
+torchvision v2, pytorch/vision#9264).
 
 Labels are resized and cropped with nearest-neighbour sampling, so class ids, instance ids,
 binary values, depth values and normal vectors are only ever copied, never blended; padding
@@ -35,18 +36,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _TensorOp = Callable[[torch.Tensor, LabelKind | None], torch.Tensor]
 # The same change applied to a [3, 3] intrinsics matrix.
 _IntrinsicsOp = Callable[[torch.Tensor], torch.Tensor]
-
-
-def label_kinds(extra: Mapping[str, LabelKind] | None = None) -> dict[str, LabelKind]:
-    """The label kind of every registered task (``Task.label_kind``), extended by ``extra``.
-
-    This is the one table of label kinds: it is derived from the task registry, so a task
-    registered anywhere (a user's file, a test) is known to transforms and collate, and
-    ``extra`` adds the run's conditioning inputs (a Task Palette, ...).
-    """
-    from densetasks.tasks.registry import TASKS  # lazy: the tasks import densetasks.data
-
-    return {**{name: TASKS.get(name).label_kind for name in TASKS}, **(extra or {})}
 
 
 def sample_size(sample: Sample) -> tuple[int, int]:
@@ -114,12 +103,12 @@ class RandomHorizontalFlip:
 
     def __init__(
         self,
+        kinds: Mapping[str, LabelKind],
         p: float = 0.5,
-        kinds: Mapping[str, LabelKind] | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         self.p = p
-        self.kinds = label_kinds(kinds)
+        self.kinds = dict(kinds)
         self.generator = generator
 
     def __call__(self, sample: Sample) -> Sample:
@@ -131,7 +120,7 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
-def hflip(sample: Sample, kinds: Mapping[str, LabelKind] | None = None) -> Sample:
+def hflip(sample: Sample, kinds: Mapping[str, LabelKind]) -> Sample:
     """Mirror a sample left-right (always; see :class:`RandomHorizontalFlip`)."""
     width = sample_size(sample)[1]
 
@@ -147,7 +136,7 @@ def hflip(sample: Sample, kinds: Mapping[str, LabelKind] | None = None) -> Sampl
         flipped[0, 2] = width - 1 - intrinsics[0, 2]
         return flipped
 
-    return apply_geometric(sample, label_kinds(kinds), flip_tensor, flip_intrinsics)
+    return apply_geometric(sample, dict(kinds), flip_tensor, flip_intrinsics)
 
 
 class Resize:
@@ -159,9 +148,9 @@ class Resize:
     keeps normals unit length, so no renormalisation is needed). Intrinsics are scaled.
     """
 
-    def __init__(self, size: tuple[int, int], kinds: Mapping[str, LabelKind] | None = None):
+    def __init__(self, size: tuple[int, int], kinds: Mapping[str, LabelKind]):
         self.size = (int(size[0]), int(size[1]))
-        self.kinds = label_kinds(kinds)
+        self.kinds = dict(kinds)
 
     def __call__(self, sample: Sample) -> Sample:
         return resize(sample, self.size, self.kinds)
@@ -170,9 +159,7 @@ class Resize:
         return f"Resize(size={self.size})"
 
 
-def resize(
-    sample: Sample, size: tuple[int, int], kinds: Mapping[str, LabelKind] | None = None
-) -> Sample:
+def resize(sample: Sample, size: tuple[int, int], kinds: Mapping[str, LabelKind]) -> Sample:
     """A sample resized to ``size = (H, W)`` (see :class:`Resize`)."""
     if min(size) < 1:
         raise ValueError(f"resize size must be positive, got {size}")
@@ -186,7 +173,7 @@ def resize(
     def resize_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
         return scale_intrinsics(intrinsics, from_size, size)
 
-    return apply_geometric(sample, label_kinds(kinds), resize_tensor, resize_intrinsics)
+    return apply_geometric(sample, dict(kinds), resize_tensor, resize_intrinsics)
 
 
 def crop(
@@ -194,7 +181,7 @@ def crop(
     top: int,
     left: int,
     size: tuple[int, int],
-    kinds: Mapping[str, LabelKind] | None = None,
+    kinds: Mapping[str, LabelKind],
 ) -> Sample:
     """The window ``[top, top + H) × [left, left + W)`` of a sample, ``size = (H, W)``.
 
@@ -224,15 +211,15 @@ def crop(
         moved[1, 2] = intrinsics[1, 2] - top
         return moved
 
-    return apply_geometric(sample, label_kinds(kinds), crop_tensor, crop_intrinsics)
+    return apply_geometric(sample, dict(kinds), crop_tensor, crop_intrinsics)
 
 
 class CenterCrop:
     """Crop the central ``size = (H, W)`` window (padding where the image is smaller)."""
 
-    def __init__(self, size: tuple[int, int], kinds: Mapping[str, LabelKind] | None = None):
+    def __init__(self, size: tuple[int, int], kinds: Mapping[str, LabelKind]):
         self.size = (int(size[0]), int(size[1]))
-        self.kinds = label_kinds(kinds)
+        self.kinds = dict(kinds)
 
     def __call__(self, sample: Sample) -> Sample:
         height, width = sample_size(sample)
@@ -250,11 +237,11 @@ class RandomCrop:
     def __init__(
         self,
         size: tuple[int, int],
-        kinds: Mapping[str, LabelKind] | None = None,
+        kinds: Mapping[str, LabelKind],
         generator: torch.Generator | None = None,
     ) -> None:
         self.size = (int(size[0]), int(size[1]))
-        self.kinds = label_kinds(kinds)
+        self.kinds = dict(kinds)
         self.generator = generator
 
     def __call__(self, sample: Sample) -> Sample:
@@ -278,14 +265,14 @@ class RandomScaleCrop:
         self,
         scale_range: tuple[float, float],
         crop_size: tuple[int, int],
-        kinds: Mapping[str, LabelKind] | None = None,
+        kinds: Mapping[str, LabelKind],
         generator: torch.Generator | None = None,
     ) -> None:
         low, high = scale_range
         if not 0 < low <= high:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
         self.scale_range = (float(low), float(high))
-        self.kinds = label_kinds(kinds)
+        self.kinds = dict(kinds)
         self.generator = generator
         self.crop = RandomCrop(crop_size, kinds, generator)
 
@@ -355,11 +342,12 @@ class Normalize:
 def build_transforms(
     train: bool,
     size: tuple[int, int] | None,
+    *,
+    kinds: Mapping[str, LabelKind],
     scale_range: tuple[float, float] | None = (0.5, 2.0),
     flip: bool = True,
     color_jitter: float = 0.0,
     normalize: bool = True,
-    kinds: Mapping[str, LabelKind] | None = None,
     generator: torch.Generator | None = None,
 ) -> Compose:
     """The transform pipeline the engine uses.
@@ -375,7 +363,7 @@ def build_transforms(
     elif size is not None:
         steps.append(Resize(size, kinds))
     if train and flip:
-        steps.append(RandomHorizontalFlip(0.5, kinds, generator))
+        steps.append(RandomHorizontalFlip(kinds, 0.5, generator))
     if train and color_jitter > 0:
         steps.append(ColorJitter(color_jitter, color_jitter, color_jitter, generator))
     if normalize:

@@ -14,9 +14,9 @@ from densetasks.balancers import GradNormBalancer, create_balancer
 from densetasks.balancers.base import Balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
-from densetasks.data.registry import DATASETS, create_dataset
+from densetasks.data.registry import create_dataset
 from densetasks.data.sample import LabelKind
-from densetasks.data.transforms import Compose, build_transforms, label_kinds
+from densetasks.data.transforms import Compose, build_transforms
 from densetasks.data.unlabelled import UnlabelledImages
 from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.config import RunConfig
@@ -26,7 +26,7 @@ from densetasks.errors import ConfigError, DataError
 from densetasks.models import create_model
 from densetasks.models.base import Architecture
 from densetasks.tasks.base import Task
-from densetasks.tasks.registry import adaptable_tasks, create_task
+from densetasks.tasks.registry import adaptable_tasks, create_task, label_kinds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,7 +45,7 @@ def open_dataset(config: RunConfig, split: str) -> DenseDataset:
     options: dict[str, Any] = dict(config.data.options)
     if config.data.root is not None:
         options["root"] = config.data.root
-    return create_dataset(config.data.dataset, split, **options)
+    return create_dataset(config.data.dataset, split, label_kinds(), **options)
 
 
 def open_training_dataset(config: RunConfig) -> DenseDataset:
@@ -72,8 +72,8 @@ def open_target_dataset(config: RunConfig, split: str) -> DenseDataset:
     if target.root is not None:
         options["root"] = target.root
     try:
-        return DATASETS.create(
-            target.dataset, split=split, transform=None, config_path="data.target", **options
+        return create_dataset(
+            target.dataset, split, label_kinds(), config_path="data.target", **options
         )
     except DataError as error:
         raise DataError(f"data.target: {error}") from None

@@ -1,6 +1,6 @@
 """Forward passes as the model contract says: conditioning inputs in, adapted outputs out.
 
-Training, evaluation and the :class:`~densetasks.inference.Predictor` all call a model
+Training, evaluation and the :class:`~densetasks.engine.inference.Predictor` all call a model
 through these functions, so a conditioned model (a Task Palette), an output adapter (the
 composite space) and an evaluation plan (one pass per task or per palette rule) work the
 same everywhere.

@@ -43,13 +43,13 @@ from densetasks.engine.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
+from densetasks.engine.inference import load_run
 from densetasks.engine.logs import RunLog, write_prediction_images
 from densetasks.engine.loop import TARGET_IMAGES, Evaluation, StepParts, evaluate, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
-from densetasks.inference import load_run
 from densetasks.tasks.base import Task, evaluation_inputs
 
 

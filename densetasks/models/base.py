@@ -5,8 +5,8 @@ An **encoder** returns its feature maps shallow to deep, one per *stage*, descri
 stages so that an architecture can branch (or split a decoder) after any stage.
 
 An **architecture** knows tasks only by name and channel count and computes no loss. Its
-contract, every part of which the engine, the evaluation and the :class:`~densetasks.inference.
-Predictor` read (``docs/design.md`` draws the data flow):
+contract, every part of which the engine's training, evaluation and
+:class:`~densetasks.engine.inference.Predictor` read (``docs/design.md`` draws the data flow):
 
 * ``forward(image, **conditions) -> {key: Tensor}``: the image and the *conditioning inputs*
   it declares in :attr:`Architecture.condition_inputs` (a Task Palette, ...).

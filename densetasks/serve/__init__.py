@@ -1,6 +1,6 @@
 """``densetasks serve``: a web page and a JSON API over trained runs (``docs/serve.md``).
 
-:func:`load_runs` loads each run once through the :class:`~densetasks.inference.Predictor`;
+:func:`load_runs` loads each run once through the :class:`~densetasks.engine.inference.Predictor`;
 :func:`create_app` builds the FastAPI app that shows them. FastAPI and uvicorn come with
 the optional extra ``pip install -e ".[serve]"``.
 """

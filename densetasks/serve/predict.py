@@ -2,7 +2,7 @@
 
 The form is read into a :class:`PredictRequest` (every field checked, errors as
 :class:`~densetasks.serve.uploads.UploadError` with their HTTP status), then
-:func:`predict` runs the run's :class:`~densetasks.inference.Predictor` exactly as
+:func:`predict` runs the run's :class:`~densetasks.engine.inference.Predictor` exactly as
 ``densetasks predict`` does: the same palette checks, the same pictures, the same composite.
 """
 

@@ -1,4 +1,4 @@
-"""The runs a server shows, each loaded once through the :class:`~densetasks.inference.Predictor`.
+"""The runs a server shows, each loaded once through the engine's :class:`Predictor`.
 
 A run is known to requests by an id made from its folder's name (``-2``, ``-3`` for repeated
 names); a request names a run only by that id, so no request ever names a path. The run's
@@ -15,8 +15,8 @@ import torch
 
 from densetasks.data.dataset import DenseDataset
 from densetasks.engine.build import open_dataset
+from densetasks.engine.inference import Predictor
 from densetasks.errors import DenseTasksError
-from densetasks.inference import Predictor
 from densetasks.serve.describe import describe_task
 
 PALETTE = "palette"

@@ -1,5 +1,7 @@
 """The dense tasks by name. Adding a task: its file, its test, one line here."""
 
+from collections.abc import Mapping
+
 from densetasks._registry import Registry
 from densetasks.data.sample import LabelKind
 from densetasks.tasks.base import Task
@@ -33,10 +35,15 @@ def create_task(name: str, **options) -> Task:
     return TASKS.create(name, config_path=f"tasks.{name}", **options)
 
 
-def task_label_kind(name: str) -> LabelKind:
-    """The :class:`LabelKind` of registered task ``name`` (how its label is stored and
-    transformed); an unknown name is a ConfigError listing the registered tasks."""
-    return TASKS.get(name).label_kind
+def label_kinds(extra: Mapping[str, LabelKind] | None = None) -> dict[str, LabelKind]:
+    """The one table of label kinds: every registered task's ``Task.label_kind`` (a task
+    registered anywhere, a user's file or a test, is included), extended by ``extra`` (a
+    run's conditioning inputs, such as a Task Palette).
+
+    The data package takes this table as an argument (transforms, collate, the folder
+    format) and never imports the tasks: the tasks build on it, not the reverse.
+    """
+    return {**{name: TASKS.get(name).label_kind for name in TASKS}, **(extra or {})}
 
 
 def adaptable_tasks() -> list[str]:

@@ -8,6 +8,7 @@ from densetasks.cli import data_normals
 from densetasks.data.folder import FolderDataset, write_folder_dataset
 from densetasks.data.geometry import unproject
 from densetasks.errors import DataError
+from densetasks.tasks.registry import label_kinds
 
 H, W = 16, 20
 K = torch.tensor([[18.0, 0.0, 9.5], [0.0, 18.0, 7.5], [0.0, 0.0, 1.0]])
@@ -35,12 +36,12 @@ def mean_angle_error_deg(normals: torch.Tensor) -> float:
 
 def test_writes_normals_from_depth_with_dataset_intrinsics(tmp_path, capsys):
     samples = [plane_sample("a", K), {"image": torch.rand(3, H, W), "meta": {"name": "b"}}]
-    write_folder_dataset(samples, tmp_path, "train")
+    write_folder_dataset(samples, tmp_path, "train", label_kinds())
     args = parse([str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 1 normal maps" in out and "skipped 1 images without depth" in out
-    dataset = FolderDataset(tmp_path, "train")
+    dataset = FolderDataset(tmp_path, "train", label_kinds=label_kinds())
     assert "normals" in dataset.tasks
     normals = dataset[0]["normals"]
     assert normals.shape == (3, H, W) and mean_angle_error_deg(normals) < 0.05
@@ -48,7 +49,7 @@ def test_writes_normals_from_depth_with_dataset_intrinsics(tmp_path, capsys):
 
 
 def test_camera_flags_and_png_output(tmp_path, capsys):
-    write_folder_dataset([plane_sample("a", None)], tmp_path, "train")
+    write_folder_dataset([plane_sample("a", None)], tmp_path, "train", label_kinds())
     args = parse(
         [
             str(tmp_path),
@@ -68,12 +69,14 @@ def test_camera_flags_and_png_output(tmp_path, capsys):
     )
     assert args.func(args) == 0
     assert (tmp_path / "normals" / "a.png").is_file()
-    normals = FolderDataset(tmp_path, "train", tasks=["normals"])[0]["normals"]
+    normals = FolderDataset(tmp_path, "train", tasks=["normals"], label_kinds=label_kinds())[0][
+        "normals"
+    ]
     assert mean_angle_error_deg(normals) < 1.0  # 8-bit quantisation
 
 
 def test_missing_intrinsics_and_partial_flags_are_errors(tmp_path):
-    write_folder_dataset([plane_sample("a", None)], tmp_path, "train")
+    write_folder_dataset([plane_sample("a", None)], tmp_path, "train", label_kinds())
     args = parse([str(tmp_path)])
     with pytest.raises(DataError, match=r"'a' has no intrinsics.*--fx --fy --cx --cy"):
         args.func(args)
@@ -104,13 +107,15 @@ def noisy_plane_sample(name: str, semseg: torch.Tensor | None = None) -> dict:
 
 def write_noisy_plane(root, semseg: torch.Tensor | None = None) -> None:
     options = {"semseg": {"num_classes": 2, "class_names": ["floor", "thing"]}}
-    write_folder_dataset([noisy_plane_sample("a", semseg)], root, "train", task_options=options)
+    write_folder_dataset(
+        [noisy_plane_sample("a", semseg)], root, "train", label_kinds(), task_options=options
+    )
 
 
 def computed_normals(root, flags: list[str]) -> torch.Tensor:
     args = parse([str(root), *flags])
     assert args.func(args) == 0
-    return FolderDataset(root, "train", tasks=["normals"])[0]["normals"]
+    return FolderDataset(root, "train", tasks=["normals"], label_kinds=label_kinds())[0]["normals"]
 
 
 def test_real_preset_flags_on_a_noisy_plane(tmp_path):
@@ -153,7 +158,7 @@ def test_flat_classes_by_name_or_id(tmp_path, capsys):
 
 
 def test_flat_classes_need_semseg(tmp_path):
-    write_folder_dataset([plane_sample("a", K)], tmp_path, "train")
+    write_folder_dataset([plane_sample("a", K)], tmp_path, "train", label_kinds())
     args = parse([str(tmp_path), "--flat-classes", "0"])
     with pytest.raises(DataError, match="semseg"):
         args.func(args)

@@ -5,6 +5,7 @@ import torch
 from densetasks.cli.main import main
 from densetasks.data import FolderDataset, SyntheticScenes
 from densetasks.data.geometry import normals_from_depth, preset_options
+from densetasks.tasks.registry import label_kinds
 
 
 def test_synth_writes_a_folder_dataset_that_reads_back_identically(tmp_path, capsys):
@@ -16,7 +17,7 @@ def test_synth_writes_a_folder_dataset_that_reads_back_identically(tmp_path, cap
     printed = capsys.readouterr().out
     assert "wrote 3 samples of 24x32" in printed and "semseg classes: floor, wall" in printed
 
-    written = FolderDataset(out, split="train")
+    written = FolderDataset(out, split="train", label_kinds=label_kinds())
     rendered = SyntheticScenes(n=3, size=(24, 32), seed=5)
     assert len(written) == 3 and set(written.tasks) == set(rendered.tasks)
     assert (
@@ -44,7 +45,7 @@ def test_synth_kinect_depth_and_normals_from_it(tmp_path, capsys):
     argv = ["data", "synth", "--out", str(out), "--n", "2", "--size", "48x64", "--seed", "3"]
     assert main([*argv, "--depth-noise", "kinect", "--normals-from-depth"]) == 0
     assert "depth: kinect-like noise; normals from the noisy depth" in capsys.readouterr().out
-    written = FolderDataset(out, split="train")
+    written = FolderDataset(out, split="train", label_kinds=label_kinds())
     noisy = SyntheticScenes(n=2, size=(48, 64), seed=3, depth_noise="kinect")
     exact = SyntheticScenes(n=2, size=(48, 64), seed=3)
     for index in range(2):
@@ -64,7 +65,7 @@ def test_synth_kinect_depth_keeps_exact_normals_unless_asked(tmp_path, capsys):
     argv = ["data", "synth", "--out", str(out), "--n", "1", "--size", "24x32"]
     assert main([*argv, "--depth-noise", "kinect"]) == 0
     assert "normals from the exact geometry" in capsys.readouterr().out
-    written = FolderDataset(out, split="train")[0]
+    written = FolderDataset(out, split="train", label_kinds=label_kinds())[0]
     assert torch.equal(written["normals"], SyntheticScenes(n=1, size=(24, 32))[0]["normals"])
     assert main([*argv, "--normals-from-depth"]) == 2
     assert "--normals-from-depth needs --depth-noise kinect" in capsys.readouterr().err

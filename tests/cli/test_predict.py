@@ -22,9 +22,9 @@ from densetasks.data.io import read_image
 from densetasks.data.palettes import read_palette_png
 from densetasks.data.transforms import build_transforms
 from densetasks.engine.config import validate_config
+from densetasks.engine.inference import LoadedRun, Prediction, Predictor
 from densetasks.engine.run import train
 from densetasks.errors import ConfigError, DataError
-from densetasks.inference import LoadedRun, Prediction, Predictor
 from densetasks.models.base import Architecture
 from densetasks.pictures import (
     LABEL_HEIGHT,
@@ -34,6 +34,7 @@ from densetasks.pictures import (
     contact_sheet,
 )
 from densetasks.tasks.depth import Depth
+from densetasks.tasks.registry import label_kinds
 from densetasks.tasks.semseg import SemanticSegmentation
 from densetasks.tasks.task_palette import TaskPalette
 
@@ -68,7 +69,7 @@ def by_hand(tasks: dict, run_dir: str = "unused") -> Predictor:
         config=None,
         model=TwoHeads(),
         tasks=tasks,
-        transform=build_transforms(train=False, size=None),
+        transform=build_transforms(train=False, size=None, kinds=label_kinds()),
         step=0,
         device=torch.device("cpu"),
     )

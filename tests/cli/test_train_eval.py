@@ -11,6 +11,7 @@ from densetasks.data.folder import write_folder_dataset
 from densetasks.engine import load_run
 from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.errors import ConfigError, TrainingError
+from densetasks.tasks.registry import label_kinds
 
 CONFIG = {
     "seed": 3,
@@ -231,7 +232,9 @@ def test_an_empty_training_split_is_one_line_naming_split_and_dataset(tmp_path, 
         "depth": torch.rand(1, 32, 32) + 1.0,
         "meta": {"name": "v0"},
     }
-    write_folder_dataset([sample], root, "val", task_options={"semseg": {"num_classes": 3}})
+    write_folder_dataset(
+        [sample], root, "val", label_kinds(), task_options={"semseg": {"num_classes": 3}}
+    )
     (root / "splits" / "train.txt").write_text("")
     data = {key: value for key, value in CONFIG["data"].items() if key != "options"}
     config = {**CONFIG, "data": {**data, "dataset": "folder", "root": str(root)}}

@@ -4,6 +4,7 @@ import torch
 from densetasks.data.collate import collate_samples
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.errors import DataError
+from densetasks.tasks.registry import label_kinds
 
 
 def sample(name: str, height: int = 4, width: int = 5, **labels) -> dict:
@@ -13,7 +14,7 @@ def sample(name: str, height: int = 4, width: int = 5, **labels) -> dict:
 def test_missing_labels_become_unsupervised_and_batch_is_rectangular():
     semseg = torch.randint(0, 3, (4, 5))
     depth = torch.rand(1, 4, 5) + 1
-    batch = collate_samples([sample("a", semseg=semseg), sample("b", depth=depth)])
+    batch = collate_samples([sample("a", semseg=semseg), sample("b", depth=depth)], label_kinds())
     assert batch["image"].shape == (2, 3, 4, 5)
     assert torch.equal(batch["semseg"][0], semseg)
     assert batch["semseg"][1].eq(IGNORE_INDEX).all() and batch["semseg"].dtype == torch.int64
@@ -30,26 +31,28 @@ def test_every_kind_gets_its_empty_label():
         "edges": torch.ones(4, 5, dtype=torch.uint8),
         "instance": torch.ones(4, 5, dtype=torch.int64),
     }
-    batch = collate_samples([sample("full", **labels), sample("none")])
+    batch = collate_samples([sample("full", **labels), sample("none")], label_kinds())
     assert batch["normals"][1].eq(0).all() and batch["edges"][1].eq(IGNORE_INDEX).all()
     assert batch["instance"][1].eq(0).all() and batch["edges"].dtype == torch.uint8
 
 
 def test_different_image_sizes_name_the_samples():
     with pytest.raises(DataError, match=r"a 4x5, b 6x5"):
-        collate_samples([sample("a"), sample("b", height=6)])
+        collate_samples([sample("a"), sample("b", height=6)], label_kinds())
 
 
 def test_unknown_label_key_needs_a_kind():
     palette = torch.zeros(4, 5, dtype=torch.int64)
     with pytest.raises(ValueError, match="'palette'"):
-        collate_samples([sample("a", palette=palette)])
+        collate_samples([sample("a", palette=palette)], label_kinds())
     batch = collate_samples(
-        [sample("a", palette=palette), sample("b")], kinds={"palette": LabelKind.MASK}
+        [sample("a", palette=palette), sample("b")], label_kinds({"palette": LabelKind.MASK})
     )
     assert batch["palette"][1].eq(IGNORE_INDEX).all()
 
 
 def test_label_of_wrong_size_names_sample_and_key():
     with pytest.raises(DataError, match=r"b: label 'semseg'"):
-        collate_samples([sample("a"), sample("b", semseg=torch.zeros(3, 5, dtype=torch.int64))])
+        collate_samples(
+            [sample("a"), sample("b", semseg=torch.zeros(3, 5, dtype=torch.int64))], label_kinds()
+        )

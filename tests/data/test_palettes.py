@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from densetasks.data.class_lists import PASCAL_SEMSEG_NAMES
 from densetasks.data.palette_tables import PALETTE_TABLES, get_palette_table
 from densetasks.data.palettes import (
     ALL_TASKS,
@@ -17,7 +18,6 @@ from densetasks.data.palettes import (
     read_palette_png,
     write_palette_png,
 )
-from densetasks.data.readers.pascal_mt import SEMSEG_NAMES
 from densetasks.data.synthetic import SYNTHETIC_CLASSES
 from densetasks.errors import ConfigError, DataError
 
@@ -47,7 +47,7 @@ def rule_options(name: str, palette_file: Path) -> dict:
 @pytest.mark.parametrize("name", PALETTE_RULES.names())
 def test_every_rule_gives_int64_ids_shaped_like_the_image(name: str, palette_file: Path) -> None:
     rule = create_palette_rule(name, **rule_options(name, palette_file))
-    semseg = torch.randint(0, len(SEMSEG_NAMES), (3, 12, 10))
+    semseg = torch.randint(0, len(PASCAL_SEMSEG_NAMES), (3, 12, 10))
     palette = rule(make_batch(3, 12, 10, semseg=semseg), TASKS, seeded())
     assert rule.name == name
     assert palette.shape == (3, 12, 10) and palette.dtype == torch.int64
@@ -159,7 +159,7 @@ def test_rrnd_is_reproducible_with_a_seed() -> None:
 # R2 / R3
 
 
-def class_map(names: list[list[str]], class_names=SEMSEG_NAMES) -> torch.Tensor:
+def class_map(names: list[list[str]], class_names=PASCAL_SEMSEG_NAMES) -> torch.Tensor:
     ids = [[class_names.index(n) if n != "ignore" else 255 for n in row] for row in names]
     return torch.tensor([ids], dtype=torch.int64)
 
@@ -226,7 +226,7 @@ def test_semantic_rule_rejects_bad_tables() -> None:
 @pytest.mark.parametrize("name", PALETTE_TABLES.names())
 def test_every_table_gives_one_task_per_class(name: str) -> None:
     table = get_palette_table(name)
-    class_names = SYNTHETIC_CLASSES if name.startswith("synthetic") else SEMSEG_NAMES
+    class_names = SYNTHETIC_CLASSES if name.startswith("synthetic") else PASCAL_SEMSEG_NAMES
     assert table.class_names == tuple(class_names)
     assert sorted(table.task_of_class()) == list(range(len(class_names)))
     assert set(table.classes) <= set(TASKS)

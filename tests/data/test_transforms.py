@@ -17,10 +17,12 @@ from densetasks.data.transforms import (
     hflip,
     resize,
 )
+from densetasks.tasks.registry import label_kinds
 
 H, W = 12, 16
 K = torch.tensor([[20.0, 0.0, 7.0], [0.0, 22.0, 5.5], [0.0, 0.0, 1.0]])
 LABELS = ("semseg", "parts", "depth", "normals", "edges", "saliency", "instance")
+KINDS = label_kinds()
 
 
 def make_sample(seed: int = 0) -> dict:
@@ -68,7 +70,7 @@ def marker_positions(sample: dict) -> dict[str, tuple[int, ...]]:
 
 def test_flip_twice_is_identity_for_every_kind():
     sample = make_sample()
-    twice = hflip(hflip(sample))
+    twice = hflip(hflip(sample, KINDS), KINDS)
     for key in ("image", *LABELS):
         assert torch.equal(twice[key], sample[key]), key
     assert torch.allclose(twice["meta"]["intrinsics"], K)
@@ -76,7 +78,7 @@ def test_flip_twice_is_identity_for_every_kind():
 
 def test_flip_negates_normals_x_and_mirrors_every_label():
     sample = make_sample()
-    flipped = hflip(sample)
+    flipped = hflip(sample, KINDS)
     assert torch.equal(flipped["normals"][0], -sample["normals"][0].flip(-1))
     assert torch.equal(flipped["normals"][1:], sample["normals"][1:].flip(-1))
     for key in ("semseg", "parts", "edges", "saliency", "instance", "depth", "image"):
@@ -100,7 +102,7 @@ def test_flipped_depth_is_the_depth_of_the_flipped_scene():
         "meta": {"name": "p", "intrinsics": k_centred},
     }
     scene["normals"] = normals_from_depth(scene["depth"], k_centred)
-    flipped = hflip(scene)
+    flipped = hflip(scene, KINDS)
     assert torch.allclose(flipped["meta"]["intrinsics"], k_centred)
     assert torch.allclose(flipped["depth"], depth_of(mirrored), rtol=1e-5)
     expected_normals = normals_from_depth(depth_of(mirrored), k_centred)
@@ -109,11 +111,13 @@ def test_flipped_depth_is_the_depth_of_the_flipped_scene():
 
 def test_random_flip_uses_its_generator_and_probability():
     sample = make_sample()
-    assert RandomHorizontalFlip(p=0.0)(sample) is sample
-    assert torch.equal(RandomHorizontalFlip(p=1.0)(sample)["image"], sample["image"].flip(-1))
+    assert RandomHorizontalFlip(KINDS, p=0.0)(sample) is sample
+    assert torch.equal(
+        RandomHorizontalFlip(KINDS, p=1.0)(sample)["image"], sample["image"].flip(-1)
+    )
 
     def decisions(seed: int) -> list[bool]:
-        flip = RandomHorizontalFlip(0.5, generator=torch.Generator().manual_seed(seed))
+        flip = RandomHorizontalFlip(KINDS, 0.5, generator=torch.Generator().manual_seed(seed))
         return [flip(sample) is not sample for _ in range(20)]
 
     assert decisions(3) == decisions(3)
@@ -123,7 +127,7 @@ def test_random_flip_uses_its_generator_and_probability():
 def test_resize_keeps_only_existing_ids_and_values():
     sample = make_sample()
     for size in ((5, 7), (30, 41)):
-        out = Resize(size)(sample)
+        out = Resize(size, KINDS)(sample)
         assert out["image"].shape == (3, *size)
         for key in ("semseg", "parts", "edges", "saliency", "instance"):
             assert out[key].shape == size and out[key].dtype == sample[key].dtype
@@ -134,7 +138,7 @@ def test_resize_keeps_only_existing_ids_and_values():
 
 def test_resize_scales_intrinsics_and_doubling_repeats_pixels():
     sample = make_sample()
-    out = resize(sample, (2 * H, 2 * W))
+    out = resize(sample, (2 * H, 2 * W), KINDS)
     doubled = sample["semseg"].repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert torch.equal(out["semseg"], doubled)
     expected = torch.tensor([[40.0, 0.0, 14.5], [0.0, 44.0, 11.5], [0.0, 0.0, 1.0]])
@@ -143,7 +147,7 @@ def test_resize_scales_intrinsics_and_doubling_repeats_pixels():
 
 def test_crop_keeps_alignment_and_pads_with_invalid_values():
     sample = marker_sample()
-    out = crop(sample, top=2, left=-3, size=(8, 14))
+    out = crop(sample, top=2, left=-3, size=(8, 14), kinds=KINDS)
     positions = marker_positions(out)
     assert set(positions.values()) == {(2, 9)}
     assert out["semseg"][:, :3].eq(IGNORE_INDEX).all()
@@ -157,7 +161,7 @@ def test_crop_keeps_alignment_and_pads_with_invalid_values():
 @pytest.mark.parametrize("seed", range(4))
 def test_random_scale_crop_moves_marker_identically_everywhere(seed):
     generator = torch.Generator().manual_seed(seed)
-    transform = RandomScaleCrop((0.7, 1.6), (10, 10), generator=generator)
+    transform = RandomScaleCrop((0.7, 1.6), (10, 10), KINDS, generator=generator)
     sample = marker_sample()
     sample["image"][:, 4:6, 6:8] = 1.0  # 2x2 block so the marker survives downscaling
     for key, value in MARKERS.items():
@@ -185,7 +189,9 @@ def test_scale_crop_intrinsics_project_marker_consistently():
     sample = marker_sample()
     point = torch.linalg.inv(K) @ torch.tensor([6.0, 4.0, 1.0]) * 3.0
     mirrored = point * torch.tensor([-1.0, 1.0, 1.0])
-    out = Compose([Resize((24, 32)), CenterCrop((20, 20)), RandomHorizontalFlip(1.0)])(sample)
+    out = Compose(
+        [Resize((24, 32), KINDS), CenterCrop((20, 20), KINDS), RandomHorizontalFlip(KINDS, 1.0)]
+    )(sample)
     u, v = (out["meta"]["intrinsics"] @ mirrored)[:2] / mirrored[2]
     rows, columns = (out["semseg"] == 2).nonzero(as_tuple=True)
     assert u == pytest.approx(columns.float().mean().item(), abs=1e-4)
@@ -194,8 +200,8 @@ def test_scale_crop_intrinsics_project_marker_consistently():
 
 def test_random_crop_is_reproducible_with_a_seeded_generator():
     sample = make_sample()
-    first = RandomCrop((6, 6), generator=torch.Generator().manual_seed(5))(sample)
-    second = RandomCrop((6, 6), generator=torch.Generator().manual_seed(5))(sample)
+    first = RandomCrop((6, 6), KINDS, generator=torch.Generator().manual_seed(5))(sample)
+    second = RandomCrop((6, 6), KINDS, generator=torch.Generator().manual_seed(5))(sample)
     assert torch.equal(first["image"], second["image"])
     assert torch.equal(first["semseg"], second["semseg"])
 
@@ -215,8 +221,8 @@ def test_unknown_tensor_key_is_an_error_and_kinds_extend():
     sample = make_sample()
     sample["palette"] = torch.zeros(H, W, dtype=torch.int64)
     with pytest.raises(ValueError, match="'palette'.*no known label kind"):
-        hflip(sample)
-    out = RandomHorizontalFlip(1.0, kinds={"palette": LabelKind.MASK})(sample)
+        hflip(sample, KINDS)
+    out = RandomHorizontalFlip(label_kinds({"palette": LabelKind.MASK}), 1.0)(sample)
     assert out["palette"].shape == (H, W)
 
 
@@ -224,18 +230,18 @@ def test_label_of_other_size_is_an_error():
     sample = make_sample()
     sample["depth"] = torch.ones(1, H + 1, W)
     with pytest.raises(ValueError, match="'depth' has size"):
-        resize(sample, (6, 8))
+        resize(sample, (6, 8), KINDS)
 
 
 def test_build_transforms_train_and_eval():
     sample = make_sample()
     generator = torch.Generator().manual_seed(0)
-    train = build_transforms(True, (8, 8), color_jitter=0.3, generator=generator)
+    train = build_transforms(True, (8, 8), kinds=KINDS, color_jitter=0.3, generator=generator)
     out = train(sample)
     assert out["image"].shape == (3, 8, 8) and out["semseg"].shape == (8, 8)
     names = [type(step).__name__ for step in train.transforms]
     assert names == ["RandomScaleCrop", "RandomHorizontalFlip", "ColorJitter", "Normalize"]
-    evaluation = build_transforms(False, (8, 8))
+    evaluation = build_transforms(False, (8, 8), kinds=KINDS)
     assert [type(step).__name__ for step in evaluation.transforms] == ["Resize", "Normalize"]
     assert torch.equal(evaluation(sample)["image"], evaluation(sample)["image"])
-    assert build_transforms(False, None, normalize=False).transforms == []
+    assert build_transforms(False, None, kinds=KINDS, normalize=False).transforms == []

@@ -17,10 +17,10 @@ from densetasks.data.derive import centroid_offsets
 from densetasks.data.io import write_image
 from densetasks.data.palettes import read_palette_png, write_palette_png
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
+from densetasks.engine.inference import Predictor
 from densetasks.engine.loop import task_losses
 from densetasks.engine.passes import condition_inputs
 from densetasks.errors import DataError
-from densetasks.inference import Predictor
 from densetasks.models import (
     ARCHITECTURES,
     Architecture,

@@ -5,8 +5,8 @@ option builds, bad options are named, and a short run goes through the engine.""
 import pytest
 import torch
 
+from densetasks.engine.inference import Predictor
 from densetasks.errors import ConfigError
-from densetasks.inference import Predictor
 from densetasks.models import MTEB, CorrelationAttention, create_model
 from densetasks.models.cross_task import ATTENTIONS, FUSIONS
 

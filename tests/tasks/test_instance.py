@@ -9,6 +9,7 @@ from densetasks.errors import ConfigError
 from densetasks.metrics.instance_ap import InstanceMap
 from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.tasks.instance import InstanceOffsets
+from densetasks.tasks.registry import label_kinds
 
 # Instance 1: pixels (x, y) = (1, 0), (2, 0), (2, 1) -> centroid (5/3, 1/3).
 # Instance 7: pixels (0, 1), (1, 1)                  -> centroid (0.5, 1).
@@ -103,7 +104,7 @@ def test_grouped_evaluation_scores_offsets_and_instance_masks() -> None:
     from densetasks.tasks.base import evaluation_inputs
 
     scenes = SyntheticScenes(n=4, size=(64, 64), seed=1, persons=(1, 1))
-    batch = collate_samples([scenes[index] for index in range(len(scenes))])
+    batch = collate_samples([scenes[index] for index in range(len(scenes))], label_kinds())
     tasks = {
         "semseg": create_task("semseg", **scenes.task_options["semseg"]),
         "instance": create_task("instance", **scenes.task_options["instance"]),

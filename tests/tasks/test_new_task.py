@@ -11,7 +11,7 @@ from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.metrics.saliency import SaliencyMetrics
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Task
-from densetasks.tasks.registry import TASKS
+from densetasks.tasks.registry import TASKS, label_kinds
 
 
 class Foreground(Task):
@@ -62,7 +62,7 @@ def test_a_task_defined_here_goes_end_to_end(register, run_end_to_end, tmp_path)
     register(TASKS, "foreground", Foreground)
     root = tmp_path / "data"
     for seed, (split, n) in enumerate({"train": 8, "val": 4, "test": 4}.items()):
-        write_folder_dataset(foreground_samples(n, seed), root, split)
+        write_folder_dataset(foreground_samples(n, seed), root, split, label_kinds())
     result = run_end_to_end(
         {
             "tasks": {"foreground": {}},

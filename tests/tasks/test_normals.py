@@ -11,6 +11,7 @@ from densetasks.data.sample import LabelKind
 from densetasks.data.transforms import hflip
 from densetasks.metrics.normals import NormalsMetrics
 from densetasks.tasks.normals import SurfaceNormals
+from densetasks.tasks.registry import label_kinds
 
 
 def column(*vectors):
@@ -78,8 +79,11 @@ def test_normals_of_inpainted_depth_are_ignored_by_loss_and_metrics(tmp_path, fi
     depth[0, 10:20, 12:26] = 0.0
     label = normals_from_depth(depth, intrinsics, **preset_options("real", 40))
     sample = {"image": torch.rand(3, 32, 40), "normals": label, "meta": {"name": "a"}}
-    write_folder_dataset([sample], tmp_path, "train", formats={"normals": file_format})
-    label = hflip(FolderDataset(tmp_path, "train", tasks=["normals"])[0])["normals"][None]
+    write_folder_dataset(
+        [sample], tmp_path, "train", label_kinds(), formats={"normals": file_format}
+    )
+    dataset = FolderDataset(tmp_path, "train", tasks=["normals"], label_kinds=label_kinds())
+    label = hflip(dataset[0], label_kinds())["normals"][None]
     hole = torch.zeros(1, 32, 40, dtype=torch.bool)
     hole[0, 10:20, 14:28] = True  # the hole, flipped
     assert torch.equal(LabelKind.NORMALS.valid(label), ~hole)

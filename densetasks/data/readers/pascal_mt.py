@@ -24,6 +24,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from densetasks.data.class_lists import PASCAL_PART_NAMES, PASCAL_SEMSEG_NAMES
 from densetasks.data.dataset import Sample, Transform
 from densetasks.data.folder import read_split
 from densetasks.data.io import read_image, read_png_array
@@ -32,12 +33,6 @@ from densetasks.data.readers._base import DatasetReader
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import DataError
 
-SEMSEG_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-PART_NAMES = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 PERSON_CLASS = 15
 # Pascal-Part person parts -> the 6 parts of ASTMT / ATRC (``db_info/pascal_part.json``).
 _PART_OF = {
@@ -48,7 +43,7 @@ _PART_OF = {
     "luleg": 5, "ruleg": 5,
     **dict.fromkeys(("lfoot", "rfoot", "llleg", "rlleg"), 6),
 }  # fmt: skip
-_SEMSEG_TABLE = _checks.identity_table(len(SEMSEG_NAMES))
+_SEMSEG_TABLE = _checks.identity_table(len(PASCAL_SEMSEG_NAMES))
 _FILES = {
     "semseg": (None, ".png"),
     "parts": ("human_parts", ".mat"),
@@ -86,7 +81,7 @@ class PascalMultiTask(DatasetReader):
     ) -> None:
         super().__init__(root, split, tasks, transform)
         self.normals_signs = _checks.check_signs(normals_signs, "normals_signs")
-        self.set_class_names(semseg=SEMSEG_NAMES, parts=PART_NAMES)
+        self.set_class_names(semseg=PASCAL_SEMSEG_NAMES, parts=PASCAL_PART_NAMES)
         self.names = read_split(self.root / "ImageSets" / "Context" / f"{split}.txt")
         self._images = _checks.files_for_names(
             self.root / "JPEGImages", self.names, (".jpg",), "image"

@@ -9,6 +9,7 @@ from densetasks.data.registry import create_dataset
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.data.synthetic.depth_noise import KinectNoise, kinect_depth, projector_shadow
 from densetasks.errors import ConfigError
+from densetasks.tasks.registry import label_kinds
 
 FOCAL = 500.0
 QUANTISE_ONLY = KinectNoise(sensor_width=64, disparity_noise=0.0, edge_spread=0.0)
@@ -99,5 +100,7 @@ def test_default_is_exact_depth_and_unknown_models_are_errors():
 
 
 def test_the_synthetic_dataset_of_a_config_passes_depth_noise_through():
-    dataset = create_dataset("synthetic", "val", n_val=1, size=(32, 32), depth_noise="kinect")
+    dataset = create_dataset(
+        "synthetic", "val", label_kinds(), n_val=1, size=(32, 32), depth_noise="kinect"
+    )
     assert dataset.depth_noise == "kinect"
