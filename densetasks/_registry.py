@@ -39,7 +39,13 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def create(self, name: str, *args: object, config_path: str, **options: object) -> T:
-        """``factory(*args, **options)`` for the registered ``name``.
+        """``factory(*args, **options)`` for the registered ``name``, options checked first
+        (:meth:`check_options`)."""
+        self.check_options(name, *args, config_path=config_path, **options)
+        return self.get(name)(*args, **options)
+
+    def check_options(self, name: str, *args: object, config_path: str, **options: object) -> None:
+        """Raise unless the factory of ``name`` takes ``(*args, **options)``.
 
         An option the factory does not take is a :class:`ConfigError` that names
         ``config_path`` (the config section the options came from), the bad keys and the
@@ -63,7 +69,6 @@ class Registry(Generic[T]):
                 else f"{self.kind} {name!r}: {error}"
             )
             raise ConfigError(f"{config_path}: {problem}") from None
-        return factory(*args, **options)
 
     def names(self) -> list[str]:
         return sorted(self._items)

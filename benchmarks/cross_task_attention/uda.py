@@ -153,7 +153,7 @@ def same_scenes_in_night(run_dir: Path) -> dict[str, dict[str, float]]:
     dataset.transform = run.transform
     kinds = build.run_label_kinds(run.tasks, run.model)
     loader = build.eval_loader(run.config, dataset, kinds, ProcessInfo())
-    evaluation = evaluate(run.model, run.model, run.tasks, loader, run.device)
+    evaluation = evaluate(run.model, run.tasks, loader, run.device)
     return {name: metric.compute() for name, metric in evaluation.metrics.items()}
 
 

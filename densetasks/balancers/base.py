@@ -23,6 +23,16 @@ class Balancer(nn.Module, metaclass=ABCMeta):
         self.likelihoods = {task.name: task.likelihood for task in tasks}
         self.last_weights: dict[str, float] = {}
 
+    needs_last_shared_layer: bool = False
+    """Whether the balancer measures task gradients on the network's last shared layer: the
+    engine then hands it ``Architecture.last_shared_layer()`` through
+    :meth:`use_last_shared_layer` before the first step (GradNorm's W). The engine asks this
+    question of every balancer and names none."""
+
+    def use_last_shared_layer(self, layer: Sequence[nn.Parameter]) -> None:
+        """Receive the last shared layer (called only when :attr:`needs_last_shared_layer`)."""
+        raise TypeError(f"{type(self).__name__} does not measure gradients on a shared layer")
+
     @abstractmethod
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """The total loss; sets :attr:`last_weights` (effective weight per task)."""

@@ -14,9 +14,10 @@ case: ``backward`` sets ``w.grad`` and the optimiser (which holds ``balancer.par
 updates w; the renormalisation happens at the start of the next ``forward``.
 
 W is the weight of the last shared layer, as in the paper (cheap: one gradient per task on one
-layer): the engine hands the balancer ``Architecture.last_shared_layer()`` through
-:meth:`GradNormBalancer.use_layer` (``engine.build.build_balancer``); a balancer never given a
-layer takes the last tensor of ``shared_parameters`` (what a caller outside the engine passes).
+layer): the balancer declares it (``needs_last_shared_layer``) and the engine hands it
+``Architecture.last_shared_layer()`` through :meth:`GradNormBalancer.use_last_shared_layer`
+(``engine.build.build_balancer``); a balancer never given a layer takes the last tensor of
+``shared_parameters`` (what a caller outside the engine passes).
 ``gradient_layer="all"`` uses every shared parameter instead.
 A task whose loss is zero in a batch (no labels) or that has no first loss yet takes no part in
 ``L_grad`` for that step: its weight gets no gradient.
@@ -56,7 +57,12 @@ class GradNormBalancer(Balancer):
         # W for gradient_layer="last": the model's parameters, not this module's (not saved).
         self.layer: list[nn.Parameter] = []
 
-    def use_layer(self, layer: Sequence[nn.Parameter]) -> None:
+    @property
+    def needs_last_shared_layer(self) -> bool:
+        """W is the last shared layer unless ``gradient_layer="all"``."""
+        return self.gradient_layer == "last"
+
+    def use_last_shared_layer(self, layer: Sequence[nn.Parameter]) -> None:
         """Measure the task gradients on ``layer`` (``Architecture.last_shared_layer()``)."""
         if not layer:
             raise ValueError("GradNorm's layer needs at least one parameter")

@@ -22,6 +22,11 @@ power 0.9 over the run); the engine checkpoints them and their optimiser with th
 ``adaptation.discriminator_width`` is the code's ``ndf`` (64: widths 64-128-256-512).
 The engine never names a task here either: everything iterates the tasks and the
 architecture's declared outputs.
+
+:class:`AdaptationStep` is the training step of such a run (a step strategy of
+:mod:`densetasks.engine.loop`): the model sees ``[source; target]`` in one forward, the task
+losses read the source rows only, the adversarial loss the target rows, then the
+discriminators take their own step.
 """
 
 from collections.abc import Mapping
@@ -33,7 +38,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from densetasks.engine.config import AdaptationConfig
-from densetasks.models.base import Architecture
+from densetasks.engine.loop import (
+    TARGET_IMAGES,
+    StepParts,
+    StepResult,
+    apply_gradients,
+    check_finite,
+    checked_losses,
+)
+from densetasks.engine.passes import Batch, autocast, forward
+from densetasks.models.base import AdaptedOutputs, Architecture
 from densetasks.models.discriminators import PatchDiscriminator
 from densetasks.tasks.base import Task
 
@@ -153,6 +167,45 @@ class DomainAdversary(nn.Module):
     def load_state_dict_with_optimizer(self, state: Mapping[str, Any]) -> None:
         self.load_state_dict(state["discriminators"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+@dataclass
+class AdaptationStep:
+    """The training step of a domain-adaptation run (a step strategy: ``StepParts.strategy``).
+
+    ``batch[TARGET_IMAGES]`` holds the step's target-domain images; the network's gradient is
+    that of the adversarial loss plus the balancer's on the source task losses.
+    """
+
+    adversary: DomainAdversary
+
+    def __call__(self, parts: StepParts, batch: Batch, step: int) -> StepResult:
+        if TARGET_IMAGES not in batch:
+            raise ValueError(f"a domain-adaptation step needs {TARGET_IMAGES!r} in the batch")
+        parts.model.train()
+        sources = batch["image"].shape[0]
+        inputs = {"image": torch.cat([batch["image"], batch[TARGET_IMAGES]])}
+        with autocast(parts.device, parts.amp_dtype):
+            mixed = forward(parts.model, parts.tasks, inputs, {})
+        losses, values = checked_losses(parts, _rows(mixed, sources), batch, step)
+        parts.optimizer.zero_grad(set_to_none=True)
+        maps = self.adversary.maps(mixed.outputs, batch, sources)
+        adversarial = self.adversary.generator_loss(maps)
+        adaptation = {"adversarial": float(adversarial.detach())}
+        check_finite(adaptation, step)
+        parts.scaler.scale(adversarial).backward(retain_graph=True)
+        total = parts.balancer.backward(losses, parts.shared_parameters, scale=parts.scaler.scale)
+        apply_gradients(parts)
+        adaptation["discriminator"] = self.adversary.discriminator_step(maps, step)
+        return StepResult(losses=values, total=float(total), adaptation=adaptation)
+
+
+def _rows(adapted: AdaptedOutputs, count: int) -> AdaptedOutputs:
+    """The first ``count`` rows (the source images) of every output and mask."""
+    return AdaptedOutputs(
+        {key: value[:count] for key, value in adapted.outputs.items()},
+        {key: value[:count] for key, value in adapted.masks.items()},
+    )
 
 
 def _bce(logits: torch.Tensor, label: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from densetasks.balancers import GradNormBalancer, create_balancer
+from densetasks.balancers import create_balancer
 from densetasks.balancers.base import Balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
@@ -267,19 +267,20 @@ def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
 
 
 def build_balancer(config: RunConfig, tasks: Mapping[str, Task], model: Architecture) -> Balancer:
-    """The configured balancer; GradNorm gets the model's last shared layer as its W."""
+    """The configured balancer, handed what it declares it needs of the model (the last
+    shared layer: GradNorm's W)."""
     options = dict(config.balancer.options)
     if config.balancer.weights:
         options["weights"] = dict(config.balancer.weights)
     balancer = create_balancer(config.balancer.name, list(tasks.values()), **options)
-    if isinstance(balancer, GradNormBalancer):
-        balancer.use_layer(_last_shared_layer(model))
+    if balancer.needs_last_shared_layer:
+        balancer.use_last_shared_layer(_last_shared_layer(model, config.balancer.name))
     return balancer
 
 
-def _last_shared_layer(model: Architecture) -> list[torch.nn.Parameter]:
-    """GradNorm's W; an architecture without one (no shared layer) is a ConfigError."""
+def _last_shared_layer(model: Architecture, balancer: str) -> list[torch.nn.Parameter]:
+    """The model's last shared layer; an architecture without one is a ConfigError."""
     try:
         return model.last_shared_layer()
     except ValueError as error:
-        raise ConfigError(f"balancer.name: gradnorm needs a shared layer: {error}") from None
+        raise ConfigError(f"balancer.name: {balancer} needs a shared layer: {error}") from None

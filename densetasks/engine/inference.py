@@ -157,15 +157,7 @@ class Predictor:
     ) -> PlanOutputs:
         """Raw outputs of a transformed batch, following the model's evaluation plan."""
         plan = self.run.model.evaluation_plan() if plan is None else plan
-        return run_plan(
-            self.run.model,
-            self.run.model,
-            self.tasks,
-            batch,
-            plan,
-            self.run.device,
-            self.amp_dtype,
-        )
+        return run_plan(self.run.model, self.tasks, batch, plan, self.run.device, self.amp_dtype)
 
     def rule_palette(
         self, image: torch.Tensor, rule: str, seed: int = 0, **options: Any

@@ -1,18 +1,16 @@
 """The visible step: forward under autocast, per-task losses, balancer backward, clip, step.
 
 Functions, not a trainer class (torchvision ``references/segmentation/train.py`` style):
-:func:`task_losses` turns adapted model outputs into ``{task: loss}`` (with the supervision
-masks the adapter gives and the architecture's weighted auxiliary outputs, resized by their
-task), :func:`train_step` does one optimisation step, :func:`evaluate` accumulates every
-task's metric over a loader following the architecture's evaluation plan.
-With a :class:`~densetasks.engine.adversarial.DomainAdversary` (multi-task domain
-adaptation) a step forwards source and target images as one mixed batch, adds the
-adversarial loss on the target rows and then steps the discriminators.
+:func:`train_step` does one optimisation step and reads top to bottom (conditions, forward,
+:func:`task_losses`, the balancer's backward, :func:`apply_gradients`); :func:`evaluate`
+accumulates every task's metric over a loader following the architecture's evaluation plan.
+A run that adapts to a target domain swaps the step for another *step strategy*
+(:class:`~densetasks.engine.adversarial.AdaptationStep`) built from the same pieces.
 The engine never names a task: everything iterates the ``tasks`` mapping.
 """
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +18,6 @@ import torch
 from torch import nn
 
 from densetasks.balancers.base import Balancer
-from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.config import TrainConfig
 from densetasks.engine.distributed import (
     ProcessInfo,
@@ -29,7 +26,15 @@ from densetasks.engine.distributed import (
     average_gradients,
 )
 from densetasks.engine.optim import LearningRateSchedule
-from densetasks.engine.passes import Batch, autocast, condition_inputs, forward, run_plan, to_device
+from densetasks.engine.passes import (
+    Batch,
+    architecture_of,
+    autocast,
+    condition_inputs,
+    forward,
+    run_plan,
+    to_device,
+)
 from densetasks.engine.sampling import sample_seed
 from densetasks.errors import TrainingError
 from densetasks.metrics.base import Metric
@@ -38,12 +43,24 @@ from densetasks.tasks.base import Task, metric_inputs
 
 
 @dataclass
+class StepResult:
+    losses: dict[str, float]
+    total: float
+    adaptation: dict[str, float] = field(default_factory=dict)
+    """``adversarial`` (λ-weighted, on the network) and ``discriminator`` losses, if adapting."""
+
+
+StepStrategy = Callable[["StepParts", Batch, int], StepResult]
+"""One optimisation step on ``(parts, batch, step)``: :func:`supervised_step` or a run's
+other strategy (domain adaptation)."""
+
+
+@dataclass
 class StepParts:
     """Everything one training step touches."""
 
     model: nn.Module
-    """The model as called (possibly the DDP wrapper of ``architecture``)."""
-    architecture: Architecture
+    """The model as called: an architecture, or its DDP wrapper under torchrun."""
     tasks: Mapping[str, Task]
     balancer: Balancer
     optimizer: torch.optim.Optimizer
@@ -57,13 +74,17 @@ class StepParts:
     process: ProcessInfo
     seed: int = 0
     """Seeds the conditions drawn for a batch (palette rules) together with the step."""
-    adversary: DomainAdversary | None = None
-    """Discriminators of a domain-adaptation run; then every step also takes a target batch."""
+    strategy: StepStrategy | None = None
+    """How a step is taken; ``None``: :func:`supervised_step`."""
+
+    @property
+    def architecture(self) -> Architecture:
+        return architecture_of(self.model)
 
     @classmethod
     def on_cpu(
         cls,
-        architecture: nn.Module,
+        architecture: Architecture,
         tasks: Mapping[str, Task],
         balancer: Balancer,
         optimizer: torch.optim.Optimizer,
@@ -74,10 +95,9 @@ class StepParts:
         """One process on the CPU in float32, the model called as it is (no DDP wrapper, no
         AMP, channels first): for code that drives :func:`train_step` itself, such as tests
         and benchmarks. ``shared_parameters`` default to the architecture's; ``extra`` sets
-        ``seed`` or ``adversary``."""
+        ``seed`` or ``strategy``."""
         return cls(
             model=architecture,
-            architecture=architecture,
             tasks=tasks,
             balancer=balancer,
             optimizer=optimizer,
@@ -93,14 +113,6 @@ class StepParts:
             process=ProcessInfo(),
             **extra,
         )
-
-
-@dataclass
-class StepResult:
-    losses: dict[str, float]
-    total: float
-    adaptation: dict[str, float] = field(default_factory=dict)
-    """``adversarial`` (λ-weighted, on the network) and ``discriminator`` losses, if adapting."""
 
 
 def task_losses(
@@ -166,42 +178,49 @@ target's labels never enter a training batch)."""
 
 
 def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
-    """One optimisation step on one (already on-device) batch.
+    """One optimisation step on one (already on-device) batch, by the run's strategy."""
+    return (parts.strategy or supervised_step)(parts, batch, step)
 
-    With ``parts.adversary``, ``batch[TARGET_IMAGES]`` holds the step's target-domain images:
-    the model sees ``[source; target]`` in one forward, the task losses read the source rows
-    only, the adversarial loss the target rows.
-    """
-    target_images = batch.get(TARGET_IMAGES)
-    if (parts.adversary is None) != (target_images is None):
-        raise ValueError(f"a batch has {TARGET_IMAGES!r} exactly when the step has an adversary")
+
+def supervised_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
+    """Forward, the task losses, the balancer's backward and the optimiser step."""
+    if TARGET_IMAGES in batch:
+        raise ValueError(f"a batch with {TARGET_IMAGES!r} needs the domain-adaptation step")
     parts.model.train()
-    generator = None
-    if parts.architecture.condition_inputs:
-        generator = torch.Generator().manual_seed(sample_seed(parts.seed, step))
-    conditions = condition_inputs(parts.architecture, batch, generator)
-    sources = batch["image"].shape[0]
-    inputs = batch
-    if target_images is not None:
-        inputs = {"image": torch.cat([batch["image"], target_images])}
+    conditions = condition_inputs(parts.architecture, batch, step_generator(parts, step))
     with autocast(parts.device, parts.amp_dtype):
-        mixed = forward(parts.model, parts.architecture, parts.tasks, inputs, conditions)
-    adapted = mixed if target_images is None else _rows(mixed, sources)
+        adapted = forward(parts.model, parts.tasks, batch, conditions)
+    losses, values = checked_losses(parts, adapted, batch, step)
+    parts.optimizer.zero_grad(set_to_none=True)
+    total = parts.balancer.backward(losses, parts.shared_parameters, scale=parts.scaler.scale)
+    apply_gradients(parts)
+    return StepResult(losses=values, total=float(total))
+
+
+def step_generator(parts: StepParts, step: int) -> torch.Generator | None:
+    """Draws a step's missing conditions (palette rules), seeded by ``(seed, step)`` so a
+    resumed run draws the same; ``None`` for a model without conditioning inputs."""
+    if not parts.architecture.condition_inputs:
+        return None
+    return torch.Generator().manual_seed(sample_seed(parts.seed, step))
+
+
+def checked_losses(
+    parts: StepParts, adapted: AdaptedOutputs, batch: Batch, step: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The step's task losses and their values averaged over processes, which must be
+    finite (:func:`check_finite`)."""
     losses = task_losses(parts.tasks, adapted, batch, parts.architecture.auxiliary_outputs)
     stacked = torch.stack([loss.detach() for loss in losses.values()])
-    values = all_reduce_mean(stacked, parts.process)
-    loss_values = dict(zip(losses, values.tolist(), strict=True))
-    check_finite(loss_values, step)
+    values = dict(zip(losses, all_reduce_mean(stacked, parts.process).tolist(), strict=True))
+    check_finite(values, step)
+    return losses, values
 
-    parts.optimizer.zero_grad(set_to_none=True)
-    adaptation: dict[str, float] = {}
-    if parts.adversary is not None:
-        maps = parts.adversary.maps(mixed.outputs, batch, sources)
-        adversarial = parts.adversary.generator_loss(maps)
-        adaptation["adversarial"] = float(adversarial.detach())
-        check_finite(adaptation, step)
-        parts.scaler.scale(adversarial).backward(retain_graph=True)
-    total = parts.balancer.backward(losses, parts.shared_parameters, scale=parts.scaler.scale)
+
+def apply_gradients(parts: StepParts) -> None:
+    """After the backward pass: the balancer's own gradients averaged over processes (DDP
+    averages the model's), the gradient norm clipped, the (scaled) optimiser and the
+    learning-rate schedule stepped."""
     average_gradients(parts.balancer.parameters(), parts.process)
     if parts.clip_grad_norm is not None:
         parts.scaler.unscale_(parts.optimizer)
@@ -210,17 +229,6 @@ def train_step(parts: StepParts, batch: Batch, step: int) -> StepResult:
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.schedule.step()
-    if parts.adversary is not None:
-        adaptation["discriminator"] = parts.adversary.discriminator_step(maps, step)
-    return StepResult(losses=loss_values, total=float(total), adaptation=adaptation)
-
-
-def _rows(adapted: AdaptedOutputs, count: int) -> AdaptedOutputs:
-    """The first ``count`` rows (the source images) of every output and mask."""
-    return AdaptedOutputs(
-        {key: value[:count] for key, value in adapted.outputs.items()},
-        {key: value[:count] for key, value in adapted.masks.items()},
-    )
 
 
 def _optimised_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -236,8 +244,7 @@ class Evaluation:
 
 
 def evaluate(
-    model: nn.Module,
-    architecture: Architecture,
+    model: Architecture,
     tasks: Mapping[str, Task],
     batches: Iterable[Batch],
     device: torch.device,
@@ -251,7 +258,7 @@ def evaluate(
     label is restricted to its supervision mask where a pass gives one (a palette rule
     scores each task on the pixels the palette assigns to it).
     """
-    plan = architecture.evaluation_plan()
+    plan = model.evaluation_plan()
     rules = [evaluation_pass.rule for evaluation_pass in plan if evaluation_pass.rule]
     evaluation = Evaluation(
         {name: task.metrics() for name, task in tasks.items()},
@@ -259,7 +266,7 @@ def evaluate(
     )
     for batch in batches:
         batch = to_device(batch, device, channels_last)
-        outputs = run_plan(model, architecture, tasks, batch, plan, device, amp_dtype)
+        outputs = run_plan(model, tasks, batch, plan, device, amp_dtype)
         _update(evaluation.metrics, tasks, outputs.main, batch)
         for rule, adapted in outputs.by_rule.items():
             _update(evaluation.by_rule[rule], tasks, adapted, batch)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from densetasks.errors import DataError
 from densetasks.models.base import AdaptedOutputs, Architecture, EvaluationPass
@@ -68,19 +69,21 @@ def condition_inputs(
     return conditions
 
 
+def architecture_of(model: nn.Module) -> Architecture:
+    """The architecture a called model is: itself, or what ``DistributedDataParallel`` wraps."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def forward(
     model: nn.Module,
-    architecture: Architecture,
     tasks: Mapping[str, Any],
     batch: Mapping[str, Any],
     conditions: Mapping[str, torch.Tensor],
 ) -> AdaptedOutputs:
-    """``model(image, **conditions)`` then the architecture's output adapter.
-
-    ``model`` is what is called (possibly the DDP wrapper of ``architecture``).
-    """
+    """``model(image, **conditions)`` then the architecture's output adapter; ``model`` is
+    an architecture or its DDP wrapper (training under torchrun)."""
     raw = model(batch["image"], **conditions)
-    return architecture.output_adapter(raw, tasks, conditions)
+    return architecture_of(model).output_adapter(raw, tasks, conditions)
 
 
 @dataclass
@@ -97,8 +100,7 @@ class PlanOutputs:
 
 @torch.no_grad()
 def run_plan(
-    model: nn.Module,
-    architecture: Architecture,
+    model: Architecture,
     tasks: Mapping[str, Any],
     batch: Mapping[str, Any],
     plan: list[EvaluationPass],
@@ -113,9 +115,9 @@ def run_plan(
     result = PlanOutputs(AdaptedOutputs({}))
     for evaluation_pass in plan:
         built = {name: build(batch) for name, build in evaluation_pass.conditions.items()}
-        conditions = condition_inputs(architecture, batch, overrides=built)
+        conditions = condition_inputs(model, batch, overrides=built)
         with autocast(device, amp_dtype):
-            adapted = forward(model, architecture, tasks, batch, conditions)
+            adapted = forward(model, tasks, batch, conditions)
         names = tasks if evaluation_pass.rule is not None else evaluation_pass.tasks
         kept = _keep(adapted, names)
         if evaluation_pass.rule is None:

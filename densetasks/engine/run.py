@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from densetasks.data.dataset import DenseDataset
 from densetasks.data.unlabelled import UnlabelledImages
 from densetasks.engine import build
-from densetasks.engine.adversarial import DomainAdversary
+from densetasks.engine.adversarial import AdaptationStep, DomainAdversary
 from densetasks.engine.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -274,7 +274,6 @@ class _Trainer:
             called = DistributedDataParallel(self.model, device_ids=device_ids)
         parts = StepParts(
             model=called,
-            architecture=self.model,
             tasks=self.tasks,
             balancer=self.balancer,
             optimizer=self.optimizer,
@@ -287,7 +286,7 @@ class _Trainer:
             clip_grad_norm=config.train.clip_grad_norm,
             process=self.process,
             seed=config.seed,
-            adversary=self.adversary,
+            strategy=None if self.adversary is None else AdaptationStep(self.adversary),
         )
         val_loader = build.eval_loader(config, self.val_set, self.kinds, self.process)
         images_per_step = config.data.batch_size * self.process.world_size
@@ -336,7 +335,6 @@ class _Trainer:
     def _validate(self, val_loader) -> None:
         evaluation = evaluate(
             self.model,
-            self.model,
             self.tasks,
             val_loader,
             self.device,
@@ -373,9 +371,7 @@ class _Trainer:
             return
         batch = to_device(next(iter(val_loader)), self.device, self.config.train.channels_last)
         plan = self.model.evaluation_plan()
-        outputs = run_plan(
-            self.model, self.model, self.tasks, batch, plan, self.device, self.amp_dtype
-        )
+        outputs = run_plan(self.model, self.tasks, batch, plan, self.device, self.amp_dtype)
         predictions = evaluation_inputs(self.tasks, outputs.main.outputs)
         folder = self.run_dir / "images" / f"step_{self.step}"
         write_prediction_images(folder, self.tasks, batch, predictions, count)
@@ -392,7 +388,6 @@ class _Trainer:
                 splits.update(self._final_loader(key, split, open_split))
         for split, (split_name, loader) in splits.items():
             evaluation = evaluate(
-                self.model,
                 self.model,
                 self.tasks,
                 loader,
@@ -482,7 +477,7 @@ def evaluate_run(
     dataset.transform = loaded.transform
     kinds = build.run_label_kinds(loaded.tasks, loaded.model)
     loader = build.eval_loader(loaded.config, dataset, kinds, ProcessInfo())
-    evaluation = evaluate(loaded.model, loaded.model, loaded.tasks, loader, loaded.device)
+    evaluation = evaluate(loaded.model, loaded.tasks, loader, loaded.device)
     payload = metrics_payload(loaded.step, split_name, evaluation, loaded.tasks)
     (loaded.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
     return payload

@@ -66,21 +66,21 @@ def create_model(
     output_stride: int = 16,
     **options: object,
 ) -> Architecture:
-    """Build the registered ``architecture`` for ``{task name: head channels}``.
+    """Build the registered ``architecture`` for ``{task name: head channels}`` on the
+    encoder ``encoder`` (built here, once, with ``pretrained`` weights and ``output_stride``,
+    and handed to the architecture).
 
     ``options`` are the architecture's own keyword arguments (``bottleneck``, ``head`` and
     their options for the built-in ones); an unknown name or option raises
-    :class:`~densetasks.errors.ConfigError` naming ``model.options`` and the known ones.
+    :class:`~densetasks.errors.ConfigError` naming ``model.options`` and the known ones,
+    before any weights are built.
     """
-    return ARCHITECTURES.create(
-        architecture,
-        task_channels,
-        config_path="model.options",
-        encoder=encoder,
-        pretrained=pretrained,
-        output_stride=output_stride,
-        **options,
+    factory = ARCHITECTURES.get(architecture)
+    ARCHITECTURES.check_options(
+        architecture, task_channels, config_path="model.options", encoder=None, **options
     )
+    built = create_encoder(encoder, pretrained, output_stride)
+    return factory(task_channels, encoder=built, **options)
 
 
 __all__ = [

@@ -52,6 +52,18 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     """
 
     feature_info: list[FeatureSpec]
+    factory: Callable[[], "Encoder"] | None = None
+    """Builds another encoder the way this one was built (set by ``create_encoder``)."""
+
+    def rebuild(self) -> "Encoder":
+        """Another encoder built the way this one was: fresh random weights, or the same
+        pretrained ones. For architectures with one encoder per task (CompositeTasking's
+        multi-network baseline), which are handed one encoder like every architecture."""
+        if self.factory is None:
+            raise ValueError(
+                f"{type(self).__name__} was not built by create_encoder and cannot be rebuilt"
+            )
+        return self.factory()
 
     @abstractmethod
     def forward_stages(

@@ -246,5 +246,8 @@ for timm_name in TIMM_ENCODERS:
 
 
 def create_encoder(name: str, pretrained: Pretrained = False, output_stride: int = 32) -> Encoder:
-    """The registered encoder ``name``; unknown names raise :class:`ConfigError`."""
-    return ENCODERS.get(name)(pretrained=pretrained, output_stride=output_stride)
+    """The registered encoder ``name``; unknown names raise :class:`ConfigError`. The encoder
+    remembers how it was built (:meth:`Encoder.rebuild`)."""
+    encoder = ENCODERS.get(name)(pretrained=pretrained, output_stride=output_stride)
+    encoder.factory = partial(create_encoder, name, pretrained, output_stride)
+    return encoder

@@ -84,7 +84,7 @@ def test_the_given_layer_is_w_not_the_last_shared_tensor(two_tasks):
     balancer = create_balancer("gradnorm", two_tasks, alpha=1.5)
     weight = torch.nn.Parameter(torch.tensor([[1.0, 2.0]]))
     bias = torch.nn.Parameter(torch.tensor(5.0))
-    balancer.use_layer([weight])
+    balancer.use_last_shared_layer([weight])
     # seg = W00² + b, depth = 2·W01² + 3b: on W, ‖∇L‖ = (2, 8) as in the first hand step
     # (Ḡ = 5, target (5, 5), ∇w = (−2, 8)); on the bias alone it would be (1, 3).
     losses = {"seg": weight[0, 0] ** 2 + bias, "depth": 2 * weight[0, 1] ** 2 + 3 * bias}
@@ -153,7 +153,7 @@ def test_a_step_on_hard_sharing_measures_norms_on_its_layer(two_tasks):
         _norm(torch.autograd.grad(loss, layer, retain_graph=True)) for loss in losses.values()
     ]
     balancer = create_balancer("gradnorm", two_tasks)
-    balancer.use_layer(layer)
+    balancer.use_last_shared_layer(layer)
     balancer.backward(losses, model.shared_parameters())
     assert balancer.task_weights.grad.abs().tolist() == pytest.approx(expected, rel=1e-5)
 

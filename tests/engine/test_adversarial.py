@@ -8,7 +8,7 @@ import torch
 from densetasks.cli.main import main
 from densetasks.data.synthetic import SyntheticScenes
 from densetasks.engine import build
-from densetasks.engine.adversarial import aligned_outputs
+from densetasks.engine.adversarial import AdaptationStep, aligned_outputs
 from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.engine.config import validate_config
 from densetasks.engine.distributed import ProcessInfo
@@ -74,7 +74,7 @@ def step_parts(config):
         balancer,
         optimizer,
         config.train,
-        adversary=build.build_adversary(config, tasks, model),
+        strategy=AdaptationStep(build.build_adversary(config, tasks, model)),
     )
     kinds = build.run_label_kinds(tasks, model)
     build.attach_transform(config, source, tasks, model, train=True)
@@ -90,15 +90,14 @@ def step_parts(config):
 def test_one_step_moves_the_discriminators_and_the_network():
     parts, batch = step_parts(validate_config(CONFIG))
     network = {k: v.clone() for k, v in parts.model.state_dict().items()}
-    discriminators = {k: v.clone() for k, v in parts.adversary.state_dict().items()}
+    adversary = parts.strategy.adversary
+    discriminators = {k: v.clone() for k, v in adversary.state_dict().items()}
     result = train_step(parts, batch, 0)
     assert set(result.adaptation) == {"adversarial", "discriminator"}
     # 4 discriminators at chance: L_D = 4 · 2 · ln 2; the adversarial loss is λ · Σ ln 2
     assert result.adaptation["discriminator"] == pytest.approx(8 * 0.6931, rel=0.05)
     assert result.adaptation["adversarial"] == pytest.approx(5e-3 * 4 * 0.6931, rel=0.05)
-    moved = [
-        k for k, v in parts.adversary.state_dict().items() if not torch.equal(v, discriminators[k])
-    ]
+    moved = [k for k, v in adversary.state_dict().items() if not torch.equal(v, discriminators[k])]
     assert any(key.endswith("original") for key in moved)
     assert {key.split(".")[1] for key in moved} == {
         "semseg",
@@ -115,7 +114,7 @@ def test_the_adversarial_gradient_reaches_the_network_only_through_target_rows()
     discriminator gets no gradient from the network's loss (it is frozen there)."""
     config = validate_config({**CONFIG, "adaptation": {**CONFIG["adaptation"], "lambda_adv": 1e3}})
     parts, batch = step_parts(config)
-    maps = parts.adversary.maps(
+    maps = parts.strategy.adversary.maps(
         parts.model(torch.cat([batch["image"], batch[TARGET_IMAGES]])), batch, 2
     )
     assert (
@@ -124,8 +123,8 @@ def test_the_adversarial_gradient_reaches_the_network_only_through_target_rows()
     assert all(
         value.shape[0] == 2 and value.shape[-2:] == (32, 32) for value in maps.target.values()
     )
-    parts.adversary.generator_loss(maps).backward()
-    assert all(p.grad is None for p in parts.adversary.parameters())
+    parts.strategy.adversary.generator_loss(maps).backward()
+    assert all(p.grad is None for p in parts.strategy.adversary.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in parts.model.parameters())
 
 

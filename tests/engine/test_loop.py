@@ -167,8 +167,8 @@ def test_evaluate_over_batches_equals_one_big_batch(tasks):
     first, second = batch(), batch()
     second = {key: value.flip(0) for key, value in second.items()}
     second["image"] = second["image"] + 0.1
-    split = evaluate(model, model, tasks, [first, second], torch.device("cpu")).metrics
+    split = evaluate(model, tasks, [first, second], torch.device("cpu")).metrics
     joined = {k: torch.cat([first[k], second[k]]) for k in first}
-    whole = evaluate(model, model, tasks, [joined], torch.device("cpu")).metrics
+    whole = evaluate(model, tasks, [joined], torch.device("cpu")).metrics
     for name in tasks:
         assert split[name].compute() == pytest.approx(whole[name].compute())

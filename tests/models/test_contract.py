@@ -56,9 +56,9 @@ class ToyComposite(Architecture):
     condition_inputs = (ConditionInput("palette", LabelKind.MASK, sample=random_palette),)
     output_adapter = CompositeAdapter()
 
-    def __init__(self, task_channels, encoder="tiny", pretrained=False, output_stride=16):
+    def __init__(self, task_channels, encoder):
         super().__init__(task_channels)
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         width = self.encoder.feature_info[0].channels + len(task_channels)
         self.decoder = nn.Conv2d(width, 3, 3, padding=1)
 
@@ -87,11 +87,9 @@ class ToyAuxiliary(Architecture):
     """Full-resolution heads from stride 2 and training-only ``task@quarter`` heads from
     stride 4, weighted by ``aux_weight``."""
 
-    def __init__(
-        self, task_channels, encoder="tiny", pretrained=False, output_stride=16, aux_weight=0.25
-    ):
+    def __init__(self, task_channels, encoder, aux_weight=0.25):
         super().__init__(task_channels)
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         half, quarter = (spec.channels for spec in self.encoder.feature_info[:2])
         self.heads = nn.ModuleDict({t: nn.Conv2d(half, c, 1) for t, c in task_channels.items()})
         self.quarter = nn.ModuleDict(
@@ -122,15 +120,11 @@ class ToyBranch(Architecture):
     """A timm encoder shared up to stage ``split``; each task runs its own copy of the deeper
     stages and a 1×1 head on the deepest feature."""
 
-    def __init__(
-        self, task_channels, encoder="test_resnet", pretrained=False, output_stride=16, split=2
-    ):
+    def __init__(self, task_channels, encoder, split=2):
         super().__init__(task_channels)
         self.split = split
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
-        self.branches = nn.ModuleDict(
-            {task: create_encoder(encoder, pretrained, output_stride) for task in task_channels}
-        )
+        self.encoder = encoder
+        self.branches = nn.ModuleDict({task: encoder.rebuild() for task in task_channels})
         deepest = self.encoder.feature_info[-1].channels
         self.heads = nn.ModuleDict({t: nn.Conv2d(deepest, c, 1) for t, c in task_channels.items()})
 
@@ -197,7 +191,7 @@ def _predict_with_palettes(run, palette):
 
 
 def test_a_missing_condition_is_named():
-    model = ToyComposite({"semseg": 3, "depth": 1})
+    model = ToyComposite({"semseg": 3, "depth": 1}, create_encoder("tiny"))
     batch = {"image": torch.rand(1, 3, 8, 8)}
     with pytest.raises(DataError, match="conditioning input 'palette'"):
         condition_inputs(model, batch)

@@ -1,8 +1,10 @@
 """Architectures: how encoder features become one output per task. One per file.
 
-Every architecture takes ``(task_channels, encoder=..., pretrained=..., output_stride=...,
-**its own options)`` so that :func:`densetasks.models.create_model` builds any of them from
-one config section (``bottleneck`` and ``head`` are options of the hard-sharing ones).
+Every architecture takes ``(task_channels, encoder, **its own options)``: the encoder is built
+once by :func:`densetasks.models.create_model` (from ``model.encoder``, ``model.pretrained``
+and ``model.output_stride``) and handed in, so that any architecture runs on any encoder and
+its own options come from one config section, ``model.options`` (``bottleneck`` and ``head``
+are options of the hard-sharing ones).
 """
 
 from densetasks._registry import Registry

@@ -24,6 +24,7 @@ from densetasks.models.base import (
     Architecture,
     Batch,
     ConditionInput,
+    Encoder,
     EvaluationPass,
     EvaluationPlan,
     UniformCondition,
@@ -33,7 +34,6 @@ from densetasks.models.composite_blocks import (
     CompositionDecoder,
     TaskRepresentation,
 )
-from densetasks.models.encoders import Pretrained, create_encoder
 
 PALETTE = "palette"
 """Name of the palette conditioning input (and of its key in a batch)."""
@@ -138,9 +138,7 @@ class CompositeTasking(PaletteArchitecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet34",
-        pretrained: Pretrained = False,
-        output_stride: int = 32,
+        encoder: Encoder,
         train_rule: str = "R1r",
         train_rule_options: Mapping[str, Any] | None = None,
         eval_rules: Sequence[str] = ("R1r",),
@@ -159,7 +157,7 @@ class CompositeTasking(PaletteArchitecture):
             task_channels, train_rule, train_rule_options, eval_rules, eval_rule_options, seed
         )
         self.output_adapter = CompositeAdapter(PALETTE)
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         self.task_representation = TaskRepresentation(
             len(task_channels), embedding_channels, code_length
         )

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from densetasks.errors import ConfigError
-from densetasks.models.base import Architecture, AuxiliaryOutput, FeatureSpec
+from densetasks.models.base import Architecture, AuxiliaryOutput, Encoder, FeatureSpec
 from densetasks.models.bottlenecks import EASPP, conv_bn, conv_bn_relu
-from densetasks.models.encoders import Pretrained, create_encoder
 from densetasks.models.heads import upsample
 
 STAGES = ("stage1", "stage2")
@@ -115,18 +114,16 @@ class Fission(Architecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet50",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         split: str = "mid",
         aux_weights: Sequence[float] = (0.6, 0.5),
         decoder_channels: int = 256,
         head_relu: bool = False,
     ) -> None:
-        _check_options(task_channels, output_stride, split, aux_weights)
+        _check_options(task_channels, encoder.feature_info[-1].stride, split, aux_weights)
         super().__init__(task_channels)
         self.split = split
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         self.bottleneck = EASPP(self.encoder.feature_info)
         self.skip_indices = [_deepest_at(self.encoder.feature_info, s) for s in SKIP_STRIDES]
         self.skips = nn.ModuleList(

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from densetasks.errors import ConfigError
-from densetasks.models.base import Architecture
+from densetasks.models.base import Architecture, Encoder
 from densetasks.models.bottlenecks import ASPP, create_bottleneck
-from densetasks.models.encoders import Pretrained, create_encoder
 from densetasks.models.heads import create_head
 
 
@@ -27,9 +26,7 @@ class HardSharing(Architecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet18",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         bottleneck: str = "aspp",
         head: str = "deeplab",
         bottleneck_options: dict[str, Any] | None = None,
@@ -37,7 +34,7 @@ class HardSharing(Architecture):
     ) -> None:
         self.check_tasks(task_channels)
         super().__init__(task_channels)
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         self.bottleneck = create_bottleneck(
             bottleneck, self.encoder.feature_info, **(bottleneck_options or {})
         )

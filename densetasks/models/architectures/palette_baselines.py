@@ -25,7 +25,6 @@ from densetasks.models.adapters import PaletteMaskAdapter
 from densetasks.models.architectures.composite_tasking import PALETTE, PaletteArchitecture
 from densetasks.models.base import Encoder, FeatureSpec
 from densetasks.models.composite_blocks import DECODER_WIDTHS, CompositionDecoder
-from densetasks.models.encoders import Pretrained, create_encoder
 
 
 class _PaletteBaseline(PaletteArchitecture):
@@ -43,9 +42,7 @@ class _PaletteBaseline(PaletteArchitecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet34",
-        pretrained: Pretrained = False,
-        output_stride: int = 32,
+        encoder: Encoder,
         train_rule: str | None = None,
         train_rule_options: Mapping[str, Any] | None = None,
         eval_rules: Sequence[str] = ("R1r",),
@@ -66,20 +63,16 @@ class _PaletteBaseline(PaletteArchitecture):
         )
         ids = {task: self.palette_tasks.index(task) for task in task_channels}
         self.output_adapter = PaletteMaskAdapter(decode_composite=True, palette=PALETTE, ids=ids)
-        self.encoder_options = (encoder, pretrained, output_stride)
         self.decoder_widths = tuple(decoder_widths)
-        self.build()
+        self.build(encoder)
 
     @classmethod
     def check_tasks(cls, task_channels: dict[str, int]) -> None:
         """Raise :class:`ConfigError` unless the tasks suit this architecture (any number)."""
 
     @abstractmethod
-    def build(self) -> None:
-        """Create the encoder(s) and decoders."""
-
-    def new_encoder(self) -> Encoder:
-        return create_encoder(*self.encoder_options)
+    def build(self, encoder: Encoder) -> None:
+        """Create the decoders around ``encoder`` (and the further encoders, if any)."""
 
     def new_decoder(self, feature_info: Sequence[FeatureSpec]) -> CompositionDecoder:
         """The CTN decoder with plain BatchNorm (no task conditioning), 3 output channels."""
@@ -93,8 +86,8 @@ class MHN(_PaletteBaseline):
     not used by the network (the adapter masks the losses with it).
     """
 
-    def build(self) -> None:
-        self.encoder = self.new_encoder()
+    def build(self, encoder: Encoder) -> None:
+        self.encoder = encoder
         self.decoders = nn.ModuleDict(
             {task: self.new_decoder(self.encoder.feature_info) for task in self.task_channels}
         )
@@ -117,8 +110,13 @@ class MN(_PaletteBaseline):
     code, ``multi_net``); ``forward`` as :class:`MHN`. ``shared_parameters()`` is empty
     unless there is one task."""
 
-    def build(self) -> None:
-        self.encoders = nn.ModuleDict({task: self.new_encoder() for task in self.task_channels})
+    def build(self, encoder: Encoder) -> None:
+        """The first task takes ``encoder``, every other task an encoder built the same way
+        (:meth:`Encoder.rebuild`: fresh random weights, or the same pretrained ones)."""
+        first, *others = self.task_channels
+        self.encoders = nn.ModuleDict(
+            {first: encoder, **{task: encoder.rebuild() for task in others}}
+        )
         self.decoders = nn.ModuleDict(
             {name: self.new_decoder(net.feature_info) for name, net in self.encoders.items()}
         )

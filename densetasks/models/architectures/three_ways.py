@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck as ResidualBottleneck
 
 from densetasks.errors import ConfigError
-from densetasks.models.base import Architecture, AuxiliaryOutput
+from densetasks.models.base import Architecture, AuxiliaryOutput, Encoder
 from densetasks.models.bottlenecks import create_bottleneck
 from densetasks.models.cross_task import (
     MTEB,
@@ -33,7 +33,6 @@ from densetasks.models.cross_task import (
     PadNetDistillation,
     ThreeWaysDecoder,
 )
-from densetasks.models.encoders import Pretrained, create_encoder
 
 DECODER_WIDTHS = (256, 256, 128, 128, 64)
 """Block widths from the deepest scale (4, 1/16) to full resolution (Lopes et al., code)."""
@@ -71,9 +70,7 @@ class ThreeWays(Architecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet18",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         decoder_widths: Sequence[int] = DECODER_WIDTHS,
         supervised_scales: Sequence[int] = (1,),
         aux_weight: float = 1.0,
@@ -86,7 +83,7 @@ class ThreeWays(Architecture):
         )
         if aux_weight < 0:
             raise ConfigError(f"model.options.aux_weight must be >= 0; got {aux_weight}")
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         self.bottleneck = create_bottleneck(
             "aspp", self.encoder.feature_info, **{"project": True, **(aspp_options or {})}
         )
@@ -148,9 +145,7 @@ class ThreeWaysMTEB(ThreeWays):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet18",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         decoder_widths: Sequence[int] = DECODER_WIDTHS,
         mteb_scales: Sequence[int] = (1,),
         supervised_scales: Sequence[int] | None = None,
@@ -168,8 +163,6 @@ class ThreeWaysMTEB(ThreeWays):
         super().__init__(
             task_channels,
             encoder,
-            pretrained,
-            output_stride,
             decoder_widths,
             scales if supervised_scales is None else supervised_scales,
             aux_weight,
@@ -197,9 +190,7 @@ class ThreeWaysPadNet(ThreeWays):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet18",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         decoder_widths: Sequence[int] = DECODER_WIDTHS,
         padnet_scales: Sequence[int] = (1,),
         supervised_scales: Sequence[int] | None = None,
@@ -210,8 +201,6 @@ class ThreeWaysPadNet(ThreeWays):
         super().__init__(
             task_channels,
             encoder,
-            pretrained,
-            output_stride,
             decoder_widths,
             scales if supervised_scales is None else supervised_scales,
             aux_weight,
@@ -250,9 +239,7 @@ class PadNet(Architecture):
     def __init__(
         self,
         task_channels: dict[str, int],
-        encoder: str = "resnet18",
-        pretrained: Pretrained = False,
-        output_stride: int = 16,
+        encoder: Encoder,
         channels: int = 256,
         aux_weight: float = 1.0,
     ) -> None:
@@ -260,7 +247,7 @@ class PadNet(Architecture):
         if channels < 4 or channels % 4:
             raise ConfigError(f"model.options.channels must be a multiple of 4; got {channels}")
         super().__init__(task_channels)
-        self.encoder = create_encoder(encoder, pretrained, output_stride)
+        self.encoder = encoder
         deepest = self.encoder.feature_info[-1].channels
         self.initial = nn.ModuleDict(
             {task: _residual_stack(deepest, channels) for task in task_channels}
