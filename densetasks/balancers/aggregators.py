@@ -19,7 +19,7 @@ stores ``A(J) = wᵀ J`` in their ``.grad``, where the aggregator A chooses the 
 * ``dualproj`` — the mean projected onto the dual cone of the rows (Lopez-Paz & Ranzato,
   NeurIPS 2017, eq. 11);
 * ``excess_mtl`` — weights by exponentiated gradient on estimated excess risks (He et al.,
-  ICML 2024, eq. 9);
+  ICML 2024, eq. 9; default ``n_warmup_steps`` 1, see :data:`_DEFAULT_OPTIONS`);
 * ``fairgrad`` — α-fair resource allocation of the update (Ban & Ji, ICML 2024, Algorithm 1;
   option ``alpha``, default 1.0, proportional fairness); needs scipy;
 * ``graddrop`` — per coordinate, only the rows of one sign survive, drawn with the sign purity
@@ -104,7 +104,15 @@ AGGREGATORS: dict[str, str] = {
 """Balancer name -> class in ``torchjd.aggregation``, imported on first use: importing
 torchjd's aggregators pulls cvxpy where it is installed, which takes seconds."""
 
-_DEFAULT_OPTIONS: dict[str, dict[str, float]] = {"cagrad": {"c": 0.4}, "fairgrad": {"alpha": 1.0}}
+_DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
+    "cagrad": {"c": 0.4},
+    "fairgrad": {"alpha": 1.0},
+    "excess_mtl": {"n_warmup_steps": 1},
+}
+"""Defaults that differ from TorchJD's. ExcessMTL: with TorchJD's ``n_warmup_steps=0`` the first
+step moves the weights by the unscaled excess risks (one task takes ~all the weight at once);
+one warm-up step makes the first step only record the scale, as the authors' code and LibMTL
+do (``tests/balancers/test_libmtl_reference.py``)."""
 _TASK_COUNT_OPTION = {"nashmtl": "n_tasks"}
 """Aggregators that must be told the number of tasks, and the keyword for it."""
 _FIRST_TASK_OF_VECTOR = {("pcd", "tau"): 1}

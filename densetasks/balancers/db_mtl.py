@@ -9,7 +9,8 @@ Two balancings at once:
   summed: ``∇θ = Σ_t (max_i ‖ĝ_i‖ / ‖ĝ_t‖) ĝ_t`` (eq. 5).
 
 β_k = β / k^σ at step k with β = 0.9 (option ``beta``) and σ = 0.5 (option ``beta_sigma``), the
-EMA starting at 0: the defaults of the authors' implementation in LibMTL. ``forward`` alone
+EMA starting at 0, as in the authors' implementation in LibMTL, whose default σ is 0 (a constant
+β_k); ``tests/balancers/test_libmtl_reference.py`` compares both σ with it. ``forward`` alone
 returns ``Σ_t log L_t`` and reports 1/L_t (the weight of ∇L_t in it); ``backward`` reports the
 scales ``max_i ‖ĝ_i‖ / ‖ĝ_t‖``. A task with a zero loss (no labels in the batch) is left out of
 the step (no log of 0, its EMA kept, scale 0). Under ``torch.distributed`` the per-task
