@@ -32,6 +32,13 @@ def test_predicted_but_unlabelled_class_counts_as_zero():
     assert metric.compute()["miou"] == pytest.approx((50.0 + 0.0) / 2)
 
 
+def test_pixel_accuracy_is_divided_in_float64():
+    # 1 of 3 pixels right: 100 / 3 exactly as Python divides; float32 gave 33.33333206.
+    metric = ConfusionMatrixMetric(2)
+    metric.update(torch.tensor([[[0, 0, 0]]]), torch.tensor([[[0, 1, 1]]]))
+    assert metric.compute()["pixel_acc"] == 100 / 3
+
+
 def numpy_reference(preds, targets, num_classes):
     pred = np.concatenate([p.numpy().ravel() for p in preds])
     target = np.concatenate([t.numpy().ravel() for t in targets])
