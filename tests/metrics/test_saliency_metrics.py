@@ -120,6 +120,15 @@ def test_hand_computed_pooled():
     assert metric.compute() == {"maxF": 0.0, "maxIoU": 0.0}
 
 
+def test_an_eight_bit_map_on_a_threshold_is_salient_when_pooled():
+    # 153 / 255 == 0.6, the 9th threshold: salient (p ≥ t), 150 / 255 not -> P = R = IoU = 1.
+    # With torch.linspace's 0.6000000000000001 the best was t = 0.55: P 1/2, R 1, F 56.5.
+    prob = torch.tensor([[[153 / 255, 150 / 255]]], dtype=torch.float64)
+    metric = SaliencyMetrics("pooled_beta2_0.3")
+    metric.update(prob, torch.tensor([[[1, 0]]], dtype=torch.uint8))
+    assert metric.compute() == {"maxF": 100.0, "maxIoU": 100.0}
+
+
 def test_per_image_empty_images():
     # No salient pixel and no prediction: P = R = 0 and IoU 1 (ASTMT ``jaccard``); an image
     # with no labelled pixel is not counted at all.
