@@ -72,7 +72,9 @@ class SaliencyMetrics(Metric):
             )
         self.protocol = protocol
         self.per_image = protocol == "per_image_f1"
-        self.thresholds = torch.linspace(low, high, thresholds, dtype=torch.float64)
+        # NumPy's linspace, as ASTMT's ``np.linspace(0.2, 0.9, 15)``: torch.linspace puts 0.6 at
+        # 0.6000000000000001, above an 8-bit map's 153 / 255 == 0.6
+        self.thresholds = torch.from_numpy(np.linspace(low, high, thresholds))
         if self.per_image:
             for name in ("precision", "recall", "iou"):
                 self.add_state(name, torch.zeros(thresholds, dtype=torch.float64))

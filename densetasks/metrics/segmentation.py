@@ -66,5 +66,5 @@ class ConfusionMatrixMetric(Metric):
         iou = self.per_class_iou()
         return {
             "miou": float(iou[~iou.isnan()].mean()),
-            "pixel_acc": float(100.0 * self.confusion.diagonal().sum() / total),
+            "pixel_acc": float(100.0 * self.confusion.diagonal().sum().double() / total),
         }

@@ -27,6 +27,9 @@ from densetasks.metrics.boundary import (
     thin,
 )
 
+from .references import augmenting_path_matching, bsds_counts
+from .scenes import REALISTIC_KINDS, realistic_prediction, segment_boundaries
+
 
 def line_label(column: int, size: int = 128) -> torch.Tensor:
     label = torch.zeros(1, size, size, dtype=torch.uint8)
@@ -153,22 +156,6 @@ def test_thinning_equals_scikit_image():
     assert np.array_equal(thin(masks), expected)
 
 
-def augmenting_path_matching(edges: list[list[int]], columns: int) -> int:
-    """Maximum bipartite matching by Kuhn's augmenting paths (rows -> lists of columns)."""
-    owner = [-1] * columns
-
-    def augment(row: int, seen: set[int]) -> bool:
-        for column in edges[row]:
-            if column not in seen:
-                seen.add(column)
-                if owner[column] < 0 or augment(owner[column], seen):
-                    owner[column] = row
-                    return True
-        return False
-
-    return sum(augment(row, set()) for row in range(len(edges)))
-
-
 def bsds_assignment_size(distances: np.ndarray, radius: float) -> int:
     """Matched pairs of BSDS ``correspondPixels``' cost model: a minimum-cost perfect
     assignment where each pixel may instead take its own outlier at cost 100 × radius."""
@@ -198,56 +185,6 @@ def test_matching_size_against_augmenting_paths_and_the_bsds_cost_model():
         assert matching_size(graph) == expected == bsds_assignment_size(distances, radius)
 
 
-def reference_counts(prob: np.ndarray, label: np.ndarray, thresholds, radius) -> np.ndarray:
-    """The BSDS loop written plainly: per threshold, threshold, thin (scikit-image), drop
-    ignored pixels, match by augmenting paths over all pixel pairs within ``radius``."""
-    skimage_morphology = pytest.importorskip("skimage.morphology")
-    gt = np.argwhere(label == 1)
-    counts = []
-    for threshold in thresholds:
-        bmap = skimage_morphology.thin(prob >= threshold) & (label != IGNORE_INDEX)
-        pred = np.argwhere(bmap)
-        distances = np.hypot(*(pred[:, None, :] - gt[None, :, :]).transpose(2, 0, 1))
-        matched = augmenting_path_matching(
-            [list(np.flatnonzero(row <= radius)) for row in distances], len(gt)
-        )
-        counts.append([matched, len(pred), matched, len(gt)])
-    return np.array(counts)
-
-
-def segment_boundaries(height: int, width: int, seeds: int, generator) -> np.ndarray:
-    """One-pixel boundaries (one side only, as BSDS's ``seg2bmap``) of wavy Voronoi cells."""
-    ys, xs = np.mgrid[:height, :width].astype(float)
-    ys += 3 * np.sin(xs / 7 + generator.uniform(0, 6))
-    centres = generator.uniform((0, 0), (height, width), (seeds, 2))
-    cells = ((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2).argmin(-1)
-    edge = np.zeros((height, width), dtype=bool)
-    edge[:, :-1] |= cells[:, :-1] != cells[:, 1:]
-    edge[:-1] |= cells[:-1] != cells[1:]
-    return edge
-
-
-def realistic_prediction(kind: str, gt: np.ndarray, generator) -> np.ndarray:
-    """An edge probability map of ``kind`` for the boundaries ``gt``."""
-    line = gt.astype(float)
-    if kind == "blurred":
-        prob = scipy.ndimage.gaussian_filter(line, 1.5)
-    elif kind == "doubled":
-        prob = 0.9 * line + 0.8 * np.roll(line, (2, 2), (0, 1))
-    elif kind == "plateau":
-        prob = 0.9 * scipy.ndimage.binary_dilation(gt, np.ones((3, 3)))
-    elif kind == "shifted":
-        prob = scipy.ndimage.gaussian_filter(np.roll(line, (1, 1), (0, 1)), 1.0)
-    else:  # cluttered
-        clutter = segment_boundaries(*gt.shape, 12, generator) & (generator.random(gt.shape) > 0.3)
-        prob = scipy.ndimage.gaussian_filter(0.8 * line + 0.5 * clutter, 1.0)
-    prob = prob / prob.max() + 0.1 * generator.random(gt.shape)
-    return np.clip(prob, 0.0, 1.0)
-
-
-REALISTIC_KINDS = ["blurred", "doubled", "plateau", "shifted", "cluttered"]
-
-
 @pytest.mark.parametrize("kind", REALISTIC_KINDS)
 def test_realistic_maps_equal_the_plain_bsds_loop(kind):
     generator = np.random.default_rng(REALISTIC_KINDS.index(kind))
@@ -257,7 +194,7 @@ def test_realistic_maps_equal_the_plain_bsds_loop(kind):
     prob = suppress_non_maxima(torch.from_numpy(realistic_prediction(kind, gt, generator))[None])
     thresholds = np.linspace(0, 1, 27)[1:-1]
     radius = 0.02 * math.hypot(60, 80)  # 2 px
-    expected = reference_counts(prob[0].numpy(), label, thresholds, radius)
+    expected = bsds_counts(prob[0].numpy(), label, thresholds, radius)
     assert image_counts(prob[0].numpy(), label, thresholds, radius).tolist() == expected.tolist()
 
 
@@ -267,27 +204,8 @@ def test_random_maps_equal_the_plain_bsds_loop_with_ignored_pixels():
     label = (generator.random((20, 24)) > 0.8).astype(np.uint8)
     label[generator.random((20, 24)) > 0.9] = IGNORE_INDEX
     thresholds = np.linspace(0, 1, 21)[1:-1]
-    expected = reference_counts(prob, label, thresholds, 1.5)
+    expected = bsds_counts(prob, label, thresholds, 1.5)
     assert image_counts(prob, label, thresholds, 1.5).tolist() == expected.tolist()
-
-
-def test_state_sums_over_batches():
-    generator = torch.Generator().manual_seed(0)
-    batches = [
-        (
-            torch.rand(2, 24, 32, generator=generator),
-            (torch.rand(2, 24, 32, generator=generator) > 0.9).to(torch.uint8),
-        )
-        for _ in range(3)
-    ]
-    metric = BoundaryMetrics(thresholds=19, max_dist=0.03)
-    for prob, label in batches:
-        metric.update(prob, label)
-    one_pass = BoundaryMetrics(thresholds=19, max_dist=0.03)
-    one_pass.update(torch.cat([p for p, _ in batches]), torch.cat([y for _, y in batches]))
-    for name in ("matched_pred", "pred", "matched_gt", "gt", "ois"):
-        assert torch.equal(getattr(metric, name), getattr(one_pass, name))
-    assert one_pass.compute() == pytest.approx(metric.compute())
 
 
 def test_reset_and_shape_check():

@@ -1,6 +1,8 @@
+"""mIoU and pixel accuracy by hand; the comparison with a NumPy reference over batches,
+resets and summed states is ``test_reference_harness.py``."""
+
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,44 +34,15 @@ def test_predicted_but_unlabelled_class_counts_as_zero():
     assert metric.compute()["miou"] == pytest.approx((50.0 + 0.0) / 2)
 
 
-def numpy_reference(preds, targets, num_classes):
-    pred = np.concatenate([p.numpy().ravel() for p in preds])
-    target = np.concatenate([t.numpy().ravel() for t in targets])
-    keep = target != IGNORE_INDEX
-    pred, target = pred[keep], target[keep]
-    ious = []
-    for k in range(num_classes):
-        inter = np.sum((pred == k) & (target == k))
-        union = np.sum((pred == k) | (target == k))
-        if union:
-            ious.append(inter / union)
-    return 100 * np.mean(ious), 100 * np.mean(pred == target)
+def test_pixel_accuracy_is_divided_in_float64():
+    # 1 of 3 pixels right: 100 / 3 exactly as Python divides; float32 gave 33.33333206.
+    metric = ConfusionMatrixMetric(2)
+    metric.update(torch.tensor([[[0, 0, 0]]]), torch.tensor([[[0, 1, 1]]]))
+    assert metric.compute()["pixel_acc"] == 100 / 3
 
 
-def test_accumulated_batches_match_numpy_and_one_big_batch():
-    generator = torch.Generator().manual_seed(0)
-    num_classes = 6
-    preds = [torch.randint(0, num_classes, (2, 9, 11), generator=generator) for _ in range(4)]
-    targets = [torch.randint(0, num_classes + 1, (2, 9, 11), generator=generator) for _ in range(4)]
-    targets = [torch.where(t == num_classes, IGNORE_INDEX, t) for t in targets]
-    batched = ConfusionMatrixMetric(num_classes)
-    for pred, target in zip(preds, targets, strict=True):
-        batched.update(pred, target)
-    whole = ConfusionMatrixMetric(num_classes)
-    whole.update(torch.cat(preds), torch.cat(targets))
-    miou, accuracy = numpy_reference(preds, targets, num_classes)
-    assert batched.compute() == whole.compute()
-    assert batched.compute()["miou"] == pytest.approx(miou)
-    assert batched.compute()["pixel_acc"] == pytest.approx(accuracy)
-    assert batched.confusion.dtype == torch.int64
-
-
-def test_reset_empty_and_bad_labels():
+def test_bad_labels_and_shapes():
     metric = ConfusionMatrixMetric(3)
-    assert all(math.isnan(v) for v in metric.compute().values())
-    metric.update(torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64))
-    metric.reset()
-    assert metric.confusion.sum() == 0
     with pytest.raises(DataError, match="class ids"):
         metric.update(torch.zeros(1, 1, 1, dtype=torch.int64), torch.full((1, 1, 1), 5))
     with pytest.raises(ValueError, match="shape"):
