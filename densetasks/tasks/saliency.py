@@ -15,7 +15,8 @@ class Saliency(BinaryMapTask):
     batch, normalised to sum to 1: ``w₊ = (1/n₊) / (1/n₊ + 1/n₋) = n₋ / n``, the fraction of
     negatives, and ``w₋ = n₊ / n``, the fraction of positives, counted over the batch's valid,
     palette-selected pixels, on the one logit per pixel (for a CompositeTasking network the
-    mean of its three channels, Sec. 3.3). The default is this, the paper's formula.
+    mean of its three channels, as for edges; Sec. 3.3 says "predict them at all 3 channels
+    and calculate the mean at test-time", which the per-channel variant fits as well).
 
     ``bce_per_channel=True`` is the authors' code (``BalancedBCELoss`` of their release): a
     CompositeTasking output keeps its three channels (:meth:`from_composite`), each channel of
