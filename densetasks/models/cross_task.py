@@ -27,9 +27,11 @@ from densetasks.models.bottlenecks import conv_bn_relu
 Attention = Literal["spatial", "channel", "both"]
 Fusion = Literal["add", "concat", "prod"]
 Downscale = Literal["paper", "code"]
+Upsample = Literal["bilinear", "nearest"]
 ATTENTIONS: tuple[str, ...] = get_args(Attention)
 FUSIONS: tuple[str, ...] = get_args(Fusion)
 DOWNSCALES: tuple[str, ...] = get_args(Downscale)
+UPSAMPLES: tuple[str, ...] = get_args(Upsample)
 
 
 def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -55,11 +57,21 @@ def scale_size(size: Sequence[int], scale: int) -> tuple[int, int]:
 
 
 class DecoderBlock(nn.Module):
-    """conv → upsample to the scale's size → concat the skip (if any) → conv."""
+    """conv → upsample to the scale's size → concat the skip (if any) → conv.
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    ``reduce`` replaces the first conv (a module from ``in_channels`` to ``out_channels``
+    channels); by default a 3×3 conv + ELU.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        reduce: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.reduce = conv3x3_elu(in_channels, out_channels)
+        self.reduce = conv3x3_elu(in_channels, out_channels) if reduce is None else reduce
         self.fuse = conv3x3_elu(out_channels + skip_channels, out_channels)
 
     def forward(
@@ -79,6 +91,9 @@ class ThreeWaysDecoder(nn.Module):
     stride ``2**s`` that the bottleneck passes through (none at scale 0). ``side_scales``
     get a 1×1 side output besides the final one at scale 0. Everything is read from
     ``feature_info``; the bottleneck's stride must be at least ``2**(len(widths) - 1)``.
+    ``first_reduce`` replaces the first conv of the deepest block and must give ``widths[0]``
+    channels: the authors' code puts the task's own ASPP there (``aspp: per_task`` of the
+    3-ways architectures).
     """
 
     def __init__(
@@ -87,6 +102,7 @@ class ThreeWaysDecoder(nn.Module):
         widths: Sequence[int],
         out_channels: int,
         side_scales: Sequence[int] = (),
+        first_reduce: nn.Module | None = None,
     ) -> None:
         super().__init__()
         deepest = feature_info[-1]
@@ -108,7 +124,10 @@ class ThreeWaysDecoder(nn.Module):
         for scale in self.scales:
             skip = self.skip_index[scale]
             skip_channels = 0 if skip is None else feature_info[skip].channels
-            self.blocks[str(scale)] = DecoderBlock(in_channels, skip_channels, self.widths[scale])
+            reduce = first_reduce if scale == self.scales[0] else None
+            self.blocks[str(scale)] = DecoderBlock(
+                in_channels, skip_channels, self.widths[scale], reduce
+            )
             in_channels = self.widths[scale]
         self.outputs = nn.ModuleDict(
             {
@@ -160,7 +179,8 @@ class CorrelationAttention(nn.Module):
     ``[B, N_i, N_j]``, each row a distribution over source positions, and
     ``xtask = ↑(V Cᵀ)``. Channel attention (the ablation of Sec. 4.3): both sides pooled by
     ``b``, ``C = softmax(K Qᵀ / √N)``, ``[B, d, d]``, and ``xtask = ↑(C V)``. The output is
-    ``diag(α) · xtask`` with ``α`` per channel initialised to 0 (eq. 4).
+    ``diag(α) · xtask`` with ``α`` per channel initialised to 0 (eq. 4). ``↑`` resizes to the
+    target's size, ``bilinear`` (ours) or ``nearest`` (the authors' code).
     """
 
     def __init__(
@@ -170,9 +190,12 @@ class CorrelationAttention(nn.Module):
         d: int,
         factors: tuple[int, int],
         kind: Literal["spatial", "channel"],
+        upsample: Upsample = "bilinear",
     ) -> None:
         super().__init__()
+        check_choice("upsample", upsample, UPSAMPLES)
         self.kind = kind
+        self.upsample = upsample
         self.target_factor, self.source_factor = factors
         if kind == "channel":
             self.target_factor = self.source_factor
@@ -204,7 +227,7 @@ class CorrelationAttention(nn.Module):
             grid = values.shape[-2:]
             attended = correlation @ values.flatten(2)
         attended = attended.unflatten(2, tuple(grid))
-        upsampled = F.interpolate(attended, size=target.shape[-2:], mode="bilinear")
+        upsampled = F.interpolate(attended, size=target.shape[-2:], mode=self.upsample)
         return self.alpha * upsampled
 
 
@@ -215,7 +238,9 @@ class XTAM(nn.Module):
     authors' code; the paper's Fig. 2 only draws 1×1 "dimension" blocks). Output (eq. 4):
     ``[diag(α)·xtask (per attention type), self]``, the self branch (eq. 3) with half the
     target's channels, as the authors' code does. ``pair_projection`` adds the code's
-    1×1 conv + BN + ReLU back to the target's channels on that concatenation.
+    1×1 conv + BN + ReLU back to the target's channels on that concatenation (the code
+    concatenates ``[self, xtask]``, the other order: the same function with the projection's
+    input columns swapped). ``upsample`` is the ↑ of :class:`CorrelationAttention`.
     """
 
     def __init__(
@@ -227,6 +252,7 @@ class XTAM(nn.Module):
         attention: Attention = "spatial",
         self_branch: bool = True,
         pair_projection: bool = False,
+        upsample: Upsample = "bilinear",
     ) -> None:
         super().__init__()
         kinds = ("spatial", "channel") if attention == "both" else (attention,)
@@ -235,7 +261,7 @@ class XTAM(nn.Module):
         )
         self.correlations = nn.ModuleList(
             [
-                CorrelationAttention(target_channels, target_channels, d, factors, kind)
+                CorrelationAttention(target_channels, target_channels, d, factors, kind, upsample)
                 for kind in kinds
             ]
         )
@@ -263,7 +289,9 @@ class MTEB(nn.Module):
     ``prod`` ``f_i ⊙ F(...)``, ``concat`` ``F([f_i, ...])`` (the ablations of Sec. 4.3, as the
     authors' code builds them). ``d`` defaults to the features' channel count; ``s`` and
     ``downscale`` give the attention's pooling: ``"paper"`` ↓s on the target and ↓s² on the
-    source (eqs. 1-2), ``"code"`` ↓s on both (the authors' code, s = 4 at scale 1).
+    source (eqs. 1-2), ``"code"`` ↓s on both (the authors' code, s = 4 at scale 1);
+    ``upsample`` the ↑ of the attention's output (``"bilinear"``, or the code's
+    ``"nearest"``).
     """
 
     def __init__(
@@ -278,11 +306,13 @@ class MTEB(nn.Module):
         s: int = 2,
         downscale: Downscale = "paper",
         pair_projection: bool = False,
+        upsample: Upsample = "bilinear",
     ) -> None:
         super().__init__()
         check_choice("fusion", fusion, FUSIONS)
         check_choice("attention", attention, ATTENTIONS)
         check_choice("downscale", downscale, DOWNSCALES)
+        check_choice("upsample", upsample, UPSAMPLES)
         if s < 1 or (d is not None and d < 1):
             raise ConfigError(f"model.options.s and model.options.d must be >= 1; got {s}, {d}")
         if len(tasks) < 2:
@@ -300,6 +330,7 @@ class MTEB(nn.Module):
                     attention,
                     self_branch,
                     pair_projection,
+                    upsample,
                 )
                 for target, sources in self.sources.items()
                 for source in sources

@@ -2,13 +2,17 @@
 the features alone at init, attention rows are distributions, every parameter learns, every
 option builds, bad options are named, and a short run goes through the engine."""
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from densetasks.engine.inference import Predictor
 from densetasks.errors import ConfigError
-from densetasks.models import MTEB, CorrelationAttention, create_model
-from densetasks.models.cross_task import ATTENTIONS, FUSIONS
+from densetasks.models import ASPP, MTEB, CorrelationAttention, FeatureSpec, create_model
+from densetasks.models.architectures.three_ways import DECODER_WIDTHS, TaskASPP
+from densetasks.models.cross_task import ATTENTIONS, FUSIONS, ThreeWaysDecoder
 
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
 SMALL = {"decoder_widths": (32, 32, 16, 16, 8), "aspp_options": {"channels": 32}}
@@ -153,7 +157,9 @@ def test_mteb_at_decoder_scales_supervises_those_scales(scales):
     [
         ("three_ways", {}),
         ("three_ways_mteb", {"supervised_scales": [1, 3], "aux_weight": 0.5}),
+        ("three_ways_mteb", {"aspp": "per_task", "downscale": "code", "upsample": "nearest"}),
         ("three_ways_padnet", {}),
+        ("three_ways_padnet", {"aspp": "per_task"}),
         ("padnet", {"channels": 16}),
     ],
 )
@@ -188,6 +194,18 @@ def test_three_ways_with_one_task_is_the_single_task_network():
         ("three_ways_mteb", {"fusion": "sum"}, "model.options.fusion"),
         ("three_ways_mteb", {"attention": "global"}, "model.options.attention"),
         ("three_ways_mteb", {"downscale": "bilinear"}, "model.options.downscale"),
+        ("three_ways_mteb", {"upsample": "bicubic"}, "model.options.upsample"),
+        ("three_ways", {"aspp": "both"}, "model.options.aspp"),
+        (
+            "three_ways",
+            {"aspp": "per_task", "aspp_options": {"project": False}},
+            "model.options.aspp_options",
+        ),
+        (
+            "three_ways_mteb",
+            {"aspp": "per_task", "aspp_options": {"channels": 128}},
+            "model.options.aspp_options",
+        ),
         ("three_ways_mteb", {"mteb_scales": [5]}, "model.options.mteb_scales"),
         ("three_ways_mteb", {"mteb_scales": [0]}, "model.options.mteb_scales"),
         ("three_ways_mteb", {"mteb_scales": []}, "model.options.mteb_scales"),
@@ -200,6 +218,114 @@ def test_three_ways_with_one_task_is_the_single_task_network():
 def test_bad_options_are_config_errors_naming_the_key(architecture, options, key):
     with pytest.raises(ConfigError, match=key):
         create_model(architecture, TASKS, encoder="tiny", **options)
+
+
+def _eval_projection(projection: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """1×1 conv (no bias) + BN in evaluation mode + ReLU, written out."""
+    conv, norm = projection[0], projection[1]
+    y = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    return torch.relu(
+        (y - norm.running_mean[:, None, None]) * scale[:, None, None] + norm.bias[:, None, None]
+    )
+
+
+def test_code_options_compute_the_authors_correlation_branch_at_their_shapes():
+    """``downscale: code, s: 4, upsample: nearest`` at the authors' mTEB shapes (scale 1:
+    128 channels, d = 128, s = 4): the query from every 4th target pixel, keys and values from
+    4×4 max-pooled source blocks, ``softmax(KᵀQ/√128)`` over source positions, the result
+    repeated over 4×4 blocks and scaled by α — written out here with reshapes; their code
+    computes the same (``tools/compare_densemtl.py``, docs/cross_task_attention.md)."""
+    torch.manual_seed(0)
+    attention = CorrelationAttention(128, 128, 128, (4, 4), "spatial", "nearest").double()
+    with torch.no_grad():
+        attention.alpha.normal_()
+        for norm in attention.modules():
+            if isinstance(norm, nn.BatchNorm2d):
+                norm.running_mean.normal_(0, 0.1)
+                norm.running_var.uniform_(0.5, 1.5)
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.normal_(0, 0.1)
+    attention.eval()
+    target, source = (torch.randn(2, 128, 32, 24, dtype=torch.float64) for _ in range(2))
+    blocks = (2, 128, 8, 4, 6, 4)
+    query = _eval_projection(attention.target_projection, target.reshape(blocks)[:, :, :, 0, :, 0])
+    pooled = source.reshape(blocks).amax(dim=(3, 5))
+    keys = _eval_projection(attention.source_projection, pooled).flatten(2)
+    values = _eval_projection(attention.value_projection, pooled).flatten(2)
+    correlation = torch.softmax(query.flatten(2).transpose(1, 2) @ keys / math.sqrt(128), -1)
+    coarse = (values @ correlation.transpose(1, 2)).reshape(2, 128, 8, 6)
+    expected = attention.alpha * coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(attention(target, source), expected, rtol=0, atol=1e-12)
+
+
+def test_nearest_and_bilinear_upsampling_differ_once_alpha_moves():
+    """Nearest repeats each attended value over its s×s block; bilinear blends neighbours.
+    At init (α = 0) both are exactly 0."""
+    torch.manual_seed(0)
+    nearest = CorrelationAttention(16, 16, 8, (4, 4), "spatial", "nearest")
+    bilinear = CorrelationAttention(16, 16, 8, (4, 4), "spatial")
+    bilinear.load_state_dict(nearest.state_dict())
+    target, source = _features(("i", "j"), size=(16, 12)).values()
+    assert not nearest(target, source).any() and not bilinear(target, source).any()
+    with torch.no_grad():
+        for block in (nearest, bilinear):
+            block.alpha.fill_(1.0)
+    near, blend = nearest(target, source), bilinear(target, source)
+    assert torch.equal(near, near[..., ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3))
+    assert (near - blend).abs().max() > 1e-3
+
+
+RESNET101 = [
+    FeatureSpec(c, s) for c, s in zip((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 16), strict=True)
+]
+"""ResNet-101 features with the last stage dilated (output stride 16), as the authors use."""
+
+
+def _count(*modules: nn.Module) -> int:
+    return sum(p.numel() for module in modules for p in module.parameters())
+
+
+def test_parameter_counts_at_resnet101_widths_are_the_authors_for_two_tasks():
+    """S-D (16 classes, 1 depth channel) at ResNet-101 widths: ``aspp: per_task`` has the
+    authors' 44,126,178 decoder parameters, their mTEB with the code's options 773,120 (both
+    printed by ``tools/compare_densemtl.py`` from their modules); the shared ASPP and its
+    ``reduce`` convs give 15,535,104 + 14,236,130. Built on the meta device: no memory."""
+    with torch.device("meta"):
+        per_task = [
+            ThreeWaysDecoder(
+                RESNET101, DECODER_WIDTHS, c, (1,), TaskASPP(RESNET101, 256, {"dropout": 0.5})
+            )
+            for c in (16, 1)
+        ]
+        aspp = ASPP(RESNET101, project=True)
+        shared = [ThreeWaysDecoder(aspp.feature_info, DECODER_WIDTHS, c, (1,)) for c in (16, 1)]
+        code = MTEB(["semseg", "depth"], 128, s=4, downscale="code", pair_projection=True)
+        paper = MTEB(["semseg", "depth"], 128)
+    assert _count(*per_task) == 44_126_178
+    assert _count(code) == 773_120 and _count(paper) == 739_840
+    assert (_count(aspp), _count(*shared)) == (15_535_104, 14_236_130)
+    assert [d.blocks["4"].reduce.aspp.rates for d in per_task] == [(6, 12, 18)] * 2
+
+
+def test_per_task_aspp_belongs_to_its_task():
+    """``aspp: per_task``: no shared bottleneck; each task's ASPP stands in its deepest
+    block's first conv and learns from that task's loss only, the encoder from every task."""
+    torch.manual_seed(0)
+    model = create_model("three_ways", TASKS, encoder="tiny", aspp="per_task", **SMALL)
+    assert _count(model.bottleneck) == 0
+    assert {id(p) for p in model.shared_parameters()} == {id(p) for p in model.encoder.parameters()}
+    aspps = {task: decoder.blocks["4"].reduce for task, decoder in model.decoders.items()}
+    assert all(isinstance(aspp, TaskASPP) for aspp in aspps.values())
+    model(torch.randn(2, 3, 32, 32))["depth"].square().mean().backward()
+    for task, aspp in aspps.items():
+        grads = [p.grad for p in aspp.parameters()]
+        if task == "depth":
+            assert all(g is not None and g.abs().sum() > 0 for g in grads)
+        else:
+            assert all(g is None for g in grads)
+    assert all(p.grad is not None for p in model.encoder.parameters())
 
 
 def test_an_exchange_needs_two_tasks():

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
         {"pos_weight": 0.95, "neg_weight": 0.05, "thresholds": 99, "max_dist": 0.0075, "nms": True},
     ),
-    "saliency": ({}, {"protocol": "per_image_f1"}),
+    "saliency": ({}, {"protocol": "per_image_f1", "bce_per_channel": False}),
     "task_palette": (
         {"tasks": ["semseg", "parts", "edges", "saliency", "normals"]},
         {
@@ -89,7 +89,7 @@ EXPLICIT: dict[str, dict[str, Any]] = {
         "max_dist": 0.01,
         "nms": False,
     },
-    "saliency": {"protocol": "pooled_beta2_0.3"},
+    "saliency": {"protocol": "pooled_beta2_0.3", "bce_per_channel": True},
     "task_palette": {
         "tasks": ("near", "far"),
         "rule": "R3",

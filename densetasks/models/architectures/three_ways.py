@@ -15,7 +15,7 @@ multiplies it by the task's ``w_t`` like the final loss.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,8 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck as ResidualBottleneck
 
 from densetasks.errors import ConfigError
-from densetasks.models.base import Architecture, AuxiliaryOutput, Encoder
-from densetasks.models.bottlenecks import create_bottleneck
+from densetasks.models.base import Architecture, AuxiliaryOutput, Encoder, FeatureSpec
+from densetasks.models.bottlenecks import ASPP, create_bottleneck
 from densetasks.models.cross_task import (
     MTEB,
     Attention,
@@ -32,10 +32,35 @@ from densetasks.models.cross_task import (
     Fusion,
     PadNetDistillation,
     ThreeWaysDecoder,
+    Upsample,
+    check_choice,
 )
 
 DECODER_WIDTHS = (256, 256, 128, 128, 64)
 """Block widths from the deepest scale (4, 1/16) to full resolution (Lopes et al., code)."""
+
+AsppLayout = Literal["shared", "per_task"]
+ASPP_LAYOUTS: tuple[str, ...] = get_args(AsppLayout)
+
+
+class TaskASPP(nn.Module):
+    """One task's own ASPP on the deepest encoder feature, in place of the first conv of the
+    task's deepest decoder block (``aspp: per_task``, the authors' code of Lopes et al.):
+    :class:`~densetasks.models.bottlenecks.ASPP` with its projection, ``channels`` out."""
+
+    def __init__(
+        self, feature_info: list[FeatureSpec], channels: int, options: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        if not options.get("project", True) or options.get("channels", channels) != channels:
+            raise ConfigError(
+                "model.options.aspp_options: with aspp: per_task each task's ASPP projects to "
+                f"its deepest decoder block's width ({channels}, decoder_widths[0]); got {options}"
+            )
+        self.aspp = ASPP(feature_info, **{**options, "channels": channels, "project": True})
+
+    def forward(self, deepest: torch.Tensor) -> torch.Tensor:
+        return self.aspp.transform(deepest)
 
 
 def _check_tasks(task_channels: dict[str, int]) -> None:
@@ -64,7 +89,10 @@ class ThreeWays(Architecture):
 
     ``supervised_scales`` get side outputs ``"<task>@scale<s>"`` in training (eq. 6);
     ``aspp_options`` go to :class:`~densetasks.models.bottlenecks.ASPP` (default
-    ``{"project": True}``: DeepLabV3's projection back to 256 channels).
+    ``{"project": True}``: DeepLabV3's projection back to 256 channels). ``aspp``:
+    ``"shared"``, one ASPP after the encoder whose output every decoder's deepest block
+    reads with its own 3×3 conv; ``"per_task"``, each task its own ASPP (:class:`TaskASPP`)
+    in place of that conv, as the authors' code builds it (no shared bottleneck then).
     """
 
     def __init__(
@@ -75,8 +103,10 @@ class ThreeWays(Architecture):
         supervised_scales: Sequence[int] = (1,),
         aux_weight: float = 1.0,
         aspp_options: dict[str, Any] | None = None,
+        aspp: AsppLayout = "shared",
     ) -> None:
         _check_tasks(task_channels)
+        check_choice("aspp", aspp, ASPP_LAYOUTS)
         super().__init__(task_channels)
         self.supervised_scales = check_scales(
             "supervised_scales", supervised_scales, decoder_widths
@@ -84,13 +114,21 @@ class ThreeWays(Architecture):
         if aux_weight < 0:
             raise ConfigError(f"model.options.aux_weight must be >= 0; got {aux_weight}")
         self.encoder = encoder
+        options = {"project": True, **(aspp_options or {})}
+        shared = aspp == "shared"
         self.bottleneck = create_bottleneck(
-            "aspp", self.encoder.feature_info, **{"project": True, **(aspp_options or {})}
+            "aspp" if shared else "none", self.encoder.feature_info, **(options if shared else {})
         )
         self.decoders = nn.ModuleDict(
             {
                 task: ThreeWaysDecoder(
-                    self.bottleneck.feature_info, decoder_widths, channels, self.supervised_scales
+                    self.bottleneck.feature_info,
+                    decoder_widths,
+                    channels,
+                    self.supervised_scales,
+                    None
+                    if shared
+                    else TaskASPP(self.encoder.feature_info, decoder_widths[0], options),
                 )
                 for task, channels in task_channels.items()
             }
@@ -140,7 +178,7 @@ class ThreeWaysMTEB(ThreeWays):
     block of each of ``mteb_scales`` (default scale 1: 1/2 resolution, 128 channels, before the
     last block; Lopes et al., Sec. 3.2.1 and Table 3). Supervised scales default to the mTEB
     scales (Supp. A.1). ``fusion``, ``attention``, ``self_branch``, ``d``, ``s``,
-    ``downscale`` and ``pair_projection`` are the block's options."""
+    ``downscale``, ``pair_projection`` and ``upsample`` are the block's options."""
 
     def __init__(
         self,
@@ -151,6 +189,7 @@ class ThreeWaysMTEB(ThreeWays):
         supervised_scales: Sequence[int] | None = None,
         aux_weight: float = 1.0,
         aspp_options: dict[str, Any] | None = None,
+        aspp: AsppLayout = "shared",
         fusion: Fusion = "add",
         attention: Attention = "spatial",
         self_branch: bool = True,
@@ -158,6 +197,7 @@ class ThreeWaysMTEB(ThreeWays):
         s: int = 2,
         downscale: Downscale = "paper",
         pair_projection: bool = False,
+        upsample: Upsample = "bilinear",
     ) -> None:
         scales = check_scales("mteb_scales", mteb_scales, decoder_widths)
         super().__init__(
@@ -167,6 +207,7 @@ class ThreeWaysMTEB(ThreeWays):
             scales if supervised_scales is None else supervised_scales,
             aux_weight,
             aspp_options,
+            aspp,
         )
         for scale in scales:
             self.exchanges[str(scale)] = MTEB(
@@ -179,6 +220,7 @@ class ThreeWaysMTEB(ThreeWays):
                 s=s,
                 downscale=downscale,
                 pair_projection=pair_projection,
+                upsample=upsample,
             )
 
 
@@ -196,6 +238,7 @@ class ThreeWaysPadNet(ThreeWays):
         supervised_scales: Sequence[int] | None = None,
         aux_weight: float = 1.0,
         aspp_options: dict[str, Any] | None = None,
+        aspp: AsppLayout = "shared",
     ) -> None:
         scales = check_scales("padnet_scales", padnet_scales, decoder_widths)
         super().__init__(
@@ -205,6 +248,7 @@ class ThreeWaysPadNet(ThreeWays):
             scales if supervised_scales is None else supervised_scales,
             aux_weight,
             aspp_options,
+            aspp,
         )
         for scale in scales:
             self.exchanges[str(scale)] = PadNetDistillation(
