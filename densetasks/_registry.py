@@ -52,7 +52,7 @@ class Registry(Generic[T]):
         options it does take, so a typo in a config file fails at once with the key's name.
         """
         factory = self.get(name)
-        signature = inspect.signature(factory)
+        signature = option_signature(factory)
         try:
             signature.bind(*args, **options)
         except TypeError as error:
@@ -78,3 +78,33 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def option_signature(factory: Callable[..., object]) -> inspect.Signature:
+    """The signature a factory's options are checked against.
+
+    A class whose ``__init__`` forwards ``**options`` to its parent's (a variant that adds a
+    few options to a base architecture) takes the parent's named parameters too: they are
+    listed after its own, so a misspelled option is still an error naming the key rather than
+    a ``TypeError`` deep in the parent.
+    """
+    signature = inspect.signature(factory)
+    parameters = list(signature.parameters.values())
+    forwarded = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if not (forwarded and isinstance(factory, type)):
+        return signature
+    parent = next((base for base in factory.__mro__[1:] if "__init__" in vars(base)), None)
+    if parent is None or parent is object:
+        return signature
+    own = {p.name for p in parameters}
+    inherited = [
+        p
+        for p in option_signature(parent).parameters.values()
+        if p.name not in own
+        and p.name != "self"
+        and p.kind is not inspect.Parameter.VAR_KEYWORD
+        and p.kind is not inspect.Parameter.VAR_POSITIONAL
+    ]
+    keyword_only = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inherited]
+    kept = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[*kept, *keyword_only])

@@ -213,6 +213,8 @@ def test_three_ways_with_one_task_is_the_single_task_network():
         ("three_ways", {"supervised_scales": [0]}, "model.options.supervised_scales"),
         ("three_ways", {"decoder_widths": [8] * 6}, "model.options.decoder_widths"),
         ("three_ways_mteb", {"gamma": 1}, r"model.options: .*\['gamma'\]"),
+        # an option forwarded to ThreeWays is checked against ThreeWays' signature too
+        ("three_ways_padnet", {"aux_wieght": 1}, r"\['aux_wieght'\]; it takes: .*aux_weight"),
     ],
 )
 def test_bad_options_are_config_errors_naming_the_key(architecture, options, key):

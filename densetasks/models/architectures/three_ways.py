@@ -178,18 +178,16 @@ class ThreeWaysMTEB(ThreeWays):
     block of each of ``mteb_scales`` (default scale 1: 1/2 resolution, 128 channels, before the
     last block; Lopes et al., Sec. 3.2.1 and Table 3). Supervised scales default to the mTEB
     scales (Supp. A.1). ``fusion``, ``attention``, ``self_branch``, ``d``, ``s``,
-    ``downscale``, ``pair_projection`` and ``upsample`` are the block's options."""
+    ``downscale``, ``pair_projection`` and ``upsample`` are the block's options;
+    ``decoder_options`` are :class:`ThreeWays`' (``decoder_widths``, ``aux_weight``,
+    ``aspp_options``, ``aspp``)."""
 
     def __init__(
         self,
         task_channels: dict[str, int],
         encoder: Encoder,
-        decoder_widths: Sequence[int] = DECODER_WIDTHS,
         mteb_scales: Sequence[int] = (1,),
         supervised_scales: Sequence[int] | None = None,
-        aux_weight: float = 1.0,
-        aspp_options: dict[str, Any] | None = None,
-        aspp: AsppLayout = "shared",
         fusion: Fusion = "add",
         attention: Attention = "spatial",
         self_branch: bool = True,
@@ -198,16 +196,14 @@ class ThreeWaysMTEB(ThreeWays):
         downscale: Downscale = "paper",
         pair_projection: bool = False,
         upsample: Upsample = "bilinear",
+        **decoder_options: Any,
     ) -> None:
-        scales = check_scales("mteb_scales", mteb_scales, decoder_widths)
+        scales = _exchange_scales("mteb_scales", mteb_scales, decoder_options)
         super().__init__(
             task_channels,
             encoder,
-            decoder_widths,
-            scales if supervised_scales is None else supervised_scales,
-            aux_weight,
-            aspp_options,
-            aspp,
+            supervised_scales=scales if supervised_scales is None else supervised_scales,
+            **decoder_options,
         )
         for scale in scales:
             self.exchanges[str(scale)] = MTEB(
@@ -227,33 +223,35 @@ class ThreeWaysMTEB(ThreeWays):
 class ThreeWaysPadNet(ThreeWays):
     """:class:`ThreeWays` with PAD-Net's distillation after the decoder block of each of
     ``padnet_scales`` (default scale 1, where the mTEB sits, so that the two compare block
-    for block); supervised scales default to the PAD-Net scales."""
+    for block); supervised scales default to the PAD-Net scales; ``decoder_options`` are
+    :class:`ThreeWays`'."""
 
     def __init__(
         self,
         task_channels: dict[str, int],
         encoder: Encoder,
-        decoder_widths: Sequence[int] = DECODER_WIDTHS,
         padnet_scales: Sequence[int] = (1,),
         supervised_scales: Sequence[int] | None = None,
-        aux_weight: float = 1.0,
-        aspp_options: dict[str, Any] | None = None,
-        aspp: AsppLayout = "shared",
+        **decoder_options: Any,
     ) -> None:
-        scales = check_scales("padnet_scales", padnet_scales, decoder_widths)
+        scales = _exchange_scales("padnet_scales", padnet_scales, decoder_options)
         super().__init__(
             task_channels,
             encoder,
-            decoder_widths,
-            scales if supervised_scales is None else supervised_scales,
-            aux_weight,
-            aspp_options,
-            aspp,
+            supervised_scales=scales if supervised_scales is None else supervised_scales,
+            **decoder_options,
         )
         for scale in scales:
             self.exchanges[str(scale)] = PadNetDistillation(
                 list(task_channels), self.scale_widths[scale]
             )
+
+
+def _exchange_scales(
+    key: str, scales: Sequence[int], decoder_options: dict[str, Any]
+) -> tuple[int, ...]:
+    """The decoder scales an exchange block follows, checked against the decoder's widths."""
+    return check_scales(key, scales, decoder_options.get("decoder_widths", DECODER_WIDTHS))
 
 
 def _residual_stack(in_channels: int, channels: int) -> nn.Sequential:
