@@ -95,6 +95,16 @@ def _mean_abs_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     return float(np.mean(np.abs(onnx - eager)))
 
 
+def scaled_mean_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
+    """``mean |onnx − eager| / max(1, mean |eager|)``: absolute for values within about ±1,
+    relative to their typical size beyond, for values of any scale and sign (a relative
+    difference per value measures nothing near 0)."""
+    if not onnx.size:
+        return 0.0
+    scale = max(1.0, float(np.mean(np.abs(eager))))
+    return float(np.mean(np.abs(onnx.astype(np.float64) - eager))) / scale
+
+
 def scale_shift_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     """Per image ``mean |onnx − eager| / mean |eager − median(eager)|``, averaged over the
     images: the difference in units of the eager output's spread, so a scale and shift of
@@ -123,9 +133,12 @@ TOLERANCES: dict[LabelKind, Tolerance] = {
     LabelKind.NORMALS: Tolerance("mean angle (deg)", 1.0, False, _mean_angle_degrees),
     LabelKind.BINARY: Tolerance("mean abs difference", 1e-2, False, _mean_abs_difference),
     LabelKind.INSTANCE: Tolerance("mean abs difference (px)", 0.1, False, _mean_abs_difference),
+    LabelKind.REGRESSION: Tolerance(
+        "mean abs difference / max(1, mean abs)", 1e-2, False, scaled_mean_difference
+    ),
 }
-"""Decoded predictions, by the task's label kind: classes, metres, unit normals, probabilities
-and instance offsets (pixels)."""
+"""Decoded predictions, by the task's label kind: classes, metres, unit normals,
+probabilities, instance offsets (pixels) and values of any scale (dense regression)."""
 
 SCALE_SHIFT_TOLERANCE = Tolerance(
     "mean abs difference / spread", 1e-2, False, scale_shift_difference

@@ -25,6 +25,7 @@ from densetasks.export import (
     output_stride,
     scale_shift_difference,
     scaled_max_difference,
+    scaled_mean_difference,
 )
 
 SMALL = {"decoder_widths": [16, 8, 8, 8, 8]}
@@ -215,6 +216,22 @@ def test_tolerances_measure_what_they_say() -> None:
     assert TOLERANCES[LabelKind.DEPTH].compute(depth * 1.01, depth) == pytest.approx(0.01)
     classes = np.array([[0, 1, 2, 3]])
     assert TOLERANCES[LabelKind.MASK].compute(classes, np.array([[0, 1, 2, 0]])) == 0.75
+
+
+def test_every_label_kind_has_a_tolerance() -> None:
+    assert set(TOLERANCES) == set(LabelKind)
+
+
+def test_regression_values_are_compared_absolutely_near_zero_and_relatively_beyond() -> None:
+    """Dense regression has no special value: values crossing 0 (where a relative
+    difference per value explodes) and values in the hundreds are both measured fairly."""
+    measure = TOLERANCES[LabelKind.REGRESSION].compute
+    assert measure is scaled_mean_difference
+    near_zero = np.array([[[[-0.01, 0.0], [0.02, 0.5]]]])
+    assert measure(near_zero + 0.004, near_zero) == pytest.approx(0.004)
+    large = np.array([[[[100.0, -300.0], [200.0, 400.0]]]])  # mean |value| 250
+    assert measure(large + 5.0, large) == pytest.approx(5.0 / 250.0)
+    assert measure(large[..., :0], large[..., :0]) == 0.0
 
 
 def test_scale_shift_difference_is_in_units_of_the_spread_and_ignores_scale_and_shift() -> None:
