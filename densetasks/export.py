@@ -6,12 +6,12 @@ evaluation-mode model wrapped by :class:`ExportGraph`:
 * **inputs**: ``image`` float32 ``[B, 3, H, W]``, RGB in ``[0, 1]`` — the run's ImageNet
   normalisation is *in the graph*, so a caller feeds pixels / 255 and nothing else — and
   the model's conditioning inputs (a Task Palette int64 ``[B, H, W]`` for CompositeTasking).
-* **outputs**, per task in the run's order: ``<task>``, the decoded prediction
-  (``Task.decode``: class ids int64, metres, unit normals, probabilities) — for a task whose
-  output is defined only up to a per-image scale and shift (``ssi`` depth) there is nothing
-  absolute to decode, and ``<task>`` is that output, as its metrics take it
-  (``Task.metric_input``) — then ``<key>_raw`` per raw output of the network, before the
-  model's output adapter (float32).
+* **outputs**, per task in the run's order: ``<task>``, the task's prediction values
+  (``Task.prediction_values``: the decoded prediction — class ids int64, metres, unit normals,
+  probabilities — or, for a task whose output is defined only up to a per-image scale and
+  shift, ``ssi`` depth, that output, as its metrics take it), described in the sidecar by
+  the task itself (``Task.meaning``: text, unit, channels, value range, class names) — then
+  ``<key>_raw`` per raw output of the network, before the model's output adapter (float32).
   A task whose prediction also needs other tasks' (instance grouping reads the semantic
   prediction) exports its decoded output too; the sidecar says that the rest runs in Python.
 
@@ -23,8 +23,9 @@ it needs neither ``onnxscript`` nor ``torch.export``-friendly models, and traces
 registered architecture as the engine runs it.
 
 :func:`check_export` runs the graph with ONNX Runtime (CPU) and the same model eagerly in
-float32 on random images and on images of the run's test split, and compares them with
-:data:`TOLERANCES` (:data:`SCALE_SHIFT_TOLERANCE` for a scale-and-shift-invariant output).
+float32 on random images and on images of the run's test split, and compares them with the
+tolerance of the task's label kind (:data:`TOLERANCES`: the label kind fixes what a decoded
+prediction holds) or :data:`SCALE_SHIFT_TOLERANCE` for a scale-and-shift-invariant output.
 """
 
 import importlib
@@ -95,6 +96,16 @@ def _mean_abs_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     return float(np.mean(np.abs(onnx - eager)))
 
 
+def scaled_mean_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
+    """``mean |onnx − eager| / max(1, mean |eager|)``: absolute for values within about ±1,
+    relative to their typical size beyond, for values of any scale and sign (a relative
+    difference per value measures nothing near 0)."""
+    if not onnx.size:
+        return 0.0
+    scale = max(1.0, float(np.mean(np.abs(eager))))
+    return float(np.mean(np.abs(onnx.astype(np.float64) - eager))) / scale
+
+
 def scale_shift_difference(onnx: np.ndarray, eager: np.ndarray) -> float:
     """Per image ``mean |onnx − eager| / mean |eager − median(eager)|``, averaged over the
     images: the difference in units of the eager output's spread, so a scale and shift of
@@ -123,9 +134,12 @@ TOLERANCES: dict[LabelKind, Tolerance] = {
     LabelKind.NORMALS: Tolerance("mean angle (deg)", 1.0, False, _mean_angle_degrees),
     LabelKind.BINARY: Tolerance("mean abs difference", 1e-2, False, _mean_abs_difference),
     LabelKind.INSTANCE: Tolerance("mean abs difference (px)", 0.1, False, _mean_abs_difference),
+    LabelKind.REGRESSION: Tolerance(
+        "mean abs difference / max(1, mean abs)", 1e-2, False, scaled_mean_difference
+    ),
 }
-"""Decoded predictions, by the task's label kind: classes, metres, unit normals, probabilities
-and instance offsets (pixels)."""
+"""Decoded predictions, by the task's label kind: classes, metres, unit normals,
+probabilities, instance offsets (pixels) and values of any scale (dense regression)."""
 
 SCALE_SHIFT_TOLERANCE = Tolerance(
     "mean abs difference / spread", 1e-2, False, scale_shift_difference
@@ -180,10 +194,7 @@ class ExportGraph(nn.Module):
         raw = {key: value.float() for key, value in self.model(network_input, **named).items()}
         self.raw_keys = list(raw)
         adapted = self.model.output_adapter(raw, self.tasks, named).outputs
-        predictions = [
-            task.metric_input(task.decode(adapted[name]), adapted[name])
-            for name, task in self.tasks.items()
-        ]
+        predictions = [task.prediction_values(adapted[name]) for name, task in self.tasks.items()]
         return (*predictions, *raw.values())
 
 
@@ -330,8 +341,9 @@ def _sidecar(
     described = []
     for name, output in zip(graph.output_names, outputs, strict=True):
         if name in run.tasks:
-            task = run.tasks[name]
-            described.append({**_describe(name, output, batch, _meaning(task)), "task": name})
+            meaning = run.tasks[name].meaning().as_dict()
+            text = meaning.pop("text")
+            described.append({**_describe(name, output, batch, text), **meaning, "task": name})
         else:
             key = name.removesuffix(RAW_SUFFIX)
             meaning = f"the network's raw output {key!r}, before the output adapter ({adapter})"
@@ -368,22 +380,6 @@ def _describe(name: str, tensor: torch.Tensor, batch: int | str, meaning: str) -
         "dtype": str(tensor.dtype).removeprefix("torch."),
         "meaning": meaning,
     }
-
-
-def _meaning(task: Task) -> str:
-    """What the graph's ``<task>`` output holds, from the task's decoding docstring."""
-    if task.scale_shift_invariant:
-        return (
-            "the raw output, defined only up to a per-image scale and shift (depth: a "
-            "disparity): align it to a reference by least squares before use (and invert "
-            "it for depth), as the task's metrics do"
-        )
-    return _first_sentence(type(task).decode.__doc__)
-
-
-def _first_sentence(text: str | None) -> str:
-    """The first sentence of a docstring on one line, without reST literal quotes."""
-    return " ".join((text or "").replace("``", "").split()).split(". ")[0].rstrip(".")
 
 
 @dataclass(frozen=True)

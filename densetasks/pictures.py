@@ -1,32 +1,30 @@
-"""Pictures of predictions: panels, class legends, depth colour bars.
+"""Pictures of predictions: panels, and the keys drawn under them (class legends, colour bars).
 
 A task's picture (:meth:`~densetasks.tasks.base.Task.visualize`) is colours only; its key
-says what they mean: a class legend (swatch + class name) for a task with class names, a
-colour bar in metres for depth. Two callers draw them alike: ``densetasks predict``'s sheet
-(:func:`contact_sheet`) and the sample pictures a run writes while it trains
-(:func:`keyed_picture`), which ``densetasks report`` copies. Both have a task, its picture
-and the decoded prediction or label the picture shows (class ids, depth in metres), which is
-all a key needs.
+(:meth:`~densetasks.tasks.base.Task.picture_key`) says what they mean: a :class:`ClassLegend`
+(swatch + class name) or a :class:`ColourBar` (a colour map over the values shown, with their
+unit). This module knows no task: it draws what a task describes. A task that colours its
+values through a colour map draws its picture with the same :class:`ColourBar` it returns as
+its key, so the picture and its key cannot disagree.
+
+Two callers draw keyed pictures: ``densetasks predict``'s sheet (:func:`contact_sheet`) and
+the sample pictures a run writes while it trains (:func:`keyed_picture`), which
+``densetasks report`` copies.
 """
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import matplotlib
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-
-from densetasks.tasks.base import Task
-from densetasks.tasks.depth import Depth
 
 SHEET_MIN_HEIGHT = 128
 """Panels of smaller images are enlarged (nearest) to at least this height, to stay legible."""
 LABEL_HEIGHT = 16
 SWATCH = 10
-"""Side of a class legend's colour square, and height of the depth colour bar, in pixels."""
+"""Side of a class legend's colour square, and height of a colour bar, in pixels."""
 KEY_ROW_HEIGHT = 14
 KEY_MARGIN = 4
 
@@ -58,74 +56,85 @@ class ClassLegend:
 
 
 @dataclass(frozen=True)
-class DepthColourBar:
-    """The depth picture's colours from the nearest to the farthest shown depth, in metres.
+class ColourBar:
+    """The colours of matplotlib colour map ``colormap`` over the values ``low`` .. ``high``.
 
-    The picture colours inverse depth (:meth:`~densetasks.tasks.depth.Depth.visualize`), so
-    the bar is linear in ``1 / depth``: the nearest depth (bright) left, the farthest right.
+    A value ``v`` gets the colour at position ``t = (f(v) − min f) / (max f − min f)`` of the
+    map, the extremes of ``f`` taken over ``[low, high]``, with ``f(v) = v``, or ``1 / v``
+    for ``inverse`` (depth is coloured by inverse depth, so near is bright and the far range
+    takes few colours). ``low == high`` gives every value ``t = 1``. Drawn as a bar, ``low``
+    is at the left end, ``high`` at the right, and the bar is linear in ``f``.
     """
 
+    colormap: str
     low: float
     high: float
+    unit: str = ""
+    inverse: bool = False
+
+    @property
+    def _ends(self) -> tuple[float, float]:
+        """Colour positions ``t`` at the bar's left and right ends."""
+        return (1.0, 0.0) if self.inverse else (0.0, 1.0)
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Colour position ``t`` in ``[0, 1]`` of every value (float64; clipped to the bar)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.inverse:
+            values, smallest, largest = 1.0 / values, 1.0 / self.high, 1.0 / self.low
+        else:
+            smallest, largest = self.low, self.high
+        if largest <= smallest:
+            return np.ones_like(values)
+        return np.clip((values - smallest) / (largest - smallest), 0.0, 1.0)
+
+    def colours(self, values: np.ndarray) -> np.ndarray:
+        """``uint8 [..., 3]`` colour of every value."""
+        return self._colour_map(self.positions(values))
+
+    def stops(self, count: int) -> list[tuple[float, tuple[int, int, int]]]:
+        """``count`` evenly spaced ``(value, colour)`` along the bar, left (``low``) to right."""
+        positions = np.linspace(*self._ends, count)
+        if self.inverse:
+            values = 1.0 / (1.0 / self.high + positions * (1.0 / self.low - 1.0 / self.high))
+        else:
+            values = self.low + positions * (self.high - self.low)
+        colours = self._colour_map(positions)
+        return [
+            (float(value), tuple(int(c) for c in colour))
+            for value, colour in zip(values, colours, strict=True)
+        ]
 
     def labels(self) -> tuple[str, str]:
-        """The two ends of the bar: ``("0.52 m", "7.31 m")``."""
-        return f"{self.low:.2f} m", f"{self.high:.2f} m"
+        """The two ends of the bar, e.g. ``("0.52 m", "7.31 m")``."""
+        return tuple(f"{value:.2f} {self.unit}".rstrip() for value in (self.low, self.high))
 
     def draw(self, width: int) -> np.ndarray:
-        """The bar over the labels, ``uint8 [h, width, 3]`` on white."""
+        """The bar over its end labels, ``uint8 [h, width, 3]`` on white."""
         span = max(1, width - 2 * KEY_MARGIN)
-        gradient = matplotlib.colormaps["magma"](np.linspace(1.0, 0.0, span))[:, :3]
-        bar = np.round(gradient * 255).astype(np.uint8)[None].repeat(SWATCH, axis=0)
+        gradient = self._colour_map(np.linspace(*self._ends, span))
+        bar = gradient[None].repeat(SWATCH, axis=0)
         canvas = Image.new("RGB", (width, KEY_MARGIN + SWATCH + KEY_ROW_HEIGHT), "white")
         canvas.paste(Image.fromarray(bar), (KEY_MARGIN, KEY_MARGIN))
         draw = ImageDraw.Draw(canvas)
-        near, far = self.labels()
+        left, right = self.labels()
         top = KEY_MARGIN + SWATCH + 1
-        draw.text((KEY_MARGIN, top), near, fill="black")
-        draw.text((width - KEY_MARGIN - draw.textlength(far), top), far, fill="black")
+        draw.text((KEY_MARGIN, top), left, fill="black")
+        draw.text((width - KEY_MARGIN - draw.textlength(right), top), right, fill="black")
         return np.asarray(canvas)
 
+    def _colour_map(self, positions: np.ndarray) -> np.ndarray:
+        rgb = matplotlib.colormaps[self.colormap](positions)[..., :3]
+        return np.round(rgb * 255).astype(np.uint8)
 
-PictureKey = ClassLegend | DepthColourBar
+
+PictureKey = ClassLegend | ColourBar
 """What can be drawn under a task's picture."""
 
 
-def task_key(task: Task, value: Any, mask: torch.Tensor | None = None) -> PictureKey | None:
-    """The key of ``task``'s picture of ``value`` (its decoded prediction or label): a class
-    legend for a task with class names; for depth (``[1, H, W]`` metres) a colour bar over
-    the depths shown, inside ``mask`` if given, since the picture's colours span exactly
-    them. ``None`` for tasks drawn otherwise, and for a depth with no labelled pixel."""
-    if getattr(task, "class_names", None):
-        return ClassLegend(tuple(task.class_names), task.colours)
-    if isinstance(task, Depth):
-        return _depth_bar(value, mask)
-    return None
-
-
-def _depth_bar(depth: torch.Tensor, mask: torch.Tensor | None) -> DepthColourBar | None:
-    """The colour bar of a depth ``[1, H, W]``: the range of its labelled (positive) pixels,
-    inside ``mask`` if given; ``None`` when no pixel has a depth."""
-    values = depth[0].detach().float().cpu()
-    shown = values > 0
-    if mask is not None:
-        shown &= mask.cpu()
-    if not shown.any():
-        return None
-    return DepthColourBar(float(values[shown].min()), float(values[shown].max()))
-
-
-def keyed_picture(
-    task: Task, picture: np.ndarray, value: Any, mask: torch.Tensor | None = None
-) -> np.ndarray:
-    """``picture`` (``uint8 [H, W, 3]``, unchanged on top) with the key of ``task`` for
-    ``value`` (see :func:`task_key`) drawn under it at the same width; the picture alone
-    when the task has no key."""
-    return _with_key(picture, task_key(task, value, mask))
-
-
-def _with_key(picture: np.ndarray, key: PictureKey | None) -> np.ndarray:
-    """``picture`` over ``key`` drawn at its width."""
+def keyed_picture(picture: np.ndarray, key: PictureKey | None) -> np.ndarray:
+    """``picture`` (``uint8 [H, W, 3]``, unchanged on top) with ``key`` drawn under it at
+    the same width; the picture alone when there is no key."""
     if key is None:
         return picture
     return np.concatenate([picture, key.draw(picture.shape[1])], axis=0)
@@ -135,7 +144,7 @@ def contact_sheet(
     panels: Sequence[tuple[str, np.ndarray]], keys: Mapping[str, PictureKey] | None = None
 ) -> np.ndarray:
     """Labelled ``uint8`` RGB panels side by side, all brought to the first panel's height,
-    each with its key (``keys[label]``: class legend, depth colour bar) drawn under it."""
+    each with its key (``keys[label]``: class legend, colour bar) drawn under it."""
     height = panels[0][1].shape[0]
     scale = max(1, math.ceil(SHEET_MIN_HEIGHT / height))
     columns = [
@@ -160,4 +169,4 @@ def _sheet_column(
     panel = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), "white")
     panel.paste(image, (0, LABEL_HEIGHT))
     ImageDraw.Draw(panel).text((3, 2), label, fill="black")
-    return _with_key(np.asarray(panel), key)
+    return keyed_picture(np.asarray(panel), key)

@@ -2,7 +2,7 @@
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from densetasks.engine.checkpoint import load_checkpoint
 from densetasks.engine.config import validate_config
 from densetasks.engine.inference import Predictor
 from densetasks.engine.run import evaluate_run, train
+from densetasks.errors import ConfigError
+from densetasks.export import check_export, export_run
+from densetasks.models import create_model
+from densetasks.tasks.registry import TASKS
 
 
 class Interrupt(Exception):
@@ -66,11 +70,13 @@ def register() -> Iterator[Callable[[Registry, str, Callable[..., Any]], None]]:
 
 def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str, Any]:
     """Train ``config`` 3 steps, kill a second run at step 2 and resume it, evaluate on test,
-    predict an image with the Predictor and with ``densetasks predict``.
+    predict an image with the Predictor and with ``densetasks predict``, export the run to
+    ONNX (32 × 32) and check the graph against PyTorch.
 
-    Asserts that the resumed run equals the uninterrupted one bit for bit and that every
-    task is evaluated and predicted at the image's size; returns what the caller checks
-    further: ``{"run": Path, "test": metrics payload, "prediction": Prediction}``.
+    Asserts that the resumed run equals the uninterrupted one bit for bit, that every task
+    is evaluated and predicted at the image's size and that the export passes its parity
+    check for every task; returns what the caller checks further: ``{"run": Path, "test":
+    metrics payload, "prediction": Prediction, "export": Path, "parity": ParityReport}``.
     """
     config = validate_config(
         {
@@ -120,7 +126,19 @@ def end_to_end(config: dict[str, Any], tmp_path: Path, monkeypatch) -> dict[str,
     )
     for name in config.tasks:
         assert (tmp_path / "predicted" / f"photo_{name}.png").is_file(), name
-    return {"run": whole, "test": test, "prediction": prediction}
+
+    exported = tmp_path / "export" / "model.onnx"
+    export_run(whole, exported, size=(32, 32))
+    parity = check_export(exported)
+    assert parity.ok, parity.table()
+    assert {row.output for row in parity.rows} >= set(config.tasks)
+    return {
+        "run": whole,
+        "test": test,
+        "prediction": prediction,
+        "export": exported,
+        "parity": parity,
+    }
 
 
 @pytest.fixture
@@ -130,6 +148,112 @@ def run_end_to_end(tmp_path: Path, monkeypatch) -> Callable[[dict[str, Any]], di
     torch.set_num_threads(1)
     yield lambda config: end_to_end(config, tmp_path, monkeypatch)
     torch.set_num_threads(threads)
+
+
+SYNTHETIC = {"options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}, "batch_size": 2}
+"""Tiny synthetic data for the registry-wide runs: 4 training images of 32 × 32."""
+
+ARCHITECTURE_TASKS = ("semseg", "depth", "normals")
+"""The tasks every registered architecture is run with (one of them, ``semseg``, for an
+architecture that refuses several: a ``ConfigError`` when it is built)."""
+
+
+NARROW = {"bottleneck_options": {"channels": 16}, "head_options": {"channels": 16}}
+COMPOSITE_NARROW = {"decoder_widths": [16, 8, 8, 8, 8]}
+CROSS_TASK_NARROW = {"decoder_widths": [16, 16, 8, 8, 8], "aspp_options": {"channels": 16}}
+SPEED_OPTIONS: dict[str, dict[str, Any]] = {
+    "single_task": NARROW,
+    "hard_sharing": NARROW,
+    "composite_tasking": COMPOSITE_NARROW,
+    "composite_stn": COMPOSITE_NARROW,
+    "composite_mhn": COMPOSITE_NARROW,
+    "composite_mn": COMPOSITE_NARROW,
+    "fission": {"decoder_channels": 16},
+    "padnet": {"channels": 8},
+    "three_ways": CROSS_TASK_NARROW,
+    "three_ways_mteb": CROSS_TASK_NARROW,
+    "three_ways_padnet": CROSS_TASK_NARROW,
+}
+"""Narrower layers for the registry-wide runs, for speed only: every registered architecture
+is run whether it is listed here or not (an architecture not listed runs with its defaults,
+about 3 times slower, since the size of the weights sets the time of a run's checkpoints,
+model builds and exports)."""
+
+
+def architecture_tasks(architecture: str) -> dict[str, dict[str, Any]]:
+    """:data:`ARCHITECTURE_TASKS` as a config's ``tasks``, or its first alone when
+    ``architecture`` refuses several tasks."""
+    channels = {"semseg": 5, "depth": 1, "normals": 3}
+    try:
+        create_model(architecture, channels, encoder="tiny")
+    except ConfigError:
+        return {ARCHITECTURE_TASKS[0]: {}}
+    return {name: {} for name in ARCHITECTURE_TASKS}
+
+
+def registered_task_options() -> dict[str, dict[str, Any]]:
+    """Every registered task with its :attr:`~densetasks.tasks.base.Task.example_options`:
+    a config's ``tasks`` that trains every task on the synthetic scenes."""
+    return {name: dict(TASKS.get(name).example_options) for name in TASKS.names()}
+
+
+class Cache(dict):
+    """A dict that makes a missing value with ``make(key)`` (a run trained on first use)."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: Any) -> Any:
+        self[key] = self.make(key)
+        return self[key]
+
+
+def _isolated_end_to_end(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """:func:`end_to_end` in ``folder`` with a monkeypatch of its own and one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            return end_to_end(config, folder, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def architecture_runs(tmp_path_factory) -> Mapping[str, dict[str, Any]]:
+    """Registered architecture -> its :func:`end_to_end` result (trained, killed and
+    resumed, evaluated, predicted, exported and checked), with :func:`architecture_tasks`
+    on :data:`SYNTHETIC` data and the tiny encoder; made on first use, once per session, so
+    the resume, predict and export tests share one run per architecture."""
+
+    def make(architecture: str) -> dict[str, Any]:
+        config = {
+            "tasks": architecture_tasks(architecture),
+            "data": {**SYNTHETIC, "eval_size": [32, 32]},
+            "model": {
+                "architecture": architecture,
+                "encoder": "tiny",
+                "options": SPEED_OPTIONS.get(architecture, {}),
+            },
+            "eval": {"num_images": 0},
+        }
+        return _isolated_end_to_end(config, tmp_path_factory.mktemp(architecture))
+
+    return Cache(make)
+
+
+@pytest.fixture(scope="session")
+def every_task_run(tmp_path_factory) -> dict[str, Any]:
+    """The :func:`end_to_end` result of one hard-sharing run of every registered task
+    (:func:`registered_task_options`) on :data:`SYNTHETIC` data, made once per session."""
+    config = {
+        "tasks": registered_task_options(),
+        "data": {**SYNTHETIC, "eval_size": [32, 32]},
+        "model": {"architecture": "hard_sharing", "encoder": "tiny", "options": NARROW},
+        "eval": {"num_images": 0},
+    }
+    return _isolated_end_to_end(config, tmp_path_factory.mktemp("every_task"))
 
 
 SWEEP_CONFIG = {

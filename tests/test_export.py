@@ -1,5 +1,7 @@
-"""ONNX export: every exportable architecture, fp32 and fp16, matches eager PyTorch under
-ONNX Runtime; the sidecar describes the graph; a dynamic batch runs; bad input is refused."""
+"""ONNX export: every registered architecture and every registered task, fp32 and fp16,
+matches eager PyTorch under ONNX Runtime (on the registry-wide runs of ``tests/conftest.py``,
+so a new architecture or task is exported here with no line added); the sidecar describes
+the graph by the tasks' own meanings; a dynamic batch runs; bad input is refused."""
 
 import json
 from pathlib import Path
@@ -25,40 +27,29 @@ from densetasks.export import (
     output_stride,
     scale_shift_difference,
     scaled_max_difference,
+    scaled_mean_difference,
+    tolerance,
+)
+from densetasks.models import ARCHITECTURES
+from densetasks.tasks.registry import TASKS
+
+from .conftest import (
+    ARCHITECTURE_TASKS,
+    SYNTHETIC,
+    Cache,
+    architecture_tasks,
+    registered_task_options,
 )
 
-SMALL = {"decoder_widths": [16, 8, 8, 8, 8]}
-EXPORTABLE = {
-    "hard_sharing": ({"semseg": {}, "depth": {}, "normals": {}, "edges": {}, "instance": {}}, {}),
-    "single_task": ({"depth": {}}, {}),
-    "composite_tasking": ({"semseg": {}, "normals": {}, "edges": {}}, SMALL),
-    "composite_stn": ({"normals": {}}, SMALL),
-    "composite_mhn": ({"semseg": {}, "depth": {}}, SMALL),
-    "composite_mn": ({"semseg": {}, "edges": {}}, SMALL),
-    "fission": ({"normals": {}, "depth": {}}, {}),
-    "three_ways_mteb": ({"semseg": {}, "depth": {}}, {"decoder_widths": [16, 16, 8, 8, 8]}),
-    "padnet": ({"semseg": {}, "depth": {}}, {"channels": 8}),
-}
-"""Architecture -> (tasks, model options) of a tiny run; add an architecture here to have its
-export tested."""
 
-
-def train_tiny(
-    out: Path,
-    architecture: str,
-    eval_size: list[int] | None = (32, 32),
-    tasks: dict[str, dict] | None = None,
-) -> Path:
-    """A run of ``architecture`` (with its :data:`EXPORTABLE` tasks unless ``tasks``) trained
-    2 steps on 32 px synthetic scenes, tiny encoder."""
-    default_tasks, options = EXPORTABLE[architecture]
-    tasks = tasks or default_tasks
-    data = {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}
+def train_tiny(out: Path, architecture: str, tasks: dict[str, dict]) -> Path:
+    """A run of ``architecture`` on ``tasks`` trained 2 steps on 32 px synthetic scenes,
+    tiny encoder (for a case the registry-wide runs do not cover)."""
     config = validate_config(
         {
             "tasks": tasks,
-            "data": {"options": data, "batch_size": 2, "eval_size": eval_size},
-            "model": {"architecture": architecture, "encoder": "tiny", "options": options},
+            "data": {**SYNTHETIC, "eval_size": [32, 32]},
+            "model": {"architecture": architecture, "encoder": "tiny"},
             "train": {"steps": 2, "optimizer": "adam", "lr": 1e-3, "eval_every": 2},
             "eval": {"num_images": 0},
         }
@@ -75,68 +66,81 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class _Cache(dict):
-    """A dict that makes a missing value with ``make(key)``."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, key):
-        self[key] = self.make(key)
-        return self[key]
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """Architecture -> its trained tiny run, trained on first use."""
-    return _Cache(lambda architecture: train_tiny(tmp_path_factory.mktemp("run"), architecture))
+def fp16_exports(architecture_runs, every_task_run, tmp_path_factory) -> dict[str, Path]:
+    """Architecture (or ``"every task"``) -> its registry-wide run exported in fp16."""
 
-
-@pytest.fixture(scope="module")
-def exports(runs, tmp_path_factory) -> dict[tuple[str, str, bool], Path]:
-    """``(architecture, precision, dynamic)`` -> the run's exported graph, made on first use."""
-
-    def make(key: tuple[str, str, bool]) -> Path:
-        architecture, precision, dynamic = key
+    def make(key: str) -> Path:
+        run = every_task_run if key == EVERY_TASK else architecture_runs[key]
         path = tmp_path_factory.mktemp("export") / "model.onnx"
-        export_run(runs[architecture], path, precision=precision, dynamic=dynamic)
+        export_run(run["run"], path, precision="fp16")
         return path
 
-    return _Cache(make)
+    return Cache(make)
+
+
+EVERY_TASK = "every task"
+"""The key of the hard-sharing run of every registered task in :func:`fp16_exports`."""
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("architecture", list(EXPORTABLE))
-def test_onnx_runtime_matches_eager_pytorch(exports, architecture, precision) -> None:
-    path = exports[architecture, precision, False]
-    report = check_export(path)
+def check_rows(report, tasks, precision: str) -> None:
+    """The report is within its limits, compares every task on random and test images, and
+    (fp32 only) the raw outputs."""
     assert report.ok, report.table()
-    tasks = list(EXPORTABLE[architecture][0])
     checked = {(row.images, row.output) for row in report.rows}
     assert {(images, task) for images in ("random", "test") for task in tasks} <= checked
     raw = {row.output for row in report.rows if row.output.endswith("_raw")}
     assert bool(raw) == (precision == "fp32")
-    weights = {
+
+
+def initializer_types(path: Path) -> set[str]:
+    return {
         onnx.TensorProto.DataType.Name(tensor.data_type)
         for tensor in onnx.load(str(path)).graph.initializer
         if len(tensor.dims) == 4
     }
-    assert weights == {"FLOAT16" if precision == "fp16" else "FLOAT"}
 
 
-def test_sidecar_lists_tasks_inputs_outputs_and_python_postprocessing(runs, exports) -> None:
-    path = exports["hard_sharing", "fp16", False]
+@pytest.mark.parametrize("architecture", ARCHITECTURES.names())
+def test_every_architecture_exports_and_matches_eager_pytorch(
+    architecture_runs, fp16_exports, architecture
+) -> None:
+    """fp32 (checked by the registry-wide run itself) and fp16, for every registered
+    architecture: a new one is exported here with no line added."""
+    run = architecture_runs[architecture]
+    tasks = architecture_tasks(architecture)
+    check_rows(run["parity"], tasks, "fp32")
+    assert initializer_types(run["export"]) == {"FLOAT"}
+    path = fp16_exports[architecture]
+    check_rows(check_export(path), tasks, "fp16")
+    assert initializer_types(path) == {"FLOAT16"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_every_registered_task_exports_and_matches_eager_pytorch(
+    every_task_run, fp16_exports, precision
+) -> None:
+    path = every_task_run["export"] if precision == "fp32" else fp16_exports[EVERY_TASK]
+    report = every_task_run["parity"] if precision == "fp32" else check_export(path)
+    check_rows(report, TASKS.names(), precision)
+    limits = {row.output: row.measure for row in report.rows if row.output in TASKS}
+    loaded = load_run(every_task_run["run"])
+    assert limits == {name: tolerance(task).measure for name, task in loaded.tasks.items()}
+
+
+def test_the_sidecar_describes_every_output_by_its_task(every_task_run) -> None:
+    path = every_task_run["export"]
     sidecar = json.loads(Path(f"{path}.json").read_text())
-    assert sidecar["tasks"] == ["semseg", "depth", "normals", "edges", "instance"]
-    assert (sidecar["precision"], sidecar["opset"], sidecar["step"]) == ("fp16", 17, 2)
+    loaded = load_run(every_task_run["run"])
+    assert sidecar["tasks"] == list(loaded.tasks) == list(registered_task_options())
+    assert (sidecar["precision"], sidecar["opset"], sidecar["step"]) == ("fp32", 17, 3)
     assert (sidecar["checkpoint"], sidecar["dynamic_batch"]) == ("best", False)
     assert sidecar["input_size"] == [32, 32]
-    assert sidecar["run_dir"] == str(runs["hard_sharing"].resolve())
+    assert sidecar["run_dir"] == str(every_task_run["run"].resolve())
     assert sidecar["normalisation"]["in_graph"]
     assert sidecar["normalisation"]["mean"] == [0.485, 0.456, 0.406]
     assert sidecar["inputs"] == [
@@ -148,27 +152,37 @@ def test_sidecar_lists_tasks_inputs_outputs_and_python_postprocessing(runs, expo
         }
     ]
     outputs = {output["name"]: output for output in sidecar["outputs"]}
+    for name, task in loaded.tasks.items():
+        meaning = task.meaning()
+        described = outputs[name]
+        assert described["task"] == name and described["meaning"] == meaning.text
+        assert described["unit"] == meaning.unit
+        assert described["channels"] == list(meaning.channels)
+        assert described["classes"] == list(meaning.classes)
+        expected_shape = [1, len(meaning.channels), 32, 32] if meaning.channels else [1, 32, 32]
+        assert described["shape"] == expected_shape, name
     assert outputs["semseg"]["dtype"] == "int64"
-    assert outputs["semseg"]["shape"] == [1, 32, 32]
-    assert outputs["semseg"]["meaning"].startswith("Class ids")
-    assert outputs["depth"]["shape"] == [1, 1, 32, 32]
-    assert outputs["normals"]["meaning"].startswith("Unit vectors")
-    assert outputs["edges"]["dtype"] == "float32"
+    assert outputs["semseg"]["classes"][:2] == ["floor", "wall"]
+    assert (outputs["depth"]["unit"], outputs["depth"]["value_range"]) == ("m", [0.0, 80.0])
+    assert outputs["normals"]["channels"] == ["x", "y", "z"]
+    assert outputs["instance"]["unit"] == "px"
     assert outputs["semseg_raw"]["raw"] == "semseg"
     assert list(sidecar["python_postprocessing"]) == ["instance"]
     assert [output.name for output in session(path).get_outputs()] == list(outputs)
 
 
-def test_a_composite_run_takes_its_palette_and_any_batch_size(runs, exports) -> None:
-    path = exports["composite_tasking", "fp32", True]
+def test_a_composite_run_takes_its_palette_and_any_batch_size(architecture_runs, tmp_path) -> None:
+    run_dir = architecture_runs["composite_tasking"]["run"]
+    path = tmp_path / "model.onnx"
+    export_run(run_dir, path, dynamic=True)
     sidecar = json.loads(Path(f"{path}.json").read_text())
     image, palette = sidecar["inputs"]
     assert image["shape"] == ["batch", 3, 32, 32]
     assert (palette["name"], palette["dtype"]) == ("palette", "int64")
     assert palette["shape"] == ["batch", 32, 32]
-    assert palette["ids"] == ["semseg", "normals", "edges"]
+    assert palette["ids"] == list(ARCHITECTURE_TASKS)
     assert sidecar["outputs"][-1]["name"] == "composite_raw"
-    loaded = load_run(runs["composite_tasking"])
+    loaded = load_run(run_dir)
     normalisation = sidecar["normalisation"]
     graph = ExportGraph(loaded.model, loaded.tasks, normalisation["mean"], normalisation["std"])
     exported = session(path)
@@ -184,15 +198,15 @@ def test_a_composite_run_takes_its_palette_and_any_batch_size(runs, exports) -> 
             ["normals"],
             {"image": inputs[0].numpy(), "palette": torch.full_like(inputs[1], task).numpy()},
         )[0]
-        for task in (0, 1)
+        for task in (0, 2)
     ]
     assert not np.allclose(*normals), "the palette must condition the network"
     assert check_export(path, random_images=3).ok
 
 
-def test_a_changed_weight_fails_the_check(runs, tmp_path) -> None:
+def test_a_changed_weight_fails_the_check(architecture_runs, tmp_path) -> None:
     path = tmp_path / "model.onnx"
-    export_run(runs["single_task"], path, opset=18)
+    export_run(architecture_runs["single_task"]["run"], path, opset=18)
     assert json.loads(Path(f"{path}.json").read_text())["opset"] == 18
     model = onnx.load(str(path))
     weight = next(tensor for tensor in model.graph.initializer if len(tensor.dims) == 4)
@@ -217,6 +231,22 @@ def test_tolerances_measure_what_they_say() -> None:
     assert TOLERANCES[LabelKind.MASK].compute(classes, np.array([[0, 1, 2, 0]])) == 0.75
 
 
+def test_every_label_kind_has_a_tolerance() -> None:
+    assert set(TOLERANCES) == set(LabelKind)
+
+
+def test_regression_values_are_compared_absolutely_near_zero_and_relatively_beyond() -> None:
+    """Dense regression has no special value: values crossing 0 (where a relative
+    difference per value explodes) and values in the hundreds are both measured fairly."""
+    measure = TOLERANCES[LabelKind.REGRESSION].compute
+    assert measure is scaled_mean_difference
+    near_zero = np.array([[[[-0.01, 0.0], [0.02, 0.5]]]])
+    assert measure(near_zero + 0.004, near_zero) == pytest.approx(0.004)
+    large = np.array([[[[100.0, -300.0], [200.0, 400.0]]]])  # mean |value| 250
+    assert measure(large + 5.0, large) == pytest.approx(5.0 / 250.0)
+    assert measure(large[..., :0], large[..., :0]) == 0.0
+
+
 def test_scale_shift_difference_is_in_units_of_the_spread_and_ignores_scale_and_shift() -> None:
     eager = np.array([[[[0.0, 1.0], [2.0, 4.0]]]])  # median 1.5, spread (1.5+0.5+0.5+2.5)/4
     assert scale_shift_difference(eager + 0.05, eager) == pytest.approx(0.05 / 1.25)
@@ -235,7 +265,7 @@ def test_scale_and_shift_invariant_depth_exports_its_disparity_and_passes_in_fp1
     1 / output jumps: docs/export.md); the graph gives the disparity, checked up to scale
     and shift."""
     tasks = {"normals": {}, "depth": {"loss": "ssi"}}
-    run_dir = train_tiny(tmp_path / "run", "fission", tasks=tasks)
+    run_dir = train_tiny(tmp_path / "run", "fission", tasks)
     for precision in ("fp32", "fp16"):
         path = tmp_path / f"{precision}.onnx"
         sidecar = export_run(run_dir, path, precision=precision)
@@ -260,16 +290,18 @@ def test_raw_outputs_are_compared_on_their_scale() -> None:
     assert scaled_max_difference(small[:, :0], small[:, :0]) == 0.0
 
 
-def test_the_output_stride_is_the_deepest_encoder_feature(runs) -> None:
-    assert output_stride(load_run(runs["single_task"]).model) == 16  # model.output_stride
+def test_the_output_stride_is_the_deepest_encoder_feature(architecture_runs) -> None:
+    model = load_run(architecture_runs["single_task"]["run"]).model
+    assert output_stride(model) == 16  # model.output_stride
     assert output_stride(torch.nn.Conv2d(3, 3, 1)) == 32
 
 
-def test_bad_input_is_refused_with_one_clear_message(runs, tmp_path) -> None:
+def test_bad_input_is_refused_with_one_clear_message(architecture_runs, tmp_path) -> None:
+    run_dir = architecture_runs["single_task"]["run"]
     with pytest.raises(DataError, match="has no checkpoint 'best'"):
         export_run(tmp_path, tmp_path / "model.onnx")
     with pytest.raises(ConfigError, match=r"precision must be one of \['fp32', 'fp16'\]"):
-        export_run(runs["single_task"], tmp_path / "model.onnx", precision="int8")
+        export_run(run_dir, tmp_path / "model.onnx", precision="int8")
     with pytest.raises(ConfigError, match="--size 40x32 is not divisible by .* stride 16"):
-        export_run(runs["single_task"], tmp_path / "model.onnx", size=(40, 32))
+        export_run(run_dir, tmp_path / "model.onnx", size=(40, 32))
     assert not (tmp_path / "model.onnx").exists()

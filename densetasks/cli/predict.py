@@ -24,7 +24,7 @@ from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.engine.inference import Prediction, Predictor
 from densetasks.errors import ConfigError
-from densetasks.pictures import PictureKey, contact_sheet, task_key
+from densetasks.pictures import PictureKey, contact_sheet
 from densetasks.tasks.base import Task
 from densetasks.tasks.task_palette import TaskPalette
 
@@ -237,11 +237,11 @@ def _resized_palette(palette: torch.Tensor, shape: tuple[int, ...]) -> torch.Ten
 
 
 def sheet_keys(tasks: Mapping[str, Task], prediction: Prediction) -> dict[str, PictureKey]:
-    """Panel name -> its key (:func:`~densetasks.pictures.task_key`): a class legend for a
-    task with class names, a colour bar in metres (the prediction's own range, inside the
+    """Panel name -> its key (:meth:`~densetasks.tasks.base.Task.picture_key`): a class
+    legend for a task with class names, a colour bar (the prediction's own range, inside the
     task's mask) for depth; tasks drawn otherwise get none."""
     keys = {
-        name: task_key(task, prediction.predictions[name], prediction.masks.get(name))
+        name: task.picture_key(prediction.predictions[name], prediction.masks.get(name))
         for name, task in tasks.items()
     }
     return {name: key for name, key in keys.items() if key is not None}

@@ -15,7 +15,8 @@ def collate_samples(samples: list[Sample], kinds: Mapping[str, LabelKind]) -> di
     """One batch from a list of samples.
 
     ``image`` and every label present in *any* sample are stacked along a new batch axis; a
-    sample lacking a label contributes an all-unsupervised one (``LabelKind.empty``), so the
+    sample lacking a label contributes an all-unsupervised one (``LabelKind.empty``, with
+    the channels of the labels present: a REGRESSION label has as many as its task), so the
     batch is rectangular and the loss simply sees no valid pixel there. ``meta`` becomes a
     list of the samples' meta dicts. ``kinds`` gives each label's kind (the run's table:
     registered tasks and conditioning inputs). All images must have one size (transforms
@@ -38,8 +39,9 @@ def collate_samples(samples: list[Sample], kinds: Mapping[str, LabelKind]) -> di
         if key not in known:
             names = ", ".join(sorted(known))
             raise ValueError(f"sample key {key!r} has no known label kind; known: {names}")
-        kind = known[key]
-        labels = [sample[key] if key in sample else kind.empty(height, width) for sample in samples]
+        present = next(sample[key] for sample in samples if key in sample)
+        empty = _empty_label(known[key], present, (height, width))
+        labels = [sample.get(key, empty) for sample in samples]
         for index, label in enumerate(labels):
             if tuple(label.shape[-2:]) != (height, width):
                 raise DataError(
@@ -49,6 +51,16 @@ def collate_samples(samples: list[Sample], kinds: Mapping[str, LabelKind]) -> di
         batch[key] = torch.stack(labels)
     batch["meta"] = [dict(sample.get("meta", {})) for sample in samples]
     return batch
+
+
+def _empty_label(kind: LabelKind, present: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``kind.empty`` at ``size``, broadcast over the channels of a ``present`` label when
+    the kind's empty label has one channel and the label more (REGRESSION)."""
+    empty = kind.empty(*size)
+    channels = tuple(present.shape[:-2])
+    if empty.ndim == present.ndim and empty.shape[:-2] == (1,) and channels != (1,):
+        return empty.expand(*channels, *size)
+    return empty
 
 
 def _name(sample: Sample, index: int) -> str:

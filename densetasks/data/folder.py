@@ -14,6 +14,7 @@
         NORMALS                .npy float32 [H, W, 3] unit vectors, zero vector = invalid, or
                                .png RGB (n + 1) / 2 · 255, (128, 128, 128) = invalid
         INSTANCE               .png 16-bit ids, 0 = no instance
+        REGRESSION             .npy float32 [C, H, W] (or [H, W], one channel), NaN = invalid
       intrinsics/<name>.json  {"K": 3x3}   or one intrinsics.json for every image
       splits/<split>.txt      one name per line
 
@@ -185,6 +186,27 @@ def _write_instance(path: Path, label: torch.Tensor, options: TaskOptions) -> No
     write_png_array(path, ids.astype(np.uint16))
 
 
+def _read_regression(path: Path, options: TaskOptions) -> torch.Tensor:
+    array = read_npy(path)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or not np.issubdtype(array.dtype, np.floating):
+        raise DataError(
+            f"{path}: a regression label must be a float [C, H, W] or [H, W] array, got "
+            f"{array.dtype} {list(array.shape)}"
+        )
+    _check_no_infinity(array, str(path))
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def _write_regression(path: Path, label: torch.Tensor, options: TaskOptions) -> None:
+    array = label.cpu().numpy().astype(np.float32)
+    if array.ndim != 3:
+        raise DataError(f"{path}: a regression label is [C, H, W], got {list(array.shape)}")
+    _check_no_infinity(array, str(path))
+    write_npy(path, array)
+
+
 LABEL_ENCODINGS: dict[LabelKind, dict[str, _Encoding]] = {
     LabelKind.MASK: {"png": _Encoding(".png", _read_class_ids, _write_class_ids)},
     LabelKind.BINARY: {"png": _Encoding(".png", _read_binary, _write_binary)},
@@ -197,6 +219,7 @@ LABEL_ENCODINGS: dict[LabelKind, dict[str, _Encoding]] = {
         "png": _Encoding(".png", _read_normals_png, _write_normals_png),
     },
     LabelKind.INSTANCE: {"png": _Encoding(".png", _read_instance, _write_instance)},
+    LabelKind.REGRESSION: {"npy": _Encoding(".npy", _read_regression, _write_regression)},
 }
 """Label kind -> file type -> encoding; the first file type is the one written by default."""
 
@@ -500,6 +523,12 @@ def _check_class_ids(ids: np.ndarray, num_classes: int | None, where: str) -> No
 def _check_finite(array: np.ndarray, where: str, what: str) -> None:
     if not np.isfinite(array).all():
         raise DataError(f"{where}: {what} contains NaN or infinite values")
+
+
+def _check_no_infinity(values: np.ndarray, where: str) -> None:
+    """Regression values may be any number, or NaN for "no label"; ±inf is neither."""
+    if np.isinf(values).any():
+        raise DataError(f"{where}: regression values contain infinity (NaN marks no label)")
 
 
 def _check_depth(metres: np.ndarray, where: str) -> None:

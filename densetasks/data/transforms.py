@@ -9,13 +9,14 @@ under an unknown key is an error: a label never passes a transform untyped (the 
 torchvision v2, pytorch/vision#9264).
 
 Labels are resized and cropped with nearest-neighbour sampling, so class ids, instance ids,
-binary values, depth values and normal vectors are only ever copied, never blended; padding
-uses each kind's invalid value (``LabelKind.empty``). A horizontal flip negates the x
-component of normals (the OpenCV camera frame's x points right). Random transforms draw from
-``generator`` when one is given, otherwise from torch's global generator (which DataLoader
-workers seed per worker), so a fixed seed gives a fixed sequence. Give a generator only for
-single-process loading (tests, scripts): each DataLoader worker would get a copy of it in
-the same state and repeat the other workers' draws.
+binary values, depth values, normal vectors and regression values are only ever copied, never
+blended (bilinear would also spread a regression label's NaN, its "no label", into labelled
+pixels); padding uses each kind's invalid value (``LabelKind.empty``). A horizontal flip
+negates the x component of normals (the OpenCV camera frame's x points right). Random
+transforms draw from ``generator`` when one is given, otherwise from torch's global generator
+(which DataLoader workers seed per worker), so a fixed seed gives a fixed sequence. Give a
+generator only for single-process loading (tests, scripts): each DataLoader worker would get
+a copy of it in the same state and repeat the other workers' draws.
 """
 
 from collections.abc import Callable, Mapping, Sequence

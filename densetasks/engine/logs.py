@@ -170,7 +170,7 @@ def write_prediction_images(
 
     ``predictions`` are the tasks' evaluation inputs (``evaluation_inputs``), batched like
     ``batch``. Each label and prediction picture carries its task's key under it (a class
-    legend, a depth colour bar in metres: :func:`~densetasks.pictures.keyed_picture`), so the
+    legend, a depth colour bar in metres: :meth:`~densetasks.tasks.base.Task.picture_key`), so the
     samples ``densetasks report`` copies can be read without the run's configuration.
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,4 +186,4 @@ def write_prediction_images(
 def _write_keyed(task: Task, value: Any, path: Path) -> None:
     """``task``'s picture of ``value`` (a decoded prediction or label) over its key."""
     value = value.cpu()
-    Image.fromarray(keyed_picture(task, task.visualize(value), value)).save(path)
+    Image.fromarray(keyed_picture(task.visualize(value), task.picture_key(value))).save(path)

@@ -18,7 +18,6 @@ Why in ``metrics``: grouping is the evaluation step that turns predicted offsets
 instance masks that :mod:`densetasks.metrics.instance_segmentation` scores. Dependencies run
 one way, tasks -> metrics: the instance task imports this module (for its config and its
 drawing), this module imports nothing from ``densetasks.tasks``.
-``densetasks.tasks.instance_grouping`` re-exports the public names.
 """
 
 from collections.abc import Sequence

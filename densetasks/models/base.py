@@ -202,7 +202,25 @@ class Architecture(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters that every task's loss reaches (gradient-based balancers use them)."""
+        """The parameters every task's loss reaches, but a task's own branch; in data-flow
+        order. Gradient-combining balancers combine the tasks' gradients on these (every
+        other parameter takes the sum of its gradients) and GradNorm measures on the last
+        of them (:meth:`last_shared_layer`).
+
+        A parameter is shared when the loss of every task the model predicts (its main and
+        auxiliary outputs) reaches it — so partial sharing lists everything up to where the
+        tasks' paths part: a hard-sharing network its encoder and bottleneck, network
+        fission also the decoder stages before its split, a cross-stitch network with units
+        after some stages only every column up to its last unit and the units (after the
+        last unit each column is its task's own). The exception is a task's own branch that
+        other tasks only read: the intermediate predictions of cross-task distillation
+        (PAD-Net, the 3-ways mTEB; Lopes et al., WACV 2023) reach every task's loss through
+        the distillation, but only their own task supervises them (they are that task's
+        auxiliary outputs), so they are that task's, not shared. A network of one task
+        lists what it would share with others (its encoder and bottleneck).
+        ``tests/models/test_shared_parameters.py`` checks this for every registered
+        architecture.
+        """
 
     def last_shared_layer(self) -> list[nn.Parameter]:
         """The weight(s) W of the last shared layer: GradNorm (Chen et al., ICML 2018) measures

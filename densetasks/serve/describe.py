@@ -1,105 +1,76 @@
-"""What the page needs to draw and read a task's prediction: its kind, legend and raw values.
+"""What the page needs to draw and read a task's prediction: its meaning, legend and values.
 
 The pictures are the tasks' own (:meth:`~densetasks.tasks.base.Task.visualize`); this module
-adds what a picture alone cannot say: the class names behind the colours, the depth in metres
-behind the magma shades, and the values under the mouse (sent as little-endian arrays so the
-page reads them with a typed array, not one JSON number per pixel).
+adds what a picture alone cannot say, from the task's own hooks and without knowing any task:
+the class names behind the colours and the unit of the values (:meth:`Task.meaning`), the
+colour bar behind the shades (:meth:`Task.picture_key`), the colours in words otherwise
+(:attr:`Task.picture_colours`), and the values under the mouse
+(:meth:`Task.prediction_values`, sent as little-endian arrays so the page reads them with a
+typed array, not one JSON number per pixel). The page formats a value as the meaning says:
+a class name, or the channels with ``digits`` decimals and the unit.
 """
 
 import base64
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 
-from densetasks.metrics.instance_segmentation import InstancePrediction
+from densetasks.pictures import ColourBar
 from densetasks.tasks.base import Task
-from densetasks.tasks.depth import Depth
-from densetasks.tasks.edges import BinaryMapTask
-from densetasks.tasks.instance import InstanceOffsets
-from densetasks.tasks.normals import SurfaceNormals
-from densetasks.tasks.semseg import SemanticSegmentation
 
 COLOUR_BAR_STOPS = 9
-"""Colours sampled along the depth colour bar (the page draws a CSS gradient through them)."""
-
-
-def task_kind(task: Task) -> str:
-    """How the page reads the task's values: ``classes``, ``depth`` (m), ``normals``,
-    ``probability``, ``offsets`` (px) or ``values`` for a task it does not know."""
-    kinds = (
-        (SemanticSegmentation, "classes"),
-        (Depth, "depth"),
-        (SurfaceNormals, "normals"),
-        (BinaryMapTask, "probability"),
-        (InstanceOffsets, "offsets"),
-    )
-    return next((kind for cls, kind in kinds if isinstance(task, cls)), "values")
-
-
-def class_names(task: Task) -> list[str] | None:
-    """The class names of a classification task (``class 3`` where the run has none)."""
-    if not isinstance(task, SemanticSegmentation):
-        return None
-    names = task.class_names or []
-    return [names[i] if i < len(names) else f"class {i}" for i in range(task.num_classes)]
+"""Colours sampled along a colour bar (the page draws a CSS gradient through them)."""
 
 
 def describe_task(task: Task) -> dict[str, Any]:
-    """The run-level description of a task for ``GET /api/runs``."""
-    names = class_names(task)
-    description: dict[str, Any] = {"name": task.name, "kind": task_kind(task)}
-    if names is not None:
-        colours = task.colours.tolist()
+    """The run-level description of a task for ``GET /api/runs``: how to read its values
+    (``unit``, ``digits``, ``channels``) and, for class ids, every class's name and colour
+    (the colour the task's own picture gives the id)."""
+    meaning = task.meaning()
+    description: dict[str, Any] = {
+        "name": task.name,
+        "meaning": meaning.text,
+        "unit": meaning.unit,
+        "digits": meaning.digits,
+        "channels": list(meaning.channels),
+    }
+    if meaning.classes:
+        ids = torch.arange(len(meaning.classes))[None]
+        colours = task.visualize(ids)[0].tolist()
         description["classes"] = [
             {"id": index, "name": name, "colour": colours[index]}
-            for index, name in enumerate(names)
+            for index, name in enumerate(meaning.classes)
         ]
     return description
 
 
 def legend(task: Task, value: Any) -> dict[str, Any]:
-    """The legend of one prediction: the classes present, or the depth colour bar in metres
-    (the picture normalises inverse depth per image, so the bar does too)."""
-    kind = task_kind(task)
-    if kind == "classes":
+    """The legend of one prediction (the task's evaluation input): the classes present, the
+    colour bar of its picture (values and colours, left to right, with their unit), or the
+    picture's colours in words."""
+    classes = task.meaning().classes
+    if classes:
         present = torch.unique(value).tolist()
-        return {"kind": "classes", "ids": [int(i) for i in present if 0 <= i < task.num_classes]}
-    if kind == "depth":
-        return {"kind": "colourbar", "unit": "m", "stops": _depth_stops(value)}
-    text = {
-        "normals": "RGB = (n + 1) / 2; x right, y down, z forward",
-        "probability": "black 0 → white 1",
-        "offsets": "hue = direction, brightness = length",
-    }
-    return {"kind": "text", "text": text.get(kind, "")}
+        return {"kind": "classes", "ids": [int(i) for i in present if 0 <= i < len(classes)]}
+    key = task.picture_key(value)
+    if isinstance(key, ColourBar):
+        stops = [
+            {"value": round(stop, 4), "colour": list(colour)}
+            for stop, colour in key.stops(COLOUR_BAR_STOPS)
+        ]
+        return {"kind": "colourbar", "unit": key.unit, "stops": stops}
+    return {"kind": "text", "text": task.picture_colours}
 
 
-def _depth_stops(value: torch.Tensor) -> list[dict[str, Any]]:
-    """Colour bar stops ``{value (m), colour}``, near (bright) to far (dark), as
-    :meth:`Depth.visualize` shades: magma of the min-max normalised inverse depth."""
-    depth = value.double()
-    depth = depth[depth > 0]
-    if depth.numel() == 0:
-        return []
-    low, high = (1.0 / depth.max()).item(), (1.0 / depth.min()).item()
-    stops = []
-    for t in np.linspace(1.0, 0.0, COLOUR_BAR_STOPS):
-        inverse = low + t * (high - low)
-        colour = np.round(np.asarray(matplotlib.colormaps["magma"](t)[:3]) * 255).astype(int)
-        stops.append({"value": round(1.0 / inverse, 4), "colour": colour.tolist()})
-    return stops
-
-
-def raw_values(task: Task, value: Any) -> dict[str, Any]:
-    """The decoded prediction as ``{dtype, shape, data}``: class ids as ``uint8``, everything
-    else as ``float32`` (depth in m, unit normals, probabilities, offsets in px), ``data``
-    base64 of the little-endian array in C order."""
-    if isinstance(value, InstancePrediction):
-        value = value.offsets
-    dtype = "<u1" if task_kind(task) == "classes" else "<f4"
-    array = value.detach().cpu().numpy().astype(dtype)
+def raw_values(task: Task, output: torch.Tensor) -> dict[str, Any]:
+    """The values :meth:`Task.meaning` describes (:meth:`Task.prediction_values` of the raw
+    output ``[C, H, W]``) as ``{dtype, shape, data}``: class ids as ``uint8``, everything
+    else as ``float32``; ``data`` base64 of the little-endian array in C order."""
+    with torch.no_grad():
+        values = task.prediction_values(output[None])[0]
+    dtype = "<u1" if task.meaning().classes else "<f4"
+    array = values.detach().cpu().numpy().astype(dtype)
     return {
         "dtype": "uint8" if array.dtype.itemsize == 1 else "float32",
         "shape": list(array.shape),

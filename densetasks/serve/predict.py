@@ -98,7 +98,7 @@ def predict(run: ServedRun, request: PredictRequest, limits: Limits) -> dict[str
         value = prediction.predictions[name]
         entry = {"png": png_base64(picture), "legend": legend(tasks[name], value)}
         if request.raw:
-            entry["values"] = raw_values(tasks[name], value)
+            entry["values"] = raw_values(tasks[name], prediction.outputs[name])
         answer["tasks"][name] = entry
     if palette is not None:
         answer["composite"] = {"png": png_base64(prediction.composite_picture(tasks))}

@@ -14,6 +14,12 @@ Tensor conventions (batched, NCHW):
   vectors, probabilities for binary tasks), so ``visualize`` and the metrics read both alike.
 * ``mask``: optional bool ``[B, H, W]``; only these pixels are supervised (a Task Palette
   selects pixels per task). It is combined with the label's own valid pixels.
+
+What a prediction means is the task's to say, once, for everything that shows or hands it on:
+:meth:`Task.meaning` (units, channels, range, class names: the export sidecar and the values
+under the mouse on the web page), :meth:`Task.picture_key` (the legend or colour bar drawn
+under a picture) and :attr:`Task.picture_colours` (the picture's colours in words, where no
+key is drawn). No caller checks a task's type.
 """
 
 import copy
@@ -21,6 +27,7 @@ import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError
 from densetasks.metrics.base import Metric
+from densetasks.pictures import PictureKey
 
 
 class Likelihood(str, Enum):
@@ -39,6 +47,35 @@ class Likelihood(str, Enum):
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """What a task's prediction holds at every pixel (:meth:`Task.prediction_values`): what
+    the export sidecar says of the graph's output and what the web page shows under the
+    mouse, so a prediction can be used without reading the task's code.
+
+    ``text``: one line for people, e.g. ``"depth in metres"``. ``unit`` of every value
+    (``"m"``, ``"px"``; ``""`` for none). ``channels``: the names of the channel axis's
+    entries (``("x", "y", "z")``); empty for a prediction without one (``[B, H, W]``).
+    ``value_range``: the smallest and largest value a prediction can hold (``None``: open).
+    ``classes``: the class names by id, for a prediction of class ids. ``digits``: decimals
+    worth showing.
+    """
+
+    text: str
+    unit: str = ""
+    channels: tuple[str, ...] = ()
+    value_range: tuple[float | None, float | None] = (None, None)
+    classes: tuple[str, ...] = ()
+    digits: int = 2
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples as lists."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+        }
 
 
 class Task(ABC):
@@ -52,6 +89,16 @@ class Task(ABC):
 
     _options: Mapping[str, Any] = MappingProxyType({})
     """The constructor arguments, defaults applied; recorded when ``__init__`` is called."""
+
+    example_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Options that, merged over a dataset's own (class counts and names), build the task
+    for a run on the embedded synthetic scenes: what the examples and the registry-wide tests
+    (train, resume, export and predict every registered task) build it with. Empty unless the
+    constructor needs an option that no dataset supplies (``task_palette``'s ``tasks``)."""
+
+    picture_colours: ClassVar[str] = ""
+    """How :meth:`visualize`'s colours encode the values, in words (``"RGB = (n + 1) / 2"``),
+    for where no :meth:`picture_key` is drawn: the web page's legend."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Wrap a subclass's own ``__init__`` so that every call records its arguments: the
@@ -82,6 +129,26 @@ class Task(ABC):
     @abstractmethod
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """One unbatched label or prediction -> ``uint8`` RGB image ``[H, W, 3]``."""
+
+    @abstractmethod
+    def meaning(self) -> Meaning:
+        """What :meth:`prediction_values` holds per pixel: units, channels, value range,
+        class names (the export sidecar, the web page's values under the mouse)."""
+
+    def prediction_values(self, output: torch.Tensor) -> torch.Tensor:
+        """The values :meth:`meaning` describes, from a batched raw output: what an exported
+        graph gives and the web page reads. :meth:`decode`'s output, or for a
+        :attr:`scale_shift_invariant` task the raw output (:meth:`metric_input`: there is no
+        absolute prediction to decode)."""
+        return self.metric_input(self.decode(output), output)
+
+    def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> PictureKey | None:
+        """What the colours of ``visualize(value)`` mean, to draw under the picture: a
+        :class:`~densetasks.pictures.ClassLegend`, or a :class:`~densetasks.pictures.ColourBar`
+        over the values shown (those inside ``mask``, when given). ``value`` is an unbatched
+        label or prediction (an :meth:`evaluation_input`). ``None`` (the default) when the
+        picture has no key; :attr:`picture_colours` then says in words what its colours are."""
+        return None
 
     @abstractmethod
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
@@ -126,7 +193,13 @@ class Task(ABC):
     def target(self, labels: Mapping[str, Any]) -> torch.Tensor | None:
         """This task's label in a batch, ``None`` where the batch does not supervise it: by
         default ``labels[name]``. A task whose label is derived from other labels (the Task
-        Palette a semantic rule paints from the class map) overrides it."""
+        Palette a semantic rule paints from the class map) overrides it.
+
+        ``labels`` is the whole collated batch: ``image`` (transformed and normalised,
+        ``[B, 3, H, W]``), every label it holds by task name (batched; a sample without the
+        label has its kind's empty one), a conditioning input the dataset gives by name, and
+        ``meta`` (a list of dicts).
+        """
         return labels.get(self.name)
 
     @property

@@ -14,17 +14,17 @@ Three losses, one per paper, each fixing what the head's channel means:
     term (``w = ssi_depth_weight``, "0.25 × the depth loss") keeps values in fp16 range.
 """
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-import matplotlib
 import numpy as np
 import torch
 
 from densetasks.data.sample import LabelKind
 from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.depth import DepthMetrics, align_disparity
+from densetasks.pictures import ColourBar
 from densetasks.tasks._common import masked_mean
-from densetasks.tasks.base import Likelihood, Task
+from densetasks.tasks.base import Likelihood, Meaning, Task
 
 DepthLoss = Literal["l1_inverse", "berhu", "ssi"]
 DEPTH_LOSSES: tuple[str, ...] = get_args(DepthLoss)
@@ -50,6 +50,24 @@ def berhu(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(magnitude <= threshold, magnitude, quadratic)
 
 
+DEPTH_COLOURMAP = "magma"
+"""Depth pictures: magma over inverse depth (see :func:`depth_colour_bar`)."""
+
+
+def depth_colour_bar(depth: np.ndarray, shown: np.ndarray) -> ColourBar | None:
+    """The colour code of a depth picture: :data:`DEPTH_COLOURMAP` over inverse depth,
+    min-max over the ``shown`` pixels of ``depth`` (metres), so the nearest shown depth is
+    the brightest colour and the farthest the darkest; ``None`` when no pixel is shown.
+
+    The one place that says how depth is coloured: :meth:`Depth.visualize` paints with this
+    bar and :meth:`Depth.picture_key` draws it, so a picture and its key agree.
+    """
+    if not shown.any():
+        return None
+    values = depth[shown]
+    return ColourBar(DEPTH_COLOURMAP, float(values.min()), float(values.max()), "m", inverse=True)
+
+
 def _check_positive(**values: float | None) -> None:
     """``ConfigError`` naming the first ``depth.<option>`` that is set but not > 0."""
     for name, value in values.items():
@@ -73,6 +91,7 @@ class Depth(Task):
     label_kind = LabelKind.DEPTH
     likelihood = Likelihood.REGRESSION
     primary_metric = "rmse"
+    picture_colours = f"{DEPTH_COLOURMAP} of inverse depth, per image: bright = near"
 
     def __init__(
         self,
@@ -179,22 +198,45 @@ class Depth(Task):
         )
 
     def visualize(self, value: torch.Tensor) -> np.ndarray:
-        """Depth ``[1, H, W]`` -> magma colours of inverse depth, min-max normalised per image.
-
-        Near is bright, far is dark; unlabelled pixels (depth <= 0) are black.
+        """Depth ``[1, H, W]`` -> the colours of :func:`depth_colour_bar` over its labelled
+        pixels: magma of inverse depth, min-max normalised per image. Near is bright, far is
+        dark; unlabelled pixels (depth <= 0) are black.
         """
         if value.ndim != 3 or value.shape[0] != 1:
             raise ValueError(f"depth visualize expects [1, H, W], got {tuple(value.shape)}")
         depth = value[0].detach().double().cpu().numpy()
         labelled = depth > 0
-        inverse = np.where(labelled, 1.0 / np.where(labelled, depth, 1.0), 0.0)
         image = np.zeros((*depth.shape, 3), dtype=np.uint8)
-        if labelled.any():
-            low, high = inverse[labelled].min(), inverse[labelled].max()
-            scaled = (inverse - low) / (high - low) if high > low else np.ones_like(inverse)
-            colours = matplotlib.colormaps["magma"](scaled[labelled])[:, :3]
-            image[labelled] = np.round(colours * 255).astype(np.uint8)
+        bar = depth_colour_bar(depth, labelled)
+        if bar is not None:
+            image[labelled] = bar.colours(depth[labelled])
         return image
+
+    def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> ColourBar | None:
+        """The colour bar of ``value`` (``[1, H, W]`` metres) over its labelled pixels,
+        those inside ``mask`` if given: the picture's colours span exactly them."""
+        depth = value[0].detach().double().cpu().numpy()
+        shown = depth > 0
+        if mask is not None:
+            shown &= mask.cpu().numpy()
+        return depth_colour_bar(depth, shown)
+
+    def meaning(self) -> Meaning:
+        """Metres up to ``far``; for ``ssi`` the raw disparity, up to scale and shift."""
+        if self.scale_shift_invariant:
+            return Meaning(
+                "disparity (inverse depth) defined only up to a per-image scale and shift: "
+                "align it to a reference by least squares before use, and invert it for "
+                "depth, as the task's metrics do",
+                channels=("disparity",),
+                digits=3,
+            )
+        return Meaning(
+            f"depth in metres, at most far = {self.far:g} m",
+            unit="m",
+            channels=("depth",),
+            value_range=(0.0, self.far),
+        )
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
         """The mean over the 3 composite channels (Popovic et al., CVPR 2021, scalar tasks)."""

@@ -15,7 +15,7 @@ from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.boundary import BoundaryMetrics, Tolerance
 from densetasks.tasks._common import masked_mean
-from densetasks.tasks.base import Likelihood, Task
+from densetasks.tasks.base import Likelihood, Meaning, Task
 
 COMPOSITE_CLAMP = 1e-4
 """Labels 0 / 1 are clamped to ``[COMPOSITE_CLAMP, 1 − COMPOSITE_CLAMP]`` before the inverse
@@ -36,6 +36,7 @@ class BinaryMapTask(Task):
 
     label_kind = LabelKind.BINARY
     likelihood = Likelihood.CLASSIFICATION
+    picture_colours = "black 0 → white 1"
 
     @property
     def channels(self) -> int:
@@ -74,6 +75,10 @@ class BinaryMapTask(Task):
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """Probability of the positive class, float ``[B, H, W]``."""
         return torch.sigmoid(output[:, 0])
+
+    def meaning(self) -> Meaning:
+        """The probability ``[B, H, W]`` of the positive class (an edge, a salient pixel)."""
+        return Meaning(f"{self.name}: probability of the positive class", value_range=(0.0, 1.0))
 
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """A probability map or a 0/1 label ``[H, W]`` as grey levels (1 = white).

@@ -29,7 +29,7 @@ from densetasks.metrics.instance_segmentation import (
 )
 from densetasks.metrics.offsets import OffsetErrorMetric
 from densetasks.tasks._common import masked_mean
-from densetasks.tasks.base import Likelihood, Task
+from densetasks.tasks.base import Likelihood, Meaning, Task
 
 NO_GROUPING_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
 """Default ``grouping``: an empty, read-only mapping (every :class:`GroupingConfig` default),
@@ -55,6 +55,7 @@ class InstanceOffsets(Task):
     label_kind = LabelKind.INSTANCE
     likelihood = Likelihood.REGRESSION
     primary_metric = "offset_error"
+    picture_colours = "hue = direction, brightness = length"
 
     def __init__(
         self,
@@ -147,6 +148,16 @@ class InstanceOffsets(Task):
     def decode(self, output: torch.Tensor) -> torch.Tensor:
         """The offsets as predicted, float ``[B, 2, H, W]`` in pixels."""
         return output
+
+    def meaning(self) -> Meaning:
+        """Offsets ``[B, 2, H, W]`` in pixels; grouping them into instances runs in Python
+        (:meth:`evaluation_input`)."""
+        return Meaning(
+            "offsets (dx, dy) in pixels from each pixel to the centroid of its instance",
+            unit="px",
+            channels=("dx", "dy"),
+            digits=1,
+        )
 
     def metrics(self) -> Metric:
         """Offset error; with ``instance_classes`` also mask AP of the grouped instances."""

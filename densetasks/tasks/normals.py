@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from densetasks.data.sample import LabelKind
 from densetasks.metrics.normals import NormalsMetrics
 from densetasks.tasks._common import masked_mean
-from densetasks.tasks.base import Likelihood, Task
+from densetasks.tasks.base import Likelihood, Meaning, Task
 
 
 class SurfaceNormals(Task):
@@ -22,6 +22,7 @@ class SurfaceNormals(Task):
     label_kind = LabelKind.NORMALS
     likelihood = Likelihood.REGRESSION
     primary_metric = "mean"
+    picture_colours = "RGB = (n + 1) / 2; x right, y down, z forward"
 
     @property
     def channels(self) -> int:
@@ -70,6 +71,15 @@ class SurfaceNormals(Task):
         rgb = np.clip(np.round((normals + 1.0) / 2.0 * 255.0), 0, 255).astype(np.uint8)
         rgb[np.abs(normals).sum(axis=-1) == 0] = 0
         return rgb
+
+    def meaning(self) -> Meaning:
+        """Unit vectors ``[B, 3, H, W]`` in the OpenCV camera frame."""
+        return Meaning(
+            "unit surface normals in the camera frame (x right, y down, z forward; a zero "
+            "vector where the output is zero)",
+            channels=("x", "y", "z"),
+            value_range=(-1.0, 1.0),
+        )
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
         """Identity: the 3 composite channels are the normal (Popovic et al., CVPR 2021,

@@ -1,6 +1,7 @@
 """Semantic segmentation: one class id per pixel, cross-entropy or focal loss, mIoU."""
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.segmentation import ConfusionMatrixMetric
+from densetasks.pictures import ClassLegend
 from densetasks.tasks._common import class_colours, masked_mean, quasi_logits
-from densetasks.tasks.base import Likelihood, Task
+from densetasks.tasks.base import Likelihood, Meaning, Task
 
 ANCHOR_CLAMP = 1e-4
 """Anchors are clamped to ``[ANCHOR_CLAMP, 1 - ANCHOR_CLAMP]`` before the inverse sigmoid in
@@ -29,6 +31,7 @@ class SemanticSegmentation(Task):
     label_kind = LabelKind.MASK
     likelihood = Likelihood.CLASSIFICATION
     primary_metric = "miou"
+    picture_colours = "one colour per class"
 
     def __init__(
         self,
@@ -107,6 +110,20 @@ class SemanticSegmentation(Task):
         image = np.zeros((*ids.shape, 3), dtype=np.uint8)
         image[known] = self.colours[ids[known]]
         return image
+
+    def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> ClassLegend | None:
+        """The class legend (every class's colour and name, in id order) when the task has
+        class names; ``None`` without names, where a legend would say nothing."""
+        if not self.class_names:
+            return None
+        return ClassLegend(tuple(self.class_names), self.colours)
+
+    def meaning(self) -> Meaning:
+        """Class ids ``[B, H, W]``, named by ``class_names`` (``class <id>`` without)."""
+        names = self.class_names or [f"class {index}" for index in range(self.num_classes)]
+        return Meaning(
+            "class ids", classes=tuple(names), value_range=(0, self.num_classes - 1), digits=0
+        )
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:
         """Quasi-logits ``1 / (‖sigmoid(o) − a_k‖ + ε)`` over the class anchors (Popovic et al.,

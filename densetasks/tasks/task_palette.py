@@ -9,6 +9,7 @@ CompositeTasking models, hence another name.)
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -31,6 +32,13 @@ class TaskPalette(SemanticSegmentation):
     """
 
     name = "task_palette"
+    example_options = MappingProxyType(
+        {
+            "tasks": ["semseg", "parts", "edges", "saliency", "normals"],
+            "rule_options": {"table": "synthetic_r2"},
+        }
+    )
+    """The synthetic scenes' rule R2 (``docs/palettes.md``) over the tasks it asks for."""
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from densetasks.pictures import (
     LABEL_HEIGHT,
     SHEET_MIN_HEIGHT,
     ClassLegend,
-    DepthColourBar,
+    ColourBar,
     contact_sheet,
 )
 from densetasks.tasks.depth import Depth
@@ -100,7 +100,7 @@ def test_writes_one_png_per_task_and_a_sheet(loaded, tmp_path: Path) -> None:
     np.testing.assert_array_equal(semseg, expected)
     sheet = Image.open(tmp_path / "out" / "room_sheet.png")
     scale = -(-SHEET_MIN_HEIGHT // 24)
-    bar_height = DepthColourBar(1.0, 2.0).draw(96).shape[0]  # under the depth panel
+    bar_height = ColourBar("magma", 1.0, 2.0).draw(96).shape[0]  # under the depth panel
     assert sheet.size == (3 * 32 * scale, 24 * scale + LABEL_HEIGHT + bar_height)
 
 
@@ -172,7 +172,7 @@ def test_the_sheet_is_taller_by_its_keys_and_they_sit_under_their_panels() -> No
 
 
 def test_the_depth_bar_runs_from_bright_near_to_dark_far_with_its_labels() -> None:
-    bar = DepthColourBar(0.5, 7.25)
+    bar = Depth().picture_key(torch.tensor([[[0.5, 7.25]]]))
     assert bar.labels() == ("0.50 m", "7.25 m")
     picture = bar.draw(200).astype(int)
     stripe = picture[6]  # through the colours

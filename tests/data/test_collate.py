@@ -36,6 +36,15 @@ def test_every_kind_gets_its_empty_label():
     assert batch["instance"][1].eq(0).all() and batch["edges"].dtype == torch.uint8
 
 
+def test_a_missing_regression_label_is_nan_in_every_channel_of_the_others():
+    shading = torch.randn(2, 4, 5)
+    kinds = label_kinds({"shading": LabelKind.REGRESSION})
+    batch = collate_samples([sample("a"), sample("b", shading=shading)], kinds)
+    assert batch["shading"].shape == (2, 2, 4, 5) and batch["shading"][0].isnan().all()
+    assert torch.equal(batch["shading"][1], shading)
+    assert LabelKind.REGRESSION.valid(batch["shading"]).sum() == 20
+
+
 def test_different_image_sizes_name_the_samples():
     with pytest.raises(DataError, match=r"a 4x5, b 6x5"):
         collate_samples([sample("a"), sample("b", height=6)], label_kinds())

@@ -6,6 +6,7 @@ import torch
 
 from densetasks.data.folder import FolderDataset, write_folder_dataset
 from densetasks.data.io import write_npy, write_png_array
+from densetasks.data.sample import LabelKind
 from densetasks.errors import DataError
 from densetasks.tasks.registry import TASKS, label_kinds
 from densetasks.tasks.semseg import SemanticSegmentation
@@ -202,6 +203,47 @@ def test_writer_rejects_what_it_cannot_encode(tmp_path):
             "train",
             label_kinds(),
             intrinsics_per_sample=False,
+        )
+
+
+SHADING = label_kinds({"shading": LabelKind.REGRESSION})
+
+
+def test_a_regression_label_round_trips_exactly_with_its_nan(tmp_path):
+    shading = torch.randn(2, H, W, generator=torch.Generator().manual_seed(0)) * 100
+    shading[:, 1, 2] = float("nan")
+    sample = {"image": torch.rand(3, H, W), "shading": shading, "meta": {"name": "a"}}
+    write_folder_dataset([sample], tmp_path, "train", SHADING)
+    assert np.load(tmp_path / "shading" / "a.npy").shape == (2, H, W)
+    loaded = FolderDataset(tmp_path, "train", label_kinds=SHADING)[0]["shading"]
+    assert loaded.dtype == torch.float32
+    assert torch.equal(loaded.nan_to_num(7.0), shading.nan_to_num(7.0))
+
+
+def test_a_plain_map_is_one_channel_and_infinity_or_integers_are_refused(tmp_path):
+    write_folder_dataset(
+        [{"image": torch.rand(3, H, W), "shading": torch.zeros(1, H, W), "meta": {"name": "a"}}],
+        tmp_path,
+        "train",
+        SHADING,
+    )
+    path = tmp_path / "shading" / "a.npy"
+    np.save(path, np.full((H, W), -2.5, dtype=np.float32))
+    dataset = FolderDataset(tmp_path, "train", label_kinds=SHADING)
+    assert dataset[0]["shading"].shape == (1, H, W) and dataset[0]["shading"].eq(-2.5).all()
+    np.save(path, np.full((H, W), np.inf, dtype=np.float32))
+    with pytest.raises(DataError, match=r"a\.npy: regression values contain infinity"):
+        dataset[0]
+    np.save(path, np.zeros((H, W), dtype=np.int64))
+    with pytest.raises(DataError, match=r"a\.npy: a regression label must be a float"):
+        dataset[0]
+    label = torch.full((1, H, W), float("inf"))
+    with pytest.raises(DataError, match="infinity"):
+        write_folder_dataset(
+            [{"image": torch.rand(3, H, W), "shading": label, "meta": {"name": "b"}}],
+            tmp_path,
+            "train",
+            SHADING,
         )
 
 

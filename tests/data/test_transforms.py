@@ -109,6 +109,23 @@ def test_flipped_depth_is_the_depth_of_the_flipped_scene():
     assert torch.allclose(flipped["normals"], expected_normals, atol=1e-4)
 
 
+REGRESSION = label_kinds({"shading": LabelKind.REGRESSION})
+
+
+def test_a_regression_label_is_moved_never_blended_and_padded_with_nan():
+    shading = torch.arange(2 * H * W, dtype=torch.float32).reshape(2, H, W)
+    shading[:, 0, 0] = float("nan")
+    sample = {"image": torch.rand(3, H, W), "shading": shading, "meta": {"name": "r"}}
+    flipped = hflip(sample, REGRESSION)["shading"]
+    assert torch.equal(flipped.nan_to_num(-1.0), shading.flip(-1).nan_to_num(-1.0))
+    resized = resize(sample, (H + 5, W + 3), REGRESSION)["shading"]
+    kept = resized[~resized.isnan()]
+    assert set(kept.tolist()) <= set(shading[~shading.isnan()].tolist())  # copied, not mixed
+    assert resized.isnan().sum() <= 2 * 2 * 2  # the NaN pixel copied at most 2 × 2 times
+    cropped = crop(sample, top=-1, left=0, size=(H, W), kinds=REGRESSION)["shading"]
+    assert cropped[:, 0].isnan().all() and torch.equal(cropped[:, 2:], shading[:, 1:-1])
+
+
 def test_random_flip_uses_its_generator_and_probability():
     sample = make_sample()
     assert RandomHorizontalFlip(KINDS, p=0.0)(sample) is sample

@@ -78,7 +78,8 @@ def test_the_page_and_its_static_files(client) -> None:
     error(client.get("/no/such/page"), 404, "Not Found")
 
 
-def test_runs_lists_tasks_classes_palette_and_limits(client) -> None:
+def test_runs_lists_tasks_classes_palette_and_limits(client, runs) -> None:
+    hard = runs["hard"]
     body = client.get("/api/runs").json()
     runs = {run["id"]: run for run in body["runs"]}
     assert list(runs) == ["hard", "ctn"]
@@ -86,12 +87,12 @@ def test_runs_lists_tasks_classes_palette_and_limits(client) -> None:
     assert (runs["ctn"]["palette"], runs["hard"]["palette"]) == (True, False)
     assert runs["ctn"]["rules"] == ["S", "R1r", "Rrnd"] and runs["hard"]["rules"] == []
     semseg = runs["hard"]["tasks"][0]
-    assert semseg["kind"] == "classes" and semseg["classes"][0]["name"] == "floor"
-    assert [task["kind"] for task in runs["ctn"]["tasks"][1:]] == [
-        "depth",
-        "normals",
-        "probability",
-    ]
+    assert semseg["meaning"] == "class ids" and semseg["classes"][0]["name"] == "floor"
+    colours = hard.predictor.tasks["semseg"].colours.tolist()
+    assert [entry["colour"] for entry in semseg["classes"]] == colours
+    units = [(task["unit"], task["digits"], task["channels"]) for task in runs["ctn"]["tasks"][1:]]
+    assert units == [("m", 2, ["depth"]), ("", 2, ["x", "y", "z"]), ("", 2, [])]
+    assert all("classes" not in task for task in runs["ctn"]["tasks"][1:])
     assert runs["hard"]["samples"] == 3 and runs["hard"]["report"] is None
     assert body["limits"] == {"max_upload_bytes": 10 * 1024 * 1024, "max_pixels": 4_000_000}
 
@@ -146,7 +147,7 @@ def test_predict_a_test_image_by_index(client) -> None:
     assert (answer["height"], answer["width"]) == (32, 32)
     normals = decoded(answer["tasks"]["normals"]["values"])
     np.testing.assert_allclose(np.linalg.norm(normals, axis=0), 1.0, atol=1e-4)
-    assert answer["tasks"]["edges"]["legend"]["kind"] == "text"
+    assert answer["tasks"]["edges"]["legend"] == {"kind": "text", "text": "black 0 → white 1"}
     error(post(client, {"run": "ctn", "sample": "7"}), 404, "sample: run 'ctn' has no test image")
 
 

@@ -1,9 +1,11 @@
+import matplotlib
 import numpy as np
 import pytest
 import torch
 
 from densetasks.errors import ConfigError
 from densetasks.metrics.depth import DepthMetrics
+from densetasks.pictures import ColourBar
 from densetasks.tasks.depth import Depth
 
 LOSSES = ["l1_inverse", "berhu", "ssi"]
@@ -94,6 +96,40 @@ def test_visualize_colours_and_black_invalid():
     # near (1 m) is the brightest end of magma, far (4 m) the darkest
     assert image[0, 0].sum() > image[0, 1].sum() > image[1, 0].sum()
     assert task.visualize(torch.zeros(1, 3, 3)).sum() == 0
+
+
+def test_the_picture_is_magma_of_min_max_inverse_depth_by_hand():
+    """1, 2 and 4 m: inverse depths 1, 1/2, 1/4, min-max normalised to 1, 1/3 and 0."""
+    image = Depth().visualize(torch.tensor([[[1.0, 2.0, 4.0]]]))
+    magma = matplotlib.colormaps["magma"]([1.0, 1 / 3, 0.0])[:, :3]
+    np.testing.assert_array_equal(image[0], np.round(magma * 255).astype(np.uint8))
+
+
+def test_the_key_is_the_colour_bar_of_the_depths_shown_and_paints_the_picture():
+    depth = torch.tensor([[[0.0, 1.25], [3.5, 2.0]]])  # 0: unlabelled, left out of the range
+    key = Depth().picture_key(depth)
+    assert key == ColourBar("magma", 1.25, 3.5, "m", inverse=True)
+    assert key.labels() == ("1.25 m", "3.50 m")
+    labelled = depth[0] > 0
+    np.testing.assert_array_equal(
+        Depth().visualize(depth)[labelled.numpy()], key.colours(depth[0][labelled].double())
+    )
+    inside = torch.tensor([[True, True], [False, True]])
+    assert Depth().picture_key(depth, inside).labels() == ("1.25 m", "2.00 m")
+    assert Depth().picture_key(torch.zeros(1, 2, 2)) is None  # no depth: no bar, words
+    assert "bright = near" in Depth.picture_colours
+
+
+def test_the_meaning_is_metres_up_to_far_or_the_ssi_disparity():
+    output = torch.tensor([[[[0.5, -0.1]]]])
+    meaning = Depth(far=50.0).meaning()
+    assert (meaning.unit, meaning.channels, meaning.value_range) == ("m", ("depth",), (0.0, 50.0))
+    task = Depth(far=50.0)
+    torch.testing.assert_close(task.prediction_values(output), task.decode(output))
+    ssi = Depth(loss="ssi")
+    assert "up to a per-image scale and shift" in ssi.meaning().text
+    assert ssi.meaning().unit == ""
+    assert torch.equal(ssi.prediction_values(output), output)  # no absolute depth to decode
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -7,6 +7,7 @@ import torch
 from densetasks.data.sample import IGNORE_INDEX
 from densetasks.errors import ConfigError, DataError
 from densetasks.metrics.segmentation import ConfusionMatrixMetric
+from densetasks.pictures import ClassLegend
 from densetasks.tasks.semseg import SemanticSegmentation
 
 
@@ -88,6 +89,18 @@ def test_visualize_palette_and_ignore_black():
     assert (image[1, 1] == 0).all()
     assert (image[0, 0] == task.colours[0]).all() and (image[1, 0] == task.colours[2]).all()
     assert image[0, 0].any()  # class 0 is not black
+
+
+def test_the_key_is_a_legend_of_the_named_classes_and_the_meaning_names_every_id():
+    named = SemanticSegmentation(num_classes=3, class_names=["floor", "wall", "person"])
+    legend = named.picture_key(torch.zeros(2, 2, dtype=torch.int64))
+    assert isinstance(legend, ClassLegend) and legend.names == ("floor", "wall", "person")
+    np.testing.assert_array_equal(legend.colours, named.colours)
+    assert named.meaning().classes == ("floor", "wall", "person")
+    unnamed = SemanticSegmentation(num_classes=3)
+    assert unnamed.picture_key(torch.zeros(2, 2, dtype=torch.int64)) is None
+    assert unnamed.meaning().classes == ("class 0", "class 1", "class 2")
+    assert unnamed.meaning().value_range == (0, 2)
 
 
 @pytest.mark.parametrize("num_classes", [2, 21, 59])

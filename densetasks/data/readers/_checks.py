@@ -50,14 +50,6 @@ def files_for_names(
     return found
 
 
-def require_same_count(images: Sequence[Path], labels: Sequence[Path], folder: Path) -> None:
-    """Images and labels must pair one to one."""
-    if len(images) != len(labels):
-        raise DataError(
-            f"{folder}: {len(labels)} label files for {len(images)} images (expected one each)"
-        )
-
-
 def read_class_png(path: Path, bit_depth: int = 8) -> np.ndarray:
     """The integer values ``[H, W]`` of a single-channel 8-bit or 16-bit label PNG."""
     values = read_png_array(path)

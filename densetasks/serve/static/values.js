@@ -1,6 +1,6 @@
 // Reading a prediction: raw values under the mouse and each task's legend.
 // The server sends values as {dtype, shape, data}: base64 of a little-endian C-order array,
-// class ids as uint8, everything else as float32 (depth in m, normals, probabilities, px).
+// class ids as uint8, everything else as float32, in the unit the task's description names.
 
 export function decodeValues(values) {
   const bytes = Uint8Array.from(atob(values.data), (c) => c.charCodeAt(0));
@@ -19,28 +19,19 @@ function at(decoded, x, y) {
 
 const fixed = (v, digits = 2) => v.toFixed(digits);
 
-// One task's value at (x, y) as text, e.g. "wall", "3.21 m", "(0.12, -0.50, 0.86)".
+// One task's value at (x, y) as text, as the task's meaning says: a class name, or the
+// channels with the task's digits and unit, e.g. "wall", "3.21 m", "(0.12, -0.50, 0.86)".
 export function formatValue(task, decoded, x, y) {
   const v = at(decoded, x, y);
-  switch (task.kind) {
-    case "classes":
-      return task.classes[v[0]] ? task.classes[v[0]].name : `class ${v[0]}`;
-    case "depth":
-      return `${fixed(v[0])} m`;
-    case "normals":
-      return `(${v.map((c) => fixed(c)).join(", ")})`;
-    case "probability":
-      return fixed(v[0]);
-    case "offsets":
-      return `(${v.map((c) => fixed(c, 1)).join(", ")}) px`;
-    default:
-      return v.map((c) => fixed(c, 3)).join(", ");
-  }
+  if (task.classes) return task.classes[v[0]] ? task.classes[v[0]].name : `class ${v[0]}`;
+  const numbers = v.map((c) => fixed(c, task.digits)).join(", ");
+  const text = v.length > 1 ? `(${numbers})` : numbers;
+  return task.unit ? `${text} ${task.unit}` : text;
 }
 
 const rgb = (colour) => `rgb(${colour.join(",")})`;
 
-// A legend element: class swatches, a colour bar in metres, or a line of text.
+// A legend element: class swatches, a colour bar with its unit, or a line of text.
 export function legendElement(task, legend) {
   const element = document.createElement("div");
   element.className = "legend";
