@@ -83,6 +83,18 @@ def all_reduce_mean(values: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
     return summed / info.world_size
 
 
+def max_over_processes(value: int, info: ProcessInfo) -> int:
+    """The largest of every process's ``value`` (one integer all-reduce): whether any
+    process was asked to stop, so that every process stops after the same step."""
+    if not info.distributed:
+        return value
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+    largest = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest.item())
+
+
 def barrier(info: ProcessInfo) -> None:
     if info.distributed:
         dist.barrier()
