@@ -129,9 +129,12 @@ NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """The ``OSError`` numbers of a write that failed for want of room."""
 
 
-def no_room_error(path: Path, error: OSError, needed: int) -> DiskFullError | None:
-    """The :class:`DiskFullError` for writing ``needed`` bytes to ``path`` that failed with
-    ``error``, or ``None`` when ``error`` is not for want of room.
+def no_room_error(
+    path: Path, error: OSError, needed: int, estimated: bool = False
+) -> DiskFullError | None:
+    """The :class:`DiskFullError` for writing ``needed`` bytes (``estimated``: about that
+    many) to ``path`` that failed with ``error``, or ``None`` when ``error`` is not for want
+    of room.
 
     The message names the file, the bytes it needs and what limits them: the free space on
     the file's disk, or the process's file size limit (``ulimit -f``) for ``EFBIG``.
@@ -146,7 +149,8 @@ def no_room_error(path: Path, error: OSError, needed: int) -> DiskFullError | No
         folder = next(parent for parent in (path, *path.parents) if parent.exists())
         room = f"{format_bytes(shutil.disk_usage(folder).free)} free on its disk"
     return DiskFullError(
-        f"cannot write {path}: {error.strerror}; it needs {format_bytes(needed)}, {room} "
+        f"cannot write {path}: {error.strerror}; it needs {'about ' if estimated else ''}"
+        f"{format_bytes(needed)}, {room} "
         "(the previous file of that name, if any, is unchanged)"
     )
 

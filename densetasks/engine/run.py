@@ -60,7 +60,7 @@ from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.engine.signals import StopRequest, TrainingStopped, stop_signals
-from densetasks.errors import ConfigError, DataError, own_message
+from densetasks.errors import ConfigError, DataError, DiskFullError, own_message
 from densetasks.tasks.base import Task, evaluation_inputs
 
 
@@ -309,6 +309,16 @@ class _Trainer:
             self.saved_step = self.step
 
     def run(self) -> None:
+        """Train from ``self.step`` to the end, then score the best checkpoint; a full disk
+        says that the run continues from its last checkpoint once there is room."""
+        try:
+            self._run()
+        except DiskFullError as error:
+            raise DiskFullError(
+                f"{error}; once there is room, continue from the last checkpoint with --resume"
+            ) from None
+
+    def _run(self) -> None:
         config = self.config
         called = self.model
         if self.process.distributed:
