@@ -2,6 +2,8 @@
 
 import contextlib
 import copy
+import resource
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,27 @@ def kill_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Any]:
     """``with kill_at_step(n): train(...)``: :func:`killed_at_step` with this test's
     monkeypatch."""
     return lambda step: killed_at_step(monkeypatch, step)
+
+
+@contextlib.contextmanager
+def limited_file_size(size: int) -> Iterator[None]:
+    """Inside the block, this process cannot write a file past ``size`` bytes: the kernel
+    fails the write with ``EFBIG`` (``RLIMIT_FSIZE``, with ``SIGXFSZ`` ignored so that the
+    write fails instead of killing the process), as a full disk fails it with ``ENOSPC``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.fixture
+def file_size_limit() -> Callable[[int], Any]:
+    """``with file_size_limit(n): ...``: :func:`limited_file_size`."""
+    return limited_file_size
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 Each command module exposes ``add_parser(subparsers)`` which registers its parser and sets
 ``func`` (called with the parsed namespace, returns an exit code). Errors of densetasks
-(:class:`~densetasks.errors.DenseTasksError`) print as one line unless ``--debug``.
+(:class:`~densetasks.errors.DenseTasksError`) print as one line unless ``--debug`` (exit
+status 2), and so do its warnings (:class:`~densetasks.errors.DenseTasksWarning`); Ctrl-C
+outside training prints ``densetasks: interrupted`` (exit status 130).
 """
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 from densetasks.cli import (
     data_check,
@@ -22,7 +25,7 @@ from densetasks.cli import (
     sweep,
     train,
 )
-from densetasks.errors import DenseTasksError
+from densetasks.errors import DenseTasksError, DenseTasksWarning, own_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,15 +57,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DenseTasksWarning)
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except DenseTasksError as error:
         if args.debug:
             raise
-        print(f"densetasks: error: {error}", file=sys.stderr)
+        print(f"densetasks: error: {own_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("densetasks: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a :class:`DenseTasksWarning` as one line on
+    standard error and passes other warnings to ``show``."""
+
+    def shown(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DenseTasksWarning):
+            print(f"densetasks: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return shown
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from densetasks.cli.parsing import parse_size
-from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array
+from densetasks.data.io import DEFAULT_MAX_PIXELS, read_image, read_png_array, write_png_array
 from densetasks.data.palettes import check_palette, read_palette_png, write_palette_png
 from densetasks.engine.inference import Prediction, Predictor
 from densetasks.errors import ConfigError
@@ -209,7 +208,7 @@ def predict_image(
     written = []
     for name, picture in prediction.pictures(predictor.tasks).items():
         target = out_dir / f"{path.stem}_{name}.png"
-        Image.fromarray(picture).save(target)
+        write_png_array(target, picture)
         written.append(target)
         panels.append((name, picture))
     composite = prediction.composite_picture(predictor.tasks)
@@ -217,12 +216,12 @@ def predict_image(
         palette_file = out_dir / f"{path.stem}_palette.png"
         write_palette_png(palette_file, _resized_palette(conditions["palette"], composite.shape))
         target = out_dir / f"{path.stem}_composite.png"
-        Image.fromarray(composite).save(target)
+        write_png_array(target, composite)
         written += [palette_file, target]
         panels.append(("composite", composite))
     sheet = out_dir / f"{path.stem}_sheet.png"
     keys = sheet_keys(predictor.tasks, prediction)
-    Image.fromarray(contact_sheet(panels, keys)).save(sheet)
+    write_png_array(sheet, contact_sheet(panels, keys))
     return [*written, sheet]
 
 

@@ -1,6 +1,15 @@
-"""``densetasks train CONFIG``: train a multi-task network described by one YAML file."""
+"""``densetasks train CONFIG``: train a multi-task network described by one YAML file.
+
+A run stopped by SIGTERM, SIGINT or SIGUSR1 (a scheduler, Ctrl-C, Slurm's warning) finishes
+its step, writes ``last.pt``, prints one line saying how to continue, and exits with 128 +
+the signal's number (143, 130, 138), as a process killed by it would
+(``docs/reliability.md``).
+"""
 
 import argparse
+import os
+import shlex
+import sys
 from pathlib import Path
 
 from densetasks.cli.parsing import add_overrides_option
@@ -25,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint, exactly",
+        help="continue the run in --out from its last checkpoint, exactly (a run directory "
+        "without a checkpoint yet starts afresh, so a scheduler can always pass it)",
     )
     parser.add_argument(
         "--init-from",
@@ -40,12 +50,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from densetasks.engine import load_config, train
+    from densetasks.engine.signals import TrainingStopped
 
     overrides = list(args.overrides)
     if args.init_from is not None:
         overrides.append(f"model.init_from={args.init_from}")
     config = load_config(args.config, overrides)
     out = args.out if args.out is not None else Path("runs") / args.config.stem
-    run_dir = train(config, out, resume=args.resume)
+    try:
+        run_dir = train(config, out, resume=args.resume)
+    except TrainingStopped as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            hint = continue_hint(args.config, out, overrides)
+            print(f"densetasks: {stop}; {hint}", file=sys.stderr, flush=True)
+        return stop.exit_status
     print(f"run finished: {run_dir}")
     return 0
+
+
+def continue_hint(config: Path, out: Path, overrides: list[str]) -> str:
+    """``continue with: densetasks train CONFIG --out OUT [--set KEY=VALUE ...] --resume``."""
+    argv = ["densetasks", "train", str(config), "--out", str(out)]
+    for override in overrides:
+        argv += ["--set", override]
+    command = shlex.join([*argv, "--resume"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"continue with the same torchrun options and: {command}"
+    return f"continue with: {command}"

@@ -4,15 +4,21 @@ Every reader raises :class:`~densetasks.errors.DataError` naming the file when i
 unreadable, truncated or of the wrong kind, so a bad file in a dataset of thousands is found
 in one line. Every writer is atomic: it writes to a temporary name in the target folder and
 then renames (``os.replace``), so an interrupted run never leaves a half-written file under
-the final name.
+the final name. A write that fails for want of room (a full disk, a quota, a file size
+limit) raises :class:`~densetasks.errors.DiskFullError` naming the file and the bytes it
+needs (:func:`no_room_error`), and leaves the previous file of that name as it was.
 
 Images are size-checked from their header before they are decoded: ``read_image`` refuses an
 image over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), and every reader turns
 Pillow's own decompression-bomb error into a :class:`~densetasks.errors.DataError`.
 """
 
+import errno
+import io
 import json
 import os
+import resource
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from densetasks.errors import DataError
+from densetasks.errors import DataError, DiskFullError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """The largest image :func:`read_image` decodes by default: 50 megapixels (8K video is 33).
@@ -111,7 +117,52 @@ def write_json(path: Path, content: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write UTF-8 text."""
-    _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes (a rendered picture, a document)."""
+    _write_atomically(path, lambda handle: handle.write(data))
+
+
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The ``OSError`` numbers of a write that failed for want of room."""
+
+
+def no_room_error(
+    path: Path, error: OSError, needed: int, estimated: bool = False
+) -> DiskFullError | None:
+    """The :class:`DiskFullError` for writing ``needed`` bytes (``estimated``: about that
+    many) to ``path`` that failed with ``error``, or ``None`` when ``error`` is not for want
+    of room.
+
+    The message names the file, the bytes it needs and what limits them: the free space on
+    the file's disk, or the process's file size limit (``ulimit -f``) for ``EFBIG``.
+    """
+    if error.errno not in NO_ROOM_ERRNOS:
+        return None
+    if error.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        shown = "unlimited" if limit == resource.RLIM_INFINITY else format_bytes(limit)
+        room = f"the file size limit (ulimit -f) is {shown}"
+    else:
+        folder = next(parent for parent in (path, *path.parents) if parent.exists())
+        room = f"{format_bytes(shutil.disk_usage(folder).free)} free on its disk"
+    return DiskFullError(
+        f"cannot write {path}: {error.strerror}; it needs {'about ' if estimated else ''}"
+        f"{format_bytes(needed)}, {room} "
+        "(the previous file of that name, if any, is unchanged)"
+    )
+
+
+def format_bytes(count: int) -> str:
+    """``1536`` -> ``1.5 KiB``; bytes below 1 KiB as ``812 B``."""
+    value, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
@@ -144,12 +195,22 @@ def _check_size(path: Path, image: Image.Image, max_pixels: int | None) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
-    """Run ``write(binary_file)`` on a temporary file beside ``path``, then rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Run ``write(binary_file)`` into memory, put the bytes in a temporary file beside
+    ``path``, then rename it over ``path``. The bytes are rendered first so that a full disk
+    is reported with the exact size needed (these files are pictures and documents)."""
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getvalue()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            write(handle)
+            handle.write(data)
         os.replace(temporary, path)
+    except OSError as error:
+        full = no_room_error(path, error, len(data))
+        if full is None:
+            raise
+        raise full from None
     finally:
         temporary.unlink(missing_ok=True)

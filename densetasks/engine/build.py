@@ -22,6 +22,7 @@ from densetasks.engine.adversarial import DomainAdversary
 from densetasks.engine.config import RunConfig
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
+from densetasks.engine.signals import ignore_stop_signals
 from densetasks.errors import ConfigError, DataError
 from densetasks.models import create_model
 from densetasks.models.base import Architecture
@@ -234,6 +235,7 @@ def train_loader(
         persistent_workers=config.data.workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # worker seeds never draw from the global stream
+        worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -249,6 +251,7 @@ def eval_loader(
         num_workers=config.data.workers,
         collate_fn=partial(collate_samples, kinds=dict(kinds)),
         generator=torch.Generator(),
+        worker_init_fn=ignore_stop_signals,
     )
 
 

@@ -1,49 +1,110 @@
-"""Atomic checkpoints that load with ``torch.load(weights_only=True)``.
+"""Checkpoints that load with ``torch.load(weights_only=True)``, survive a crash mid-write
+and are checked when they are read.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts only, so loading
 one cannot run code. Random-number states (torch, CUDA, NumPy, Python) are converted to
-tensors and lists for the same reason. Writes go to a temporary file in the target folder
-and are renamed over the target with ``os.replace``, so a killed run never leaves a half
-written ``last.pt``.
+tensors and lists for the same reason.
+
+Writing (:func:`save_checkpoint`): the payload goes to a temporary file in the target folder,
+is flushed to the disk (``fsync``) and hashed, then renamed over the target (``os.replace``),
+so a killed run never leaves a half-written checkpoint. Beside each checkpoint its *record*
+``<name>.pt.json`` holds its size and SHA-256. With ``keep_previous`` (the engine's
+``last.pt``) the checkpoint being replaced is first kept as ``<name>.prev.pt`` if it matches
+its record. The renames are ordered so that at every moment each checkpoint file is complete
+and has its own record or none. A full disk raises
+:class:`~densetasks.errors.DiskFullError` naming the file and its size before anything is
+replaced.
+
+Reading (:func:`load_checkpoint`): a checkpoint whose size or SHA-256 differs from its record
+(a torn write, a bit flip), or that torch cannot read, is *damaged*; the previous one
+(``<name>.prev.pt``) is read instead, with a one-line
+:class:`~densetasks.errors.DenseTasksWarning`. A checkpoint without a record (one written
+before records existed, or caught between two renames) is read as it is.
 """
 
+import errno
+import hashlib
+import json
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from densetasks.errors import DataError
+from densetasks.data.io import no_room_error, write_json
+from densetasks.errors import DataError, DenseTasksWarning
 
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint payload (``step``, ``model``, ``optimizer``, ..., ``config``,
 ``task_options``); :func:`load_checkpoint` refuses any other with a clear error."""
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` stamped with :data:`CHECKPOINT_FORMAT` to ``path`` atomically (temp
-    file in the same folder + rename)."""
+def record_path(path: Path) -> Path:
+    """``last.pt`` -> ``last.pt.json``: the checkpoint's size and SHA-256."""
+    return path.with_name(f"{path.name}.json")
+
+
+def previous_path(path: Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: the checkpoint that ``path`` replaced."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path, keep_previous: bool = False) -> None:
+    """Write ``payload`` stamped with :data:`CHECKPOINT_FORMAT` to ``path`` atomically, with
+    its record; with ``keep_previous`` an intact checkpoint at ``path`` becomes
+    :func:`previous_path`."""
     payload = {**payload, "format": CHECKPOINT_FORMAT}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = _write_temporary(payload, path)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
+        record = _record_of(temporary)
+        if keep_previous and _verified(path):
+            _move(path, previous_path(path))
+        record_path(path).unlink(missing_ok=True)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        write_json(record_path(path), record)
+        _sync_folder(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) onto the CPU and check its format."""
+    """Read a checkpoint safely (``weights_only=True``) onto the CPU, check it against its
+    record and its format; a damaged or missing one is replaced by the previous one (with a
+    warning) when that exists and is intact."""
+    try:
+        return _read(path)
+    except DataError as damage:
+        previous = previous_path(path)
+        if not previous.is_file():
+            raise
+        try:
+            payload = _read(previous)
+        except DataError as also:
+            raise DataError(f"{damage}; the previous one cannot be used either: {also}") from None
+        warnings.warn(
+            f"{damage}; using the previous checkpoint {previous} (step {payload.get('step')})",
+            DenseTasksWarning,
+            stacklevel=2,
+        )
+        return payload
+
+
+def has_checkpoint(path: Path) -> bool:
+    """Whether :func:`load_checkpoint` of ``path`` finds a file (it or the previous one)."""
+    return path.is_file() or previous_path(path).is_file()
+
+
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
+    problem = _damage(path)
+    if problem is not None:
+        raise DataError(f"checkpoint {path} is damaged: {problem}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
@@ -56,6 +117,125 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "checkpoint)"
         )
     return payload
+
+
+def _damage(path: Path) -> str | None:
+    """How the file ``path`` differs from its record; ``None`` when it matches or has no
+    record (then only torch can tell whether it is whole)."""
+    record_file = record_path(path)
+    if not record_file.is_file():
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        size, digest = int(record["size"]), str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its record {record_file} cannot be read ({error})"
+    actual = _record_of(path)
+    if actual["size"] != size:
+        return f"it is {actual['size']} bytes, {size} were written (a torn or cut file)"
+    if actual["sha256"] != digest:
+        return "its SHA-256 differs from the one recorded when it was written (changed bytes)"
+    return None
+
+
+def _verified(path: Path) -> bool:
+    """Whether ``path`` exists and matches its record (only such a file is kept as the
+    previous checkpoint)."""
+    return path.is_file() and record_path(path).is_file() and _damage(path) is None
+
+
+def _record_of(path: Path) -> dict[str, Any]:
+    with path.open("rb") as stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    return {"size": path.stat().st_size, "sha256": digest}
+
+
+def _write_temporary(payload: dict[str, Any], path: Path) -> Path:
+    """``payload`` in a new temporary file beside ``path``, flushed to the disk."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
+    stream = os.fdopen(handle, "wb")
+    writer = _RecordingWriter(stream)
+    try:
+        with stream:
+            torch.save(payload, writer)
+            writer.flush()
+            writer.sync()
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        full = writer.error and no_room_error(path, writer.error, _size_of(payload, path), True)
+        if not full:
+            raise
+        raise full from None
+    return temporary
+
+
+class _RecordingWriter:
+    """A binary stream that keeps the ``OSError`` of a failed write: ``torch.save`` turns it
+    into a ``RuntimeError`` that does not say why (a full disk)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        return self._recording(self.stream.write, data)
+
+    def flush(self) -> None:
+        self._recording(self.stream.flush)
+
+    def sync(self) -> None:
+        """``fsync``: the bytes are on the disk (some file systems report a full disk only
+        here)."""
+        self._recording(os.fsync, self.stream.fileno())
+
+    def _recording(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except OSError as error:
+            self.error = error
+            raise
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename a checkpoint and its record so that ``target`` never pairs with another
+    file's record."""
+    record_path(target).unlink(missing_ok=True)
+    os.replace(source, target)
+    os.replace(record_path(source), record_path(target))
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (some file systems cannot sync a folder)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def _size_of(payload: dict[str, Any], path: Path) -> int:
+    """About the size of ``payload``'s checkpoint: the checkpoint it replaces, or the bytes
+    of its tensors plus :data:`RECORD_BYTES` each, whichever is larger."""
+    return max(_estimated_bytes(payload), path.stat().st_size if path.is_file() else 0)
+
+
+RECORD_BYTES = 512
+"""What the archive adds per tensor, rounded up (its headers, 64-byte alignment, its pickled
+description): 346 bytes measured on a run's ``last.pt``."""
+
+
+def _estimated_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.untyped_storage().nbytes() + RECORD_BYTES
+    if isinstance(value, dict):
+        return sum(_estimated_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_estimated_bytes(item) for item in value)
+    return 0
 
 
 def load_matching_weights(model: torch.nn.Module, run_dir: Path) -> tuple[list[str], list[str]]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from densetasks.data.io import write_text
 from densetasks.errors import ConfigError
 
 
@@ -250,5 +251,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML (what ``load_config`` reads back identically)."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML (what ``load_config`` reads back identically),
+    atomically: a resumed run writes it again."""
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -7,11 +7,16 @@ line is printed every ``log_every`` steps instead (:func:`format_train_line`).
 Only the main process (rank 0) creates a :class:`RunLog` that writes; the others get one
 with ``enabled=False`` whose methods do nothing. ``events.jsonl`` holds one JSON object per
 line (``{"type": "train", ...}`` every ``log_every`` steps, ``{"type": "eval", ...}`` per
-evaluation); on resume, lines after the resumed step are dropped so the file reads as one
-uninterrupted run.
+evaluation). The file is only ever appended to: a checkpoint records its size
+(:meth:`RunLog.events_bytes`) and a resumed run cuts what came after that (the steps it will
+take again, a line torn by a kill) before it appends, so the file reads as one uninterrupted
+run. TensorBoard's files are never rewritten either: a resumed run starts a new event file
+whose ``purge_step`` tells TensorBoard to drop the earlier files' points from the resumed step
+on.
 """
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from densetasks.data.io import no_room_error, write_png_array
 from densetasks.pictures import keyed_picture
 from densetasks.tasks.base import Task
 
@@ -29,14 +34,24 @@ from densetasks.tasks.base import Task
 class RunLog:
     """Progress (bar or plain lines) + JSONL events + TensorBoard scalars for one run."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        events_bytes: int | None = 0,
+    ) -> None:
+        """``events_bytes``: the size of ``events.jsonl`` recorded in the checkpoint the run
+        resumes from (0 for a fresh run; ``None`` for a checkpoint without the record, then
+        the events after ``start_step`` are cut); see :func:`cut_events`."""
         self.enabled = enabled
         self.events_path = run_dir / "events.jsonl"
         self._bar = None
         self._writer = None
         if not enabled:
             return
-        truncate_events(self.events_path, start_step)
+        cut_events(self.events_path, start_step, events_bytes)
         self.total_steps = total_steps
         if sys.stdout.isatty():
             self._bar = tqdm(
@@ -106,15 +121,32 @@ class RunLog:
         elif self.enabled:
             print(text, flush=True)
 
+    def flush(self) -> None:
+        """Put TensorBoard's buffered points on the disk (before a checkpoint: after a kill,
+        the points up to the checkpoint are in the files and the resumed run adds the rest)."""
+        if self._writer is not None:
+            self._writer.flush()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
         if self._writer is not None:
             self._writer.close()
 
+    def events_bytes(self) -> int:
+        """The size of ``events.jsonl`` now, which a checkpoint records."""
+        return self.events_path.stat().st_size if self.events_path.is_file() else 0
+
     def _append(self, event: dict[str, Any]) -> None:
-        with self.events_path.open("a") as stream:
-            stream.write(json.dumps(event) + "\n")
+        line = json.dumps(event) + "\n"
+        try:
+            with self.events_path.open("a") as stream:
+                stream.write(line)
+        except OSError as error:
+            full = no_room_error(self.events_path, error, len(line))
+            if full is None:
+                raise
+            raise full from None
 
 
 def format_train_line(
@@ -140,16 +172,31 @@ def format_train_line(
     return " ".join(parts)
 
 
-def truncate_events(path: Path, last_step: int) -> None:
-    """Keep only the events up to ``last_step`` (those a resumed run will not repeat)."""
+def cut_events(path: Path, last_step: int, size: int | None) -> None:
+    """Drop the events after the first ``size`` bytes of ``path`` (the size a checkpoint
+    recorded), or with ``size=None`` from the first line after ``last_step`` or the first
+    torn line on. The file is cut in place: the lines kept are not rewritten."""
     if not path.is_file():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= last_step
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
+    if size is None:
+        size = _end_of_step(path, last_step)
+    if size < path.stat().st_size:
+        os.truncate(path, size)
+
+
+def _end_of_step(path: Path, last_step: int) -> int:
+    """The byte offset after the last whole line of an event up to ``last_step``."""
+    offset = 0
+    with path.open("rb") as stream:
+        for line in stream:
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                break
+            if not line.endswith(b"\n") or step > last_step:
+                break
+            offset += len(line)
+    return offset
 
 
 def display_image(image: torch.Tensor) -> np.ndarray:
@@ -175,7 +222,7 @@ def write_prediction_images(
     """
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, batch["image"].shape[0])):
-        Image.fromarray(display_image(batch["image"][index])).save(folder / f"{index}_input.png")
+        write_png_array(folder / f"{index}_input.png", display_image(batch["image"][index]))
         for name, task in tasks.items():
             _write_keyed(task, predictions[name][index], folder / f"{index}_{name}_pred.png")
             label = task.target(batch)
@@ -186,4 +233,4 @@ def write_prediction_images(
 def _write_keyed(task: Task, value: Any, path: Path) -> None:
     """``task``'s picture of ``value`` (a decoded prediction or label) over its key."""
     value = value.cpu()
-    Image.fromarray(keyed_picture(task.visualize(value), task.picture_key(value))).save(path)
+    write_png_array(path, keyed_picture(task.visualize(value), task.picture_key(value)))

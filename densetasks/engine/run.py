@@ -3,17 +3,24 @@
 Run directory layout (``docs/engine.md``)::
 
     RUN_DIR/config.yaml                 the resolved config
-    RUN_DIR/checkpoints/last.pt         every ``checkpoint_every`` steps and at the end
+    RUN_DIR/checkpoints/last.pt         every ``checkpoint_every`` steps, at the end and on a stop
+    RUN_DIR/checkpoints/last.prev.pt    the ``last.pt`` before, kept in case that one is damaged
     RUN_DIR/checkpoints/best.pt         the best validation result so far (eval.best)
+    RUN_DIR/checkpoints/*.pt.json       each checkpoint's size and SHA-256 (checkpoint.py)
     RUN_DIR/metrics_<split>.json        the best checkpoint on val and test
     RUN_DIR/metrics_target_<split>.json the same on the target's val and test (``data.target``)
     RUN_DIR/events.jsonl                train and eval events, one JSON object per line
     RUN_DIR/tensorboard/                TensorBoard scalars
     RUN_DIR/images/step_<n>/            input, label and prediction pictures per evaluation
+
+A run survives what clusters do to it (``docs/reliability.md``): a stop signal ends it after
+the current step with ``last.pt`` written (:mod:`~densetasks.engine.signals`); ``resume``
+continues it exactly, and starts afresh when there is no checkpoint yet, so a scheduler can
+always pass it; an evaluation that cannot read a file saves the run as it was before that
+evaluation, which a resumed run then repeats.
 """
 
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,11 +33,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from densetasks.data.dataset import DenseDataset
+from densetasks.data.io import write_json
 from densetasks.data.unlabelled import UnlabelledImages
 from densetasks.engine import build
 from densetasks.engine.adversarial import AdaptationStep, DomainAdversary
 from densetasks.engine.checkpoint import (
     capture_rng_states,
+    has_checkpoint,
     load_checkpoint,
     load_matching_weights,
     restore_rng_states,
@@ -41,6 +50,7 @@ from densetasks.engine.distributed import (
     ProcessInfo,
     barrier,
     cleanup_distributed,
+    max_over_processes,
     setup_distributed,
 )
 from densetasks.engine.inference import load_run
@@ -49,7 +59,8 @@ from densetasks.engine.loop import TARGET_IMAGES, Evaluation, StepParts, evaluat
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
-from densetasks.errors import ConfigError, DataError
+from densetasks.engine.signals import StopRequest, TrainingStopped, stop_signals
+from densetasks.errors import ConfigError, DataError, DiskFullError, own_message
 from densetasks.tasks.base import Task, evaluation_inputs
 
 
@@ -130,19 +141,22 @@ class _Trainer:
         resume: bool,
         device: torch.device,
         process: ProcessInfo,
+        stop: StopRequest,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.checkpoints = run_dir / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
         self.device = device
         self.process = process
-        self._check_run_dir(resume)
+        self.stop = stop
+        resuming = self._check_run_dir(resume)
         seed_everything(config.seed)
 
         train_set = build.open_training_dataset(config)
         self.tasks = build.build_tasks(config, train_set)
         self.model = build.build_model(config, self.tasks)
-        init_report = self._initialise(config.model.init_from, resume)
+        init_report = self._initialise(config.model.init_from, resuming)
         self.model = self.model.to(self.device)
         self.kinds = build.run_label_kinds(self.tasks, self.model)
         self.train_set = build.attach_transform(
@@ -167,12 +181,27 @@ class _Trainer:
         )
         self.selection = Selection()
         self.step = 0
-        if resume:
-            self._restore(load_checkpoint(self.checkpoints / "last.pt"))
+        self.saved_step = -1
+        """The step ``last.pt`` holds (-1: none, or one saved before its step's evaluation)."""
+        self.pending_validation = False
+        """Resumed from a checkpoint saved when its step's evaluation failed: repeat it."""
+        payload = load_checkpoint(self.last) if resuming else None
+        if payload is not None:
+            self._restore(payload)
         if self.process.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
-        self.log = RunLog(run_dir, config.train.steps, self.step, enabled=self.process.is_main)
+        self.log = RunLog(
+            run_dir,
+            config.train.steps,
+            self.step,
+            enabled=self.process.is_main,
+            events_bytes=payload.get("events_bytes") if payload is not None else 0,
+        )
+        if payload is not None:
+            self.log.message(f"resuming {run_dir} at step {self.step}")
+        elif resume:
+            self.log.message(f"--resume: {self.checkpoints} holds no checkpoint yet; starting")
         if init_report:
             self.log.message(init_report)
         if config.train.amp != "none" and self.amp_dtype is None:
@@ -200,9 +229,9 @@ class _Trainer:
         build.attach_transform(config, images, self.tasks, self.model, train=True)
         return adversary, images
 
-    def _initialise(self, init_from: str | None, resume: bool) -> str | None:
+    def _initialise(self, init_from: str | None, resuming: bool) -> str | None:
         """Weights from ``model.init_from`` (a fresh run only: a resumed one has its own)."""
-        if init_from is None or resume:
+        if init_from is None or resuming:
             return None
         loaded, skipped = load_matching_weights(self.model, Path(init_from))
         return (
@@ -210,15 +239,16 @@ class _Trainer:
             f"{len(skipped)} of this model's own (first: {', '.join(skipped[:5]) or 'none'})"
         )
 
-    def _check_run_dir(self, resume: bool) -> None:
-        last = self.checkpoints / "last.pt"
-        if resume and not last.is_file():
-            raise DataError(f"cannot resume: {last} does not exist")
-        if not resume and last.is_file():
+    def _check_run_dir(self, resume: bool) -> bool:
+        """Whether the run resumes from a checkpoint: with ``resume`` when there is one (else
+        it starts afresh); without, a run directory with a checkpoint is an error."""
+        found = has_checkpoint(self.last)
+        if not resume and found:
             raise ConfigError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it or --out "
                 "to start a new one"
             )
+        return resume and found
 
     def _amp_dtype(self) -> torch.dtype | None:
         if self.config.train.amp == "none" or self.device.type != "cuda":
@@ -241,11 +271,17 @@ class _Trainer:
         self.scaler.load_state_dict(payload["scaler"])
         self.selection = Selection(**payload["selection"])
         self.step = int(payload["step"])
+        self.pending_validation = bool(payload.get("pending_validation", False))
+        self.saved_step = -1 if self.pending_validation else self.step
         restore_rng_states(payload["rng"])
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self, pending_validation: bool = False) -> dict[str, Any]:
+        """Everything a resumed run needs; ``pending_validation``: taken before this step's
+        evaluation, which the resumed run then does first."""
         return {
             "step": self.step,
+            "pending_validation": pending_validation,
+            "events_bytes": self.log.events_bytes(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -263,10 +299,26 @@ class _Trainer:
         }
 
     def _save(self, name: str) -> None:
+        """``last.pt`` (the previous one kept) or ``best.pt``, written by the main process."""
         if self.process.is_main:
-            save_checkpoint(self._payload(), self.checkpoints / f"{name}.pt")
+            self.log.flush()
+            save_checkpoint(
+                self._payload(), self.checkpoints / f"{name}.pt", keep_previous=name == "last"
+            )
+        if name == "last":
+            self.saved_step = self.step
 
     def run(self) -> None:
+        """Train from ``self.step`` to the end, then score the best checkpoint; a full disk
+        says that the run continues from its last checkpoint once there is room."""
+        try:
+            self._run()
+        except DiskFullError as error:
+            raise DiskFullError(
+                f"{error}; once there is room, continue from the last checkpoint with --resume"
+            ) from None
+
+    def _run(self) -> None:
         config = self.config
         called = self.model
         if self.process.distributed:
@@ -292,6 +344,8 @@ class _Trainer:
         images_per_step = config.data.batch_size * self.process.world_size
         window_start, window_steps = time.perf_counter(), 0
         loader = build.train_loader(config, self.train_set, self.kinds, self.step, self.process)
+        if self.pending_validation:
+            self._end_step(val_loader)
         for batch, target in zip(loader, self._target_batches(), strict=False):
             step_start = time.perf_counter()
             if target is not None:
@@ -311,15 +365,48 @@ class _Trainer:
                     self.schedule.learning_rates(),
                     speed,
                 )
-            last_step = self.step == config.train.steps
-            if self.step % config.train.eval_every == 0 or last_step:
-                self._validate(val_loader)
-            if self.step % config.train.checkpoint_every == 0 or last_step:
-                self._save("last")
+            self._end_step(val_loader)
             if self.step % config.train.log_every == 0:
                 window_start, window_steps = time.perf_counter(), 0
+            self._stop_if_asked()
         barrier(self.process)
         self._final_evaluations(val_loader)
+
+    def _end_step(self, val_loader) -> None:
+        """The evaluation and the checkpoint due after ``self.step``."""
+        train = self.config.train
+        last_step = self.step == train.steps
+        if self.step % train.eval_every == 0 or last_step:
+            self._validate_keeping_the_run(val_loader)
+        if self.step % train.checkpoint_every == 0 or last_step:
+            self._save("last")
+
+    def _stop_if_asked(self) -> None:
+        """After a step: if any process received a stop signal, every process stops here,
+        with ``last.pt`` holding this step."""
+        signum = max_over_processes(self.stop.signum, self.process)
+        if not signum:
+            return
+        if self.saved_step != self.step:
+            self._save("last")
+        barrier(self.process)
+        raise TrainingStopped(signum, self.step, self.last)
+
+    def _validate_keeping_the_run(self, val_loader) -> None:
+        """:meth:`_validate`; when it cannot read a file, ``last.pt`` is first written as
+        the run was before this evaluation (which a resumed run repeats), so no step is
+        lost to the bad file."""
+        before = self._payload(pending_validation=True) if self.process.is_main else None
+        try:
+            self._validate(val_loader)
+        except DataError as error:
+            if before is not None:
+                self.log.flush()
+                save_checkpoint(before, self.last, keep_previous=True)
+            raise DataError(
+                f"evaluation at step {self.step}: {own_message(error)}; the run is saved as it "
+                "was before this evaluation: fix the file and continue with --resume"
+            ) from None
 
     def _target_batches(self) -> Iterator[Batch | None]:
         """The target images of steps ``self.step ..`` (adaptation), else ``None`` forever."""
@@ -387,6 +474,7 @@ class _Trainer:
             if key != "val":
                 splits.update(self._final_loader(key, split, open_split))
         for split, (split_name, loader) in splits.items():
+            self._stop_if_asked()
             evaluation = evaluate(
                 self.model,
                 self.tasks,
@@ -398,7 +486,7 @@ class _Trainer:
             )
             payload = metrics_payload(int(best["step"]), split_name, evaluation, self.tasks)
             if self.process.is_main:
-                (self.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
+                write_json(self.run_dir / f"metrics_{split}.json", payload)
             if split != "val":
                 self.log.evaluation(split, int(best["step"]), payload["metrics"])
 
@@ -421,7 +509,10 @@ class _Trainer:
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run in ``out_dir``; returns the run dir.
 
-    Under ``torchrun`` every process calls this; only rank 0 writes files.
+    Under ``torchrun`` every process calls this; only rank 0 writes files. SIGTERM, SIGINT
+    and SIGUSR1 stop the run after the current step with ``last.pt`` written, raising
+    :class:`~densetasks.engine.signals.TrainingStopped` (their previous handlers are back
+    when this returns or raises).
     """
     device = build.resolve_device(config.train.device)
     process = setup_distributed(device.type)
@@ -429,11 +520,12 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Path:
         device = torch.device("cuda", process.local_rank)
         torch.cuda.set_device(device)
     try:
-        trainer = _Trainer(config, Path(out_dir), resume, device, process)
-        try:
-            trainer.run()
-        finally:
-            trainer.log.close()
+        with stop_signals(announce=process.is_main) as stop:
+            trainer = _Trainer(config, Path(out_dir), resume, device, process, stop)
+            try:
+                trainer.run()
+            finally:
+                trainer.log.close()
     finally:
         cleanup_distributed(process)
     return Path(out_dir)
@@ -479,5 +571,5 @@ def evaluate_run(
     loader = build.eval_loader(loaded.config, dataset, kinds, ProcessInfo())
     evaluation = evaluate(loaded.model, loaded.tasks, loader, loaded.device)
     payload = metrics_payload(loaded.step, split_name, evaluation, loaded.tasks)
-    (loaded.run_dir / f"metrics_{split}.json").write_text(json.dumps(payload, indent=2))
+    write_json(loaded.run_dir / f"metrics_{split}.json", payload)
     return payload

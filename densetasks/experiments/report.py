@@ -25,12 +25,12 @@ the table maps each shortened label back to the full name.
 
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from densetasks.data.io import write_bytes, write_text
 from densetasks.errors import DataError
 from densetasks.experiments.report_html import render_html
 from densetasks.experiments.report_labels import label_footnotes, short_labels
@@ -469,18 +469,19 @@ def write_report(
     runs = [*singles, *(record for group in seeded for record in group.records)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     figures = report_figures(
         [*runs, *baselines], report["primary"], report["higher_is_better"], report["labels"]
     )
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
     for figure in figures:
-        (plots_dir / f"{figure.slug}.png").write_bytes(figure.png)
+        write_bytes(plots_dir / f"{figure.slug}.png", figure.png)
     samples = _copy_samples([*runs, *baselines], out_dir / "samples")
-    (out_dir / "report.md").write_text(_markdown(report, figures, samples, out_dir))
-    (out_dir / "report.html").write_text(
-        render_html(report, comparison_table(report), table_notes(report), figures, samples)
+    write_text(out_dir / "report.md", _markdown(report, figures, samples, out_dir))
+    write_text(
+        out_dir / "report.html",
+        render_html(report, comparison_table(report), table_notes(report), figures, samples),
     )
     return report
 
@@ -502,10 +503,14 @@ def _copy_samples(records: Sequence[RunRecord], samples_dir: Path) -> dict[str, 
             continue
         target = samples_dir / _safe_name(record.name)
         target.mkdir(parents=True, exist_ok=True)
-        copies[record.name] = [
-            Path(shutil.copyfile(image, target / image.name)) for image in record.sample_images
-        ]
+        copies[record.name] = [_copy(image, target / image.name) for image in record.sample_images]
     return copies
+
+
+def _copy(source: Path, target: Path) -> Path:
+    """Copy a file atomically (a full disk names ``target``)."""
+    write_bytes(target, source.read_bytes())
+    return target
 
 
 def _safe_name(name: str) -> str:

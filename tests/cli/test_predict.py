@@ -24,7 +24,7 @@ from densetasks.data.transforms import build_transforms
 from densetasks.engine.config import validate_config
 from densetasks.engine.inference import LoadedRun, Prediction, Predictor
 from densetasks.engine.run import train
-from densetasks.errors import ConfigError, DataError
+from densetasks.errors import ConfigError, DataError, DiskFullError
 from densetasks.models.base import Architecture
 from densetasks.pictures import (
     LABEL_HEIGHT,
@@ -102,6 +102,21 @@ def test_writes_one_png_per_task_and_a_sheet(loaded, tmp_path: Path) -> None:
     scale = -(-SHEET_MIN_HEIGHT // 24)
     bar_height = ColourBar("magma", 1.0, 2.0).draw(96).shape[0]  # under the depth panel
     assert sheet.size == (3 * 32 * scale, 24 * scale + LABEL_HEIGHT + bar_height)
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_previous_prediction(
+    loaded, tmp_path: Path, file_size_limit
+) -> None:
+    image = write_image(tmp_path / "room.png")
+    predict_image(loaded, image, tmp_path / "out")
+    sheet = tmp_path / "out" / "room_sheet.png"
+    before = sheet.read_bytes()
+    write_image(tmp_path / "room.png", width=40)
+    with file_size_limit(len(before) - 1), pytest.raises(DiskFullError) as raised:
+        predict_image(loaded, image, tmp_path / "out")
+    assert str(raised.value).startswith(f"cannot write {sheet}: File too large; it needs")
+    assert sheet.read_bytes() == before
+    assert Image.open(tmp_path / "out" / "room_depth.png").size == (40, 24)  # written before
 
 
 def test_size_option_resizes_before_predicting(loaded, tmp_path: Path) -> None:

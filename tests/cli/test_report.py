@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from densetasks.cli import report as report_command
-from densetasks.errors import ConfigError, DataError
+from densetasks.errors import ConfigError, DataError, DiskFullError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +44,27 @@ def test_report_command_prints_table_and_writes_files(tmp_path: Path, capsys) ->
     # a: +50 %, b: -25 % -> Δm = +12.5 %
     assert "+12.50" in printed
     assert {path.name for path in out.iterdir()} >= {"report.md", "report.html", "report.json"}
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_previous_report(
+    tmp_path: Path, file_size_limit
+) -> None:
+    base_a = write_metrics_only_run(tmp_path, "a_only", {"a": 2.0}, "val")
+    both = write_metrics_only_run(tmp_path, "both", {"a": 3.0}, "val")
+    out = tmp_path / "out"
+    args = parse([str(both), "--baseline", str(base_a), "--split", "val", "--out", str(out)])
+    assert args.func(args) == 0
+    before = {path.name: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    (both / "metrics_val.json").write_text(
+        (both / "metrics_val.json").read_text().replace("3.0", "4.0")
+    )
+    with file_size_limit(1024), pytest.raises(DiskFullError) as raised:
+        args.func(args)
+    failed = Path(str(raised.value).split(":")[0].removeprefix("cannot write "))
+    assert failed.parent == out and len(before[failed.name]) > 1024
+    assert "File too large; it needs" in str(raised.value)
+    after = {path.name: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert after[failed.name] == before[failed.name] and set(after) == set(before)
 
 
 def test_report_command_needs_evaluated_runs(tmp_path: Path) -> None:

@@ -1,3 +1,5 @@
+import errno
+import re
 import struct
 import zlib
 
@@ -7,6 +9,8 @@ import torch
 
 from densetasks.data.io import (
     DEFAULT_MAX_PIXELS,
+    format_bytes,
+    no_room_error,
     read_image,
     read_json,
     read_npy,
@@ -15,8 +19,9 @@ from densetasks.data.io import (
     write_json,
     write_npy,
     write_png_array,
+    write_text,
 )
-from densetasks.errors import DataError
+from densetasks.errors import DataError, DiskFullError
 
 
 def test_image_round_trip_within_quantisation(tmp_path):
@@ -74,6 +79,27 @@ def test_write_failing_midway_leaves_old_file_and_no_temporary(tmp_path):
         write_npy(tmp_path / "a.npy", np.array([object()], dtype=object))
     assert np.array_equal(read_npy(tmp_path / "a.npy"), np.zeros(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+def test_a_full_disk_names_the_file_and_the_bytes_and_keeps_the_old_file(tmp_path, file_size_limit):
+    path = tmp_path / "report.md"
+    write_text(path, "old")
+    with file_size_limit(4096), pytest.raises(DiskFullError) as raised:
+        write_text(path, "x" * 10_000)
+    assert str(raised.value) == (
+        f"cannot write {path}: File too large; it needs 9.8 KiB, the file size limit "
+        "(ulimit -f) is 4.0 KiB (the previous file of that name, if any, is unchanged)"
+    )
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_no_space_names_the_free_space_and_other_errors_are_not_disk_full(tmp_path):
+    error = OSError(errno.ENOSPC, "No space left on device")
+    message = str(no_room_error(tmp_path / "new" / "last.pt", error, 3 * 1024**2))
+    assert message.startswith(f"cannot write {tmp_path}/new/last.pt: No space left on device;")
+    assert re.search(r"it needs 3\.0 MiB, [\d.]+ (B|KiB|MiB|GiB|TiB) free on its disk", message)
+    assert no_room_error(tmp_path, OSError(errno.EACCES, "Permission denied"), 1) is None
+    assert [format_bytes(n) for n in (812, 1536, 5 * 1024**3)] == ["812 B", "1.5 KiB", "5.0 GiB"]
 
 
 def _png_header_only(path, width: int, height: int) -> None:

@@ -10,7 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from densetasks.engine.logs import RunLog, format_train_line, write_prediction_images
+from densetasks.engine.logs import (
+    RunLog,
+    cut_events,
+    format_train_line,
+    write_prediction_images,
+)
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
 
@@ -88,3 +93,42 @@ def test_sample_pictures_carry_their_keys_under_the_raw_picture(tmp_path: Path) 
         written = np.asarray(Image.open(tmp_path / name))
         assert written.shape[0] > raw.shape[0] and written.shape[1] == raw.shape[1], name
         np.testing.assert_array_equal(written[: raw.shape[0]], raw)
+
+
+def write_events(path: Path, steps: list[int]) -> list[bytes]:
+    lines = [(json.dumps({"type": "train", "step": step}) + "\n").encode() for step in steps]
+    path.write_bytes(b"".join(lines))
+    return lines
+
+
+def test_a_resumed_log_is_cut_in_place_at_the_recorded_size(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = write_events(path, [1, 2, 3, 4])
+    inode = path.stat().st_ino
+    cut_events(path, last_step=99, size=len(lines[0] + lines[1]))
+    assert path.read_bytes() == lines[0] + lines[1] and path.stat().st_ino == inode
+    cut_events(path, last_step=99, size=10_000)  # never longer than it is
+    assert path.read_bytes() == lines[0] + lines[1]
+
+
+def test_without_a_recorded_size_the_log_is_cut_after_the_step_or_at_a_torn_line(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints written before sizes were recorded: the step decides, and a line that a
+    kill cut short ends what is kept."""
+    path = tmp_path / "events.jsonl"
+    lines = write_events(path, [1, 2, 3, 4])
+    cut_events(path, last_step=3, size=None)
+    assert path.read_bytes() == b"".join(lines[:3])
+    with path.open("ab") as stream:
+        stream.write(b'{"type": "train", "st')
+    cut_events(path, last_step=10, size=None)
+    assert path.read_bytes() == b"".join(lines[:3])
+
+
+def test_the_log_records_its_size_for_a_checkpoint(tmp_path: Path) -> None:
+    log = RunLog(tmp_path, total_steps=4, start_step=0, enabled=True)
+    assert log.events_bytes() == 0
+    log.train(1, LOSSES, 0.75, {}, {"all": 1e-3}, 11.0)
+    log.close()
+    assert log.events_bytes() == (tmp_path / "events.jsonl").stat().st_size > 0
