@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from densetasks.pictures import keyed_picture
+from densetasks.pictures import joint_key
 from densetasks.tasks.base import Task
 
 
@@ -159,6 +159,12 @@ def display_image(image: torch.Tensor) -> np.ndarray:
     return (scaled.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+SAMPLE_KEY_WIDTH = 256
+"""Width in pixels of the key drawn for a label and prediction pair of the sample pictures:
+the width at which ``densetasks report`` shows the pair (two pictures and the gap between
+them), so the key's words are shown at their own size."""
+
+
 def write_prediction_images(
     folder: Path,
     tasks: Mapping[str, Task],
@@ -166,24 +172,35 @@ def write_prediction_images(
     predictions: Mapping[str, torch.Tensor],
     count: int,
 ) -> None:
-    """``<k>_input.png``, ``<k>_<task>_label.png`` and ``<k>_<task>_pred.png`` per sample.
+    """``<k>_input.png`` and, per task, ``<k>_<task>_label.png``, ``<k>_<task>_pred.png``
+    and ``<k>_<task>_key.png`` per sample.
 
     ``predictions`` are the tasks' evaluation inputs (``evaluation_inputs``), batched like
-    ``batch``. Each label and prediction picture carries its task's key under it (a class
-    legend, a depth colour bar in metres: :meth:`~densetasks.tasks.base.Task.picture_key`), so the
-    samples ``densetasks report`` copies can be read without the run's configuration.
+    ``batch``. The label and the prediction of a task are painted with one key
+    (:func:`~densetasks.pictures.joint_key` of theirs: the classes present in either, one
+    depth range over both), so that equal values have equal colours; the key is drawn once,
+    ``SAMPLE_KEY_WIDTH`` wide, for the pair, so the samples ``densetasks report`` shows can
+    be read without the run's configuration. A task without a key (or a sample without a
+    label) writes no key (or no label) picture.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, batch["image"].shape[0])):
         Image.fromarray(display_image(batch["image"][index])).save(folder / f"{index}_input.png")
         for name, task in tasks.items():
-            _write_keyed(task, predictions[name][index], folder / f"{index}_{name}_pred.png")
             label = task.target(batch)
+            pictures = {"pred": predictions[name][index].cpu()}
             if label is not None:
-                _write_keyed(task, label[index], folder / f"{index}_{name}_label.png")
+                pictures = {"label": label[index].cpu(), **pictures}
+            _write_pair(folder / f"{index}_{name}", task, pictures)
 
 
-def _write_keyed(task: Task, value: Any, path: Path) -> None:
-    """``task``'s picture of ``value`` (a decoded prediction or label) over its key."""
-    value = value.cpu()
-    Image.fromarray(keyed_picture(task.visualize(value), task.picture_key(value))).save(path)
+def _write_pair(stem: Path, task: Task, pictures: Mapping[str, Any]) -> None:
+    """``<stem>_<kind>.png`` per picture (``label``, ``pred``), painted with their joint
+    key, and ``<stem>_key.png`` (that key) when the task has one."""
+    key = None
+    for value in pictures.values():
+        key = joint_key(key, task.picture_key(value))
+    for kind, value in pictures.items():
+        Image.fromarray(task.visualize_with(value, key)).save(f"{stem}_{kind}.png")
+    if key is not None:
+        Image.fromarray(key.draw(SAMPLE_KEY_WIDTH)).save(f"{stem}_key.png")
