@@ -19,6 +19,8 @@ from densetasks.experiments.run_record import RunRecord
 
 _NAME = re.compile(r"(?P<index>\d+)_(?:input|(?P<task>.+)_(?P<kind>label|pred|key))")
 """``<k>_input`` or ``<k>_<task>_<label|pred|key>`` (a task name may hold ``_``)."""
+_FIELDS = {"label": "label", "pred": "prediction", "key": "key"}
+"""File name part -> :class:`TaskPair` field."""
 
 
 @dataclass(frozen=True)
@@ -88,21 +90,11 @@ def sample_rows(images: Sequence[Path], tasks: Sequence[str]) -> tuple[SampleRow
         found = pairs[index]
         order = [task for task in tasks if task in found]
         order += sorted(task for task in found if task not in tasks)
-        rows.append(
-            SampleRow(
-                index,
-                inputs.get(index),
-                tuple(
-                    TaskPair(
-                        task,
-                        found[task].get("label"),
-                        found[task].get("pred"),
-                        found[task].get("key"),
-                    )
-                    for task in order
-                ),
-            )
+        row = tuple(
+            TaskPair(task, **{_FIELDS[kind]: path for kind, path in found[task].items()})
+            for task in order
         )
+        rows.append(SampleRow(index, inputs.get(index), row))
     return tuple(rows)
 
 
