@@ -22,17 +22,22 @@ same inputs and outputs. The graph comes from the TorchScript exporter (``dynamo
 it needs neither ``onnxscript`` nor ``torch.export``-friendly models, and traces every
 registered architecture as the engine runs it.
 
-:func:`check_export` runs the graph with ONNX Runtime (CPU) and the same model eagerly in
-float32 on random images and on images of the run's test split, and compares them with the
-tolerance of the task's label kind (:data:`TOLERANCES`: the label kind fixes what a decoded
-prediction holds) or :data:`SCALE_SHIFT_TOLERANCE` for a scale-and-shift-invariant output.
+The graph's size is the one ``densetasks predict`` runs the network at (:func:`default_size`:
+``data.eval_size``, else the size of the run's test images), so that an image fed as the
+sidecar's ``preprocessing`` says gives predict's outputs.
+
+:func:`check_export` runs the graph with ONNX Runtime (CPU) against the same model run
+eagerly in float32 on random images, and against ``densetasks predict``'s path on images of
+the run's test split at their own size, and compares them with the tolerance of the task's
+label kind (:data:`TOLERANCES`: the label kind fixes what a decoded prediction holds) or
+:data:`SCALE_SHIFT_TOLERANCE` for a scale-and-shift-invariant output.
 """
 
 import importlib
 import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,7 @@ from densetasks.data.palettes import ALL_TASKS
 from densetasks.data.sample import IGNORE_INDEX, LabelKind
 from densetasks.data.transforms import Normalize, resize
 from densetasks.engine import build
-from densetasks.engine.inference import LoadedRun, load_run
+from densetasks.engine.inference import LoadedRun, Predictor, load_run
 from densetasks.errors import ConfigError, DataError, DenseTasksError
 from densetasks.models.base import Architecture, Encoder
 from densetasks.tasks.base import Task
@@ -210,15 +215,15 @@ def export_run(
     """Write the ONNX graph of a run's ``checkpoint`` to ``out`` and its sidecar to
     ``out + ".json"``; returns the sidecar.
 
-    ``size`` (H, W) defaults to the run's ``data.eval_size``, else ``data.crop_size``;
-    it must be divisible by the encoder's output stride. ``dynamic`` makes the batch size
-    dynamic (else it is 1); height and width are fixed.
+    ``size`` (H, W) defaults to the size ``densetasks predict`` runs the network at
+    (:func:`default_size`); it must be divisible by the encoder's output stride. ``dynamic``
+    makes the batch size dynamic (else it is 1); height and width are fixed.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     onnx = _import("onnx")
     run = _load(run_dir, checkpoint)
-    size = _export_size(run, size)
+    size, source = _export_size(run, size)
     graph = ExportGraph(run.model, run.tasks, *_normalisation(run), dtype=_DTYPES[precision])
     example = example_inputs(graph, 1, size, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -244,7 +249,13 @@ def export_run(
             )
     exported = onnx.load(str(out))
     onnx.checker.check_model(exported)
-    options = {"checkpoint": checkpoint, "precision": precision, "opset": opset, "size": size}
+    options = {
+        "checkpoint": checkpoint,
+        "precision": precision,
+        "opset": opset,
+        "size": size,
+        "size_from": source,
+    }
     kept = [item.name for item in exported.graph.input]
     sidecar = _sidecar(run, graph, example, outputs, out, kept, dynamic, options)
     sidecar_path(out).write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -272,22 +283,49 @@ def output_stride(model: nn.Module) -> int:
     return max(strides, default=32)
 
 
-def _export_size(run: LoadedRun, size: tuple[int, int] | None) -> tuple[int, int]:
-    """``size``, else the run's evaluation or crop size, checked against the output stride."""
+SIZE_IMAGES = 8
+"""How many test images :func:`default_size` reads to find the size they share."""
+SIZE_FROM_EVAL = "data.eval_size"
+SIZE_FROM_TEST = "the run's test images"
+SIZE_FROM_OPTION = "--size"
+
+
+def default_size(run: LoadedRun) -> tuple[tuple[int, int], str]:
+    """The size ``densetasks predict`` runs the network at, and where it comes from: the
+    run's ``data.eval_size`` (its evaluation transform resizes every image to it), else the
+    size of the run's test images (predict runs an image at its own size; the first
+    :data:`SIZE_IMAGES` must share it). A :class:`ConfigError` asks for ``--size`` when
+    neither says it: never a training crop, at which predict does not run."""
     data = run.config.data
-    source = "--size" if size else "data.eval_size" if data.eval_size else "data.crop_size"
-    size = size or data.eval_size or data.crop_size
-    if size is None:
+    if data.eval_size:
+        return (int(data.eval_size[0]), int(data.eval_size[1])), SIZE_FROM_EVAL
+    images, missing = test_split_images(run, SIZE_IMAGES)
+    sizes = sorted({tuple(int(side) for side in image.shape[-2:]) for image in images})
+    if not sizes:
         raise ConfigError(
-            f"{run.run_dir} sets neither data.eval_size nor data.crop_size: give --size HxW"
+            f"{run.run_dir} sets no data.eval_size and {missing}, so the size densetasks "
+            "predict runs at is unknown here: give --size HxW, the size of your images"
         )
+    if len(sizes) > 1:
+        listed = ", ".join(f"{h}x{w}" for h, w in sizes)
+        raise ConfigError(
+            f"the test images of {run.run_dir} have several sizes ({listed}) and it sets no "
+            "data.eval_size: give --size HxW and resize your images to it"
+        )
+    return sizes[0], SIZE_FROM_TEST
+
+
+def _export_size(run: LoadedRun, size: tuple[int, int] | None) -> tuple[tuple[int, int], str]:
+    """``size`` (from ``--size``), else :func:`default_size`, checked against the output
+    stride; with where it comes from."""
+    size, source = (tuple(size), SIZE_FROM_OPTION) if size else default_size(run)
     stride = output_stride(run.model)
     if any(side % stride for side in size):
         raise ConfigError(
             f"{source} {size[0]}x{size[1]} is not divisible by the encoder's output stride "
-            f"{stride}; use multiples of {stride}"
+            f"{stride}; give --size with multiples of {stride}"
         )
-    return (int(size[0]), int(size[1]))
+    return (int(size[0]), int(size[1])), source
 
 
 def _normalisation(run: LoadedRun) -> tuple[list[float], list[float]]:
@@ -361,6 +399,8 @@ def _sidecar(
         "opset": options["opset"],
         "dynamic_batch": dynamic,
         "input_size": list(options["size"]),
+        "input_size_from": options["size_from"],
+        "preprocessing": preprocessing(options["size"], options["size_from"]),
         "normalisation": {"in_graph": True, "input_range": [0.0, 1.0], "mean": mean, "std": std},
         "inputs": inputs,
         "outputs": described,
@@ -371,6 +411,35 @@ def _sidecar(
             if task.context_tasks
         },
     }
+
+
+def preprocessing(size: Sequence[int], source: str) -> dict[str, str]:
+    """How to turn an image file into the graph's ``image`` input, step by step, as the
+    sidecar says it (``docs/export.md``, "Running the graph")."""
+    height, width = size
+    where = (
+        "densetasks predict resizes every image to data.eval_size the same way"
+        if source == SIZE_FROM_EVAL
+        else "densetasks predict runs an image at its own size, so an image of another size "
+        "gives outputs that differ from predict's"
+    )
+    return {
+        "read": "the image file as 8-bit RGB (a grey image as RGB)",
+        "scale": "float32 pixels / 255, in [0, 1], as [1, 3, H, W] (NCHW)",
+        "resize": f"only an image that is not {height}x{width}: to {height}x{width}, "
+        "bilinear with antialiasing on the [0, 1] floats (torch.nn.functional.interpolate("
+        f"mode='bilinear', align_corners=False, antialias=True)); {where}",
+        "normalise": "nothing: the mean and std below are applied inside the graph",
+    }
+
+
+def preprocess(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A ``[3, H, W]`` image in ``[0, 1]`` as the graph's ``image`` input ``[1, 3, h, w]``:
+    resized to ``size`` as :func:`preprocessing` says (and the evaluation transform does),
+    unchanged when it has that size."""
+    if tuple(image.shape[-2:]) != tuple(size):
+        image = resize({"image": image}, tuple(size), {})["image"]
+    return image[None]
 
 
 def _describe(name: str, tensor: torch.Tensor, batch: int | str, meaning: str) -> dict[str, Any]:
@@ -406,6 +475,8 @@ class ParityReport:
     path: Path
     precision: str
     rows: list[ParityRow]
+    notes: list[str] = field(default_factory=list)
+    """What could not be compared, and why (no test images here)."""
 
     @property
     def ok(self) -> bool:
@@ -435,13 +506,21 @@ class ParityReport:
 def check_export(
     onnx_path: str | Path, random_images: int = 2, test_images: int = 4, seed: int = 0
 ) -> ParityReport:
-    """Compare an exported graph (ONNX Runtime, CPU) with its run's model (PyTorch, float32)
-    on ``random_images`` random images and up to ``test_images`` images of the run's test
-    split (when the dataset can be opened), with random palettes for conditioned models.
+    """Compare an exported graph (ONNX Runtime, CPU) with its run under PyTorch (float32):
 
-    Raw outputs of an fp32 graph must be within :data:`RAW_TOLERANCE` of their scale; decoded
-    predictions of any precision within :data:`TOLERANCES` (a scale-and-shift-invariant
-    output within :data:`SCALE_SHIFT_TOLERANCE`).
+    * ``random``: ``random_images`` random images at the graph's size, against the same
+      model and decoding run eagerly (:class:`ExportGraph`), raw outputs too;
+    * ``test``: up to ``test_images`` images of the run's test split at their own size
+      (when the dataset can be opened here), against ``densetasks predict``'s path
+      (:class:`~densetasks.engine.inference.Predictor`, the image as it is): the graph
+      takes the image preprocessed as the sidecar says (:func:`preprocess`), and its
+      outputs are brought back to the image's size (nearest) where they differ. A graph
+      exported at another size than predict runs at fails here, not in use.
+
+    Conditioned models get random palettes. Raw outputs of an fp32 graph must be within
+    :data:`RAW_TOLERANCE` of their scale; predictions of any precision within
+    :data:`TOLERANCES` (a scale-and-shift-invariant output within
+    :data:`SCALE_SHIFT_TOLERANCE`), on test images per image and averaged.
     """
     onnx_path = Path(onnx_path)
     sidecar = read_sidecar(onnx_path)
@@ -450,19 +529,69 @@ def check_export(
     session = _session(onnx_path)
     size = tuple(sidecar["input_size"])
     generator = torch.Generator().manual_seed(seed)
-    image_sets = {"random": example_inputs(graph, random_images, size, generator)}
-    split_images = _split_images(run, size, test_images)
-    if split_images is not None:
-        conditions = (_random_ids(graph, split_images, generator) for _ in graph.condition_names)
-        image_sets["test"] = (split_images, *conditions)
+    inputs = example_inputs(graph, random_images, size, generator)
+    with torch.no_grad():
+        eager = [output.numpy() for output in graph(*inputs)]
     batch = None if sidecar["dynamic_batch"] else 1
-    rows = []
-    for label, inputs in image_sets.items():
+    onnx = _run_session(session, graph.input_names, inputs, batch)
+    rows = _compare("random", run.tasks, graph.output_names, onnx, eager, sidecar["precision"])
+    images, missing = test_split_images(run, test_images)
+    if images:
+        rows += _predict_rows(session, graph, run, images, size, generator)
+    notes = [] if images else [f"no test images compared: {missing}"]
+    return ParityReport(onnx_path, sidecar["precision"], rows, notes)
+
+
+def _predict_rows(
+    session: Any,
+    graph: ExportGraph,
+    run: LoadedRun,
+    images: Sequence[torch.Tensor],
+    size: tuple[int, ...],
+    generator: torch.Generator,
+) -> list[ParityRow]:
+    """One ``test`` row per task: the graph against ``densetasks predict`` on each image at
+    its own size, measured per image and averaged (images may differ in size)."""
+    predictor = Predictor(run)
+    measured: dict[str, list[float]] = {name: [] for name in run.tasks}
+    for image in images:
+        shape = (1, *image.shape[-2:])
+        conditions = {
+            name: torch.randint(0, len(graph.tasks), shape, generator=generator)[0]
+            for name in graph.condition_names
+        }
         with torch.no_grad():
-            eager = [output.numpy() for output in graph(*inputs)]
-        onnx = _run_session(session, graph.input_names, inputs, batch)
-        rows += _compare(label, run.tasks, graph.output_names, onnx, eager, sidecar["precision"])
-    return ParityReport(onnx_path, sidecar["precision"], rows)
+            prediction = predictor(image, conditions or None)
+            expected = {
+                name: task.prediction_values(prediction.outputs[name][None]).numpy()
+                for name, task in run.tasks.items()
+            }
+        feed = [preprocess(image, size)]
+        feed += [
+            torch.from_numpy(_nearest(conditions[name][None].numpy(), size))
+            for name in graph.condition_names
+        ]
+        outputs = _run_session(session, graph.input_names, feed, 1)
+        for name, output in zip(graph.output_names, outputs, strict=True):
+            if name in run.tasks:
+                output = _nearest(output, image.shape[-2:])
+                measured[name].append(tolerance(run.tasks[name]).compute(output, expected[name]))
+    return [
+        ParityRow("test", name, limit.measure, float(np.mean(values)), *limit.limits)
+        for name, values in measured.items()
+        for limit in [tolerance(run.tasks[name])]
+    ]
+
+
+def _nearest(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``array [..., h, w]`` at ``size`` by the nearest pixel centre (``floor((i + 0.5) · h /
+    H)``, as labels are resized); ``array`` itself at its own size."""
+    height, width = array.shape[-2:]
+    if (height, width) == tuple(size):
+        return array
+    rows = np.floor((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.int64)
+    columns = np.floor((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64)
+    return array[..., rows, :][..., columns]
 
 
 def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
@@ -488,21 +617,20 @@ def _session(onnx_path: Path) -> Any:
     return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def _split_images(run: LoadedRun, size: tuple[int, ...], count: int) -> torch.Tensor | None:
-    """Up to ``count`` images of the run's test split resized to ``size``; ``None`` when the
-    run has no test split or its dataset cannot be opened here."""
+def test_split_images(run: LoadedRun, count: int) -> tuple[list[torch.Tensor], str]:
+    """Up to ``count`` images ``[3, H, W]`` in ``[0, 1]`` of the run's test split at their
+    own size, and why there are none when there are none."""
     split = run.config.data.test_split
-    if split is None or count < 1:
-        return None
+    if split is None:
+        return [], "the run has no test split (data.test_split)"
+    if count < 1:
+        return [], "none were asked for"
     try:
         dataset = build.open_dataset(run.config, split)
-    except DenseTasksError:
-        return None
-    images = [
-        resize({"image": dataset[index]["image"]}, tuple(size), {})["image"]
-        for index in range(min(count, len(dataset)))
-    ]
-    return torch.stack(images) if images else None
+    except DenseTasksError as error:
+        return [], f"its test split cannot be opened here ({error})"
+    images = [dataset[index]["image"] for index in range(min(count, len(dataset)))]
+    return images, "" if images else f"its test split {split!r} is empty"
 
 
 def _run_session(

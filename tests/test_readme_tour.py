@@ -9,11 +9,11 @@ directories checked.
 
 The pictures in ``docs/images/`` come from this test at a longer scale::
 
-    DENSETASKS_TOUR_STEPS=60 DENSETASKS_DOCS_IMAGES=docs/images \
-        python -m pytest -q tests/test_readme_tour.py
+    DENSETASKS_TOUR_STEPS=60 DENSETASKS_TOUR_SYNTH="48 96x96" \
+        DENSETASKS_DOCS_IMAGES=docs/images python -m pytest -q tests/test_readme_tour.py
 
-writes ``sheet_example.png`` (the ``predict`` sheet) and ``report_example.png`` (the
-report's loss and validation plots) there.
+writes ``sheet_example.png`` (the ``predict`` sheet) and ``report_example.png`` (``report.html``
+in headless Chromium at 1280 × 800, from the loss weights to the first sample rows) there.
 """
 
 import json
@@ -23,12 +23,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from densetasks.cli.main import build_parser, main
+
+from .chromium import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +49,9 @@ TINY_TRAIN = [
 ]
 """``--set`` overrides appended to every ``train`` command of the tour (the last one wins)."""
 
-TINY_SYNTH = {"--n": "4", "--size": "32x32"}
-"""``data synth`` options replaced in the tour's commands."""
+_COUNT, _SIZE = os.environ.get("DENSETASKS_TOUR_SYNTH", "4 32x32").split()
+TINY_SYNTH = {"--n": _COUNT, "--size": _SIZE}
+"""``data synth`` options replaced in the tour's commands (4 images of 32x32 in CI)."""
 
 
 def tour_commands(readme: str) -> list[list[str]]:
@@ -109,7 +111,7 @@ def test_the_tour_is_found_and_ends_with_serve() -> None:
     names = [command[0] for command in commands]
     assert names[:3] == ["data"] * 3 and "train" in names and names[-1] == "serve"
     assert tiny(["data", "synth", "--out", "d", "--n", "256"]) == [
-        "data", "synth", "--out", "d", "--n", "4"
+        "data", "synth", "--out", "d", "--n", TINY_SYNTH["--n"]
     ]  # fmt: skip
 
 
@@ -131,16 +133,16 @@ def test_the_readme_tour_runs_in_order(tmp_path: Path, monkeypatch, one_thread) 
 
 
 def write_docs_images(tour: Path, folder: Path) -> None:
-    """The tour's prediction sheet and its report's plots (stacked) as the docs' pictures."""
+    """The tour's prediction sheet, and its report page as a colleague sees it: Chromium at
+    1280 × 800, 1400 pixels from the loss weights plot on."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(next((tour / "predictions").glob("*_sheet.png")), folder / "sheet_example.png")
-    plots = [
-        np.asarray(Image.open(tour / "report" / "plots" / f"{slug}.png").convert("RGB"))
-        for slug in ("losses", "validation")
-    ]
-    width = max(plot.shape[1] for plot in plots)
-    padded = [
-        np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in plots
-    ]
-    stacked = Image.fromarray(np.concatenate(padded)).quantize(colors=64)  # small, still sharp
-    stacked.save(folder / "report_example.png", optimize=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto((tour / "report" / "report.html").as_uri())
+        top = page.evaluate("document.querySelectorAll('h2')[1].getBoundingClientRect().top")
+        clip = {"x": 0, "y": top - 16, "width": 1280, "height": 1400}
+        page.screenshot(path=tour / "report.png", full_page=True, clip=clip)
+    Image.open(tour / "report.png").convert("RGB").save(
+        folder / "report_example.png", optimize=True
+    )

@@ -3,7 +3,8 @@
 The graph takes RGB images in ``[0, 1]`` (normalisation inside) and the model's conditioning
 inputs, and returns every task's decoded prediction and the network's raw outputs
 (:mod:`densetasks.export`, ``docs/export.md``). ``--check`` then compares it with the eager
-model under ONNX Runtime, prints the table and exits 1 when a comparison fails.
+model on random images and with ``densetasks predict`` on the run's test images, prints the
+table and exits 1 when a comparison fails.
 """
 
 import argparse
@@ -39,8 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--size",
         type=parse_size,
         default=None,
-        help="input HxW, divisible by the encoder's output stride (default: the run's "
-        "data.eval_size, else data.crop_size)",
+        help="input HxW, divisible by the encoder's output stride (default: the size "
+        "densetasks predict runs at: the run's data.eval_size, else its test images' size)",
     )
     parser.add_argument(
         "--dynamic", action="store_true", help="a dynamic batch size (default: batch 1)"
@@ -54,8 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="compare with the eager model under ONNX Runtime on random and test-split images; "
-        "exit 1 if a tolerance is exceeded",
+        help="run the graph under ONNX Runtime and compare it with the eager model on random "
+        "images and with densetasks predict on test-split images at their size; exit 1 if a "
+        "tolerance is exceeded",
     )
     parser.set_defaults(func=run)
 
@@ -73,11 +75,14 @@ def run(args: argparse.Namespace) -> int:
     height, width = sidecar["input_size"]
     print(
         f"wrote {args.out} and {sidecar_path(args.out)} ({sidecar['precision']}, "
-        f"{height}x{width}, step {sidecar['step']}, tasks {', '.join(sidecar['tasks'])})"
+        f"{height}x{width} from {sidecar['input_size_from']}, step {sidecar['step']}, "
+        f"tasks {', '.join(sidecar['tasks'])})"
     )
     if not args.check:
         return 0
     report = check_export(args.out)
     print(report.table())
+    for note in report.notes:
+        print(note)
     print(f"parity: {'ok' if report.ok else 'FAILED'}")
     return 0 if report.ok else 1

@@ -2,8 +2,9 @@
 
 For each image ``<stem>.<ext>`` it writes ``<stem>_<task>.png`` per task (the task's own
 visualisation of its decoded prediction) and ``<stem>_sheet.png``: the input and every task
-side by side, each panel labelled, with a class legend under the panels of tasks with class
-names and a colour bar in metres under depth (drawn by :mod:`densetasks.pictures`). The
+side by side, each panel labelled, with the task's key under its panel (drawn by
+:mod:`densetasks.pictures`): a legend of the classes present, a colour bar in metres with
+ticks under depth, a sphere coloured as surfaces facing each way under normals. The
 prediction itself is the one inference path, :class:`~densetasks.engine.inference.Predictor`; a
 conditioned model takes its inputs from ``--condition NAME=PNG`` (e.g. a Task Palette of
 task ids), otherwise its evaluation plan. A CompositeTasking run's Task Palette is a PNG
@@ -236,9 +237,9 @@ def _resized_palette(palette: torch.Tensor, shape: tuple[int, ...]) -> torch.Ten
 
 
 def sheet_keys(tasks: Mapping[str, Task], prediction: Prediction) -> dict[str, PictureKey]:
-    """Panel name -> its key (:meth:`~densetasks.tasks.base.Task.picture_key`): a class
-    legend for a task with class names, a colour bar (the prediction's own range, inside the
-    task's mask) for depth; tasks drawn otherwise get none."""
+    """Panel name -> its key (:meth:`~densetasks.tasks.base.Task.picture_key`, inside the
+    task's mask): the classes present for a task with class names, a colour bar over the
+    prediction's own range for depth, the normals sphere; tasks without a key get none."""
     keys = {
         name: task.picture_key(prediction.predictions[name], prediction.masks.get(name))
         for name, task in tasks.items()

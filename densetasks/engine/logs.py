@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from densetasks.data.io import no_room_error, write_png_array
-from densetasks.pictures import keyed_picture
+from densetasks.pictures import joint_key
 from densetasks.tasks.base import Task
 
 
@@ -206,6 +206,12 @@ def display_image(image: torch.Tensor) -> np.ndarray:
     return (scaled.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+SAMPLE_KEY_WIDTH = 256
+"""Width in pixels of the key drawn for a label and prediction pair of the sample pictures:
+the width at which ``densetasks report`` shows the pair (two pictures and the gap between
+them), so the key's words are shown at their own size."""
+
+
 def write_prediction_images(
     folder: Path,
     tasks: Mapping[str, Task],
@@ -213,24 +219,35 @@ def write_prediction_images(
     predictions: Mapping[str, torch.Tensor],
     count: int,
 ) -> None:
-    """``<k>_input.png``, ``<k>_<task>_label.png`` and ``<k>_<task>_pred.png`` per sample.
+    """``<k>_input.png`` and, per task, ``<k>_<task>_label.png``, ``<k>_<task>_pred.png``
+    and ``<k>_<task>_key.png`` per sample.
 
     ``predictions`` are the tasks' evaluation inputs (``evaluation_inputs``), batched like
-    ``batch``. Each label and prediction picture carries its task's key under it (a class
-    legend, a depth colour bar in metres: :meth:`~densetasks.tasks.base.Task.picture_key`), so the
-    samples ``densetasks report`` copies can be read without the run's configuration.
+    ``batch``. The label and the prediction of a task are painted with one key
+    (:func:`~densetasks.pictures.joint_key` of theirs: the classes present in either, one
+    depth range over both), so that equal values have equal colours; the key is drawn once,
+    ``SAMPLE_KEY_WIDTH`` wide, for the pair, so the samples ``densetasks report`` shows can
+    be read without the run's configuration. A task without a key (or a sample without a
+    label) writes no key (or no label) picture.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, batch["image"].shape[0])):
         write_png_array(folder / f"{index}_input.png", display_image(batch["image"][index]))
         for name, task in tasks.items():
-            _write_keyed(task, predictions[name][index], folder / f"{index}_{name}_pred.png")
             label = task.target(batch)
+            pictures = {"pred": predictions[name][index].cpu()}
             if label is not None:
-                _write_keyed(task, label[index], folder / f"{index}_{name}_label.png")
+                pictures = {"label": label[index].cpu(), **pictures}
+            _write_pair(folder / f"{index}_{name}", task, pictures)
 
 
-def _write_keyed(task: Task, value: Any, path: Path) -> None:
-    """``task``'s picture of ``value`` (a decoded prediction or label) over its key."""
-    value = value.cpu()
-    write_png_array(path, keyed_picture(task.visualize(value), task.picture_key(value)))
+def _write_pair(stem: Path, task: Task, pictures: Mapping[str, Any]) -> None:
+    """``<stem>_<kind>.png`` per picture (``label``, ``pred``), painted with their joint
+    key, and ``<stem>_key.png`` (that key) when the task has one."""
+    key = None
+    for value in pictures.values():
+        key = joint_key(key, task.picture_key(value))
+    for kind, value in pictures.items():
+        write_png_array(Path(f"{stem}_{kind}.png"), task.visualize_with(value, key))
+    if key is not None:
+        write_png_array(Path(f"{stem}_key.png"), key.draw(SAMPLE_KEY_WIDTH))

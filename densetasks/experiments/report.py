@@ -25,7 +25,7 @@ the table maps each shortened label back to the full name.
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from densetasks.errors import DataError
 from densetasks.experiments.report_html import render_html
 from densetasks.experiments.report_labels import label_footnotes, short_labels
 from densetasks.experiments.report_plots import Figure, report_figures
+from densetasks.experiments.report_samples import SampleSet, copy_samples, markdown_samples
 from densetasks.experiments.report_seeds import (
     SeedGroup,
     Spread,
@@ -477,11 +478,18 @@ def write_report(
     plots_dir.mkdir(exist_ok=True)
     for figure in figures:
         write_bytes(plots_dir / f"{figure.slug}.png", figure.png)
-    samples = _copy_samples([*runs, *baselines], out_dir / "samples")
+    samples = copy_samples([*runs, *baselines], out_dir / "samples")
     write_text(out_dir / "report.md", _markdown(report, figures, samples, out_dir))
     write_text(
         out_dir / "report.html",
-        render_html(report, comparison_table(report), table_notes(report), figures, samples),
+        render_html(
+            report,
+            run_summary(report, str),
+            comparison_table(report),
+            table_notes(report),
+            figures,
+            samples,
+        ),
     )
     return report
 
@@ -495,59 +503,33 @@ def _steps(entry: dict[str, Any]) -> str:
     return f"n={entry['n']}, seeds {seeds}, steps {steps}"
 
 
-def _copy_samples(records: Sequence[RunRecord], samples_dir: Path) -> dict[str, list[Path]]:
-    """Copy each run's latest sample pictures to ``samples/<run>/``; run name -> copies."""
-    copies: dict[str, list[Path]] = {}
-    for record in records:
-        if not record.sample_images:
-            continue
-        target = samples_dir / _safe_name(record.name)
-        target.mkdir(parents=True, exist_ok=True)
-        copies[record.name] = [_copy(image, target / image.name) for image in record.sample_images]
-    return copies
-
-
-def _copy(source: Path, target: Path) -> Path:
-    """Copy a file atomically (a full disk names ``target``)."""
-    write_bytes(target, source.read_bytes())
-    return target
-
-
-def _safe_name(name: str) -> str:
-    return "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
+def run_summary(report: Report, code: Callable[[str], str] = lambda name: f"`{name}`") -> str:
+    """``Split: `test`. Runs: `mtl` (hard_sharing, step 500). Single-task baselines: ...``:
+    what the table compares, each run name passed through ``code``."""
+    runs = ", ".join(
+        f"{code(run['name'])} ({run['architecture'] or '?'}, {_steps(run)})"
+        for run in report["runs"]
+    )
+    baselines = ", ".join(
+        f"{task}: {code(entry['name'])}" + (f" ({_steps(entry)})" if "n" in entry else "")
+        for task, entry in report["baselines"].items()
+    )
+    return (
+        f"Split: {code(report['split'])}. Runs: {runs}. "
+        f"Single-task baselines: {baselines or 'none'}."
+    )
 
 
 def _markdown(
-    report: Report, figures: Sequence[Figure], samples: dict[str, list[Path]], out_dir: Path
+    report: Report, figures: Sequence[Figure], samples: dict[str, SampleSet], out_dir: Path
 ) -> str:
-    lines = [
-        "# densetasks report",
-        "",
-        f"Split: `{report['split']}`. Runs: "
-        + ", ".join(
-            f"`{run['name']}` ({run['architecture'] or '?'}, {_steps(run)})"
-            for run in report["runs"]
-        )
-        + ". Single-task baselines: "
-        + (
-            ", ".join(
-                f"{task}: `{entry['name']}`" + (f" ({_steps(entry)})" if "n" in entry else "")
-                for task, entry in report["baselines"].items()
-            )
-            or "none"
-        )
-        + ".",
-        "",
-        format_markdown_table(report),
-    ]
+    lines = ["# densetasks report", "", run_summary(report), "", format_markdown_table(report)]
     lines += [f"\n{note}" for note in table_notes(report)]
     for figure in figures:
         lines += ["", f"## {figure.title}", "", f"![{figure.title}](plots/{figure.slug}.png)"]
     if samples:
         lines += ["", "## Sample predictions"]
-        for name, images in samples.items():
+        for name, sample_set in samples.items():
             lines += ["", f"### {report['labels'].get(name, name)}", ""]
-            lines += [
-                f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images
-            ]
+            lines += markdown_samples(sample_set, out_dir)
     return "\n".join(lines) + "\n"

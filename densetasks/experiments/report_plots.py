@@ -11,7 +11,9 @@ Figures are drawn on :class:`matplotlib.figure.Figure` with its own Agg canvas, 
 * validation metrics over steps, one panel per task (its primary metric), one line per run.
 
 Runs are named by their short labels (:mod:`densetasks.experiments.report_labels`); legends
-sit to the right of each panel, outside the axes, so that they never hide a curve.
+sit to the right of each panel, outside the axes, so that they never hide a curve, and every
+line of a panel has its own marker and dash pattern (:func:`line_style`), so that lines lying
+on each other can still be told apart.
 """
 
 import io
@@ -95,19 +97,42 @@ def smoothed(values: Sequence[float], factor: float = LOSS_SMOOTHING) -> list[fl
     return result
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+DASHES = ("-", "--", "-.", ":")
+MARKS_PER_LINE = 8
+"""About this many markers per line: enough to tell lines apart, few enough to see them."""
+
+
+def line_style(index: int, points: int) -> dict[str, Any]:
+    """Keyword arguments of ``Axes.plot`` that set line ``index`` of a panel apart even where
+    it lies on another line (two tasks with equal loss weights): its own hollow marker and
+    dash pattern, the markers at every ``k``-th point starting at a point of its own, so that
+    lines on top of each other still show each one's markers."""
+    every = max(1, points // MARKS_PER_LINE)
+    return {
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": DASHES[index % len(DASHES)],
+        "markevery": (index % every, every),
+        "markersize": 4,
+        "markerfacecolor": "none",
+    }
+
+
 def _draw_losses(axes: Axes, record: RunRecord) -> None:
     series = _series(record.train_events, "losses")
-    for task, (steps, values) in series.items():
+    for index, (task, (steps, values)) in enumerate(series.items()):
         (raw,) = axes.plot(steps, values, alpha=0.25, linewidth=0.8)
-        axes.plot(steps, smoothed(values), color=raw.get_color(), label=task)
+        style = line_style(index, len(steps))
+        axes.plot(steps, smoothed(values), color=raw.get_color(), label=task, **style)
     if all(value > 0 for _, values in series.values() for value in values):
         axes.set_yscale("log")
     axes.set_ylabel("loss")
 
 
 def _draw_weights(axes: Axes, record: RunRecord) -> None:
-    for task, (steps, values) in _series(record.train_events, "weights").items():
-        axes.plot(steps, values, label=task)
+    series = _series(record.train_events, "weights")
+    for index, (task, (steps, values)) in enumerate(series.items()):
+        axes.plot(steps, values, label=task, **line_style(index, len(steps)))
     axes.set_ylabel("weight")
 
 
@@ -126,7 +151,7 @@ def _panels(
         axes.set_xlabel("step")
         legend_outside(axes)
         axes.grid(alpha=0.3)
-    return Figure(slug, title, _png(figure, title))
+    return Figure(slug, title, _png(figure))
 
 
 def legend_outside(axes: Axes) -> None:
@@ -162,31 +187,38 @@ def _validation_figure(
     title = "Validation metrics over training"
     figure, axes_list = _grid(len(series))
     for axes, (task, runs) in zip(axes_list, series.items(), strict=False):
-        for name, (steps, values) in runs.items():
-            axes.plot(steps, values, marker="o", markersize=3, label=name)
+        for index, (name, (steps, values)) in enumerate(runs.items()):
+            axes.plot(steps, values, label=name, **line_style(index, len(steps)))
         metric = primary[task]
         arrow = "↑" if higher_is_better.get(task, {}).get(metric, True) else "↓"
         axes.set_title(f"{task}: {metric} {arrow}", fontsize=9)
         axes.set_xlabel("step")
         legend_outside(axes)
         axes.grid(alpha=0.3)
-    return Figure("validation", title, _png(figure, title))
+    return Figure("validation", title, _png(figure))
+
+
+PANEL_SIZE = (3.9, 2.8)
+"""Inches per panel (with its legend). Rows of three at ``DPI`` are 1170 px wide: the
+report page's width (1200 px at most, ``report_html``), so a 1280-px window shows the plots
+at their own size."""
+DPI = 100
 
 
 def _grid(count: int) -> tuple[MplFigure, list[Axes]]:
     """A figure with ``count`` panels in rows of up to three; unused panels hidden."""
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure = blank_figure((5.6 * columns, 3.2 * rows))
+    figure = blank_figure((PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows))
     flat = list(figure.subplots(rows, columns, squeeze=False).flat)
     for unused in flat[count:]:
         unused.set_visible(False)
     return figure, flat[:count]
 
 
-def _png(figure: MplFigure, title: str) -> bytes:
-    figure.suptitle(title)
-    return figure_png(figure, dpi=90)
+def _png(figure: MplFigure) -> bytes:
+    """The PNG, untitled: the report's heading names the figure."""
+    return figure_png(figure, dpi=DPI)
 
 
 def blank_figure(size: tuple[float, float]) -> MplFigure:

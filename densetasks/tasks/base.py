@@ -18,8 +18,9 @@ Tensor conventions (batched, NCHW):
 What a prediction means is the task's to say, once, for everything that shows or hands it on:
 :meth:`Task.meaning` (units, channels, range, class names: the export sidecar and the values
 under the mouse on the web page), :meth:`Task.picture_key` (the legend or colour bar drawn
-under a picture) and :attr:`Task.picture_colours` (the picture's colours in words, where no
-key is drawn). No caller checks a task's type.
+under a picture; :meth:`Task.visualize_with` paints with a given key, so that a label and
+its prediction share one colour range) and :attr:`Task.picture_colours` (the picture's
+colours in words, where no key is drawn). No caller checks a task's type.
 """
 
 import copy
@@ -59,8 +60,8 @@ class Meaning:
     (``"m"``, ``"px"``; ``""`` for none). ``channels``: the names of the channel axis's
     entries (``("x", "y", "z")``); empty for a prediction without one (``[B, H, W]``).
     ``value_range``: the smallest and largest value a prediction can hold (``None``: open).
-    ``classes``: the class names by id, for a prediction of class ids. ``digits``: decimals
-    worth showing.
+    ``classes``: the class names by id, for a prediction of class ids; ``colours``: their
+    RGB colours in the task's pictures, by id. ``digits``: decimals worth showing.
     """
 
     text: str
@@ -68,14 +69,17 @@ class Meaning:
     channels: tuple[str, ...] = ()
     value_range: tuple[float | None, float | None] = (None, None)
     classes: tuple[str, ...] = ()
+    colours: tuple[tuple[int, int, int], ...] = ()
     digits: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples as lists."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in asdict(self).items()
-        }
+        return {key: _lists(value) for key, value in asdict(self).items()}
+
+
+def _lists(value: Any) -> Any:
+    """Tuples (nested too) as lists."""
+    return [_lists(item) for item in value] if isinstance(value, tuple) else value
 
 
 class Task(ABC):
@@ -130,6 +134,15 @@ class Task(ABC):
     def visualize(self, value: torch.Tensor) -> np.ndarray:
         """One unbatched label or prediction -> ``uint8`` RGB image ``[H, W, 3]``."""
 
+    def visualize_with(self, value: torch.Tensor, key: PictureKey | None) -> np.ndarray:
+        """:meth:`visualize` in the colours of ``key``, a key of this task's pictures
+        (:meth:`picture_key`, or :func:`~densetasks.pictures.joint_key` of two): a label and
+        its prediction painted with their joint key share one colour range. By default
+        :meth:`visualize`, for a task whose colours do not depend on the values shown (class
+        colours, normals); a task that colours through a
+        :class:`~densetasks.pictures.ColourBar` overrides it."""
+        return self.visualize(value)
+
     @abstractmethod
     def meaning(self) -> Meaning:
         """What :meth:`prediction_values` holds per pixel: units, channels, value range,
@@ -144,8 +157,9 @@ class Task(ABC):
 
     def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> PictureKey | None:
         """What the colours of ``visualize(value)`` mean, to draw under the picture: a
-        :class:`~densetasks.pictures.ClassLegend`, or a :class:`~densetasks.pictures.ColourBar`
-        over the values shown (those inside ``mask``, when given). ``value`` is an unbatched
+        :class:`~densetasks.pictures.ClassLegend` of the classes shown, a
+        :class:`~densetasks.pictures.ColourBar` over the values shown (those inside ``mask``,
+        when given), or an :class:`~densetasks.pictures.IconKey`. ``value`` is an unbatched
         label or prediction (an :meth:`evaluation_input`). ``None`` (the default) when the
         picture has no key; :attr:`picture_colours` then says in words what its colours are."""
         return None

@@ -68,6 +68,13 @@ def depth_colour_bar(depth: np.ndarray, shown: np.ndarray) -> ColourBar | None:
     return ColourBar(DEPTH_COLOURMAP, float(values.min()), float(values.max()), "m", inverse=True)
 
 
+def _metres(value: torch.Tensor) -> np.ndarray:
+    """A depth label or prediction ``[1, H, W]`` as float64 ``[H, W]``."""
+    if value.ndim != 3 or value.shape[0] != 1:
+        raise ValueError(f"depth pictures take [1, H, W], got {tuple(value.shape)}")
+    return value[0].detach().double().cpu().numpy()
+
+
 def _check_positive(**values: float | None) -> None:
     """``ConfigError`` naming the first ``depth.<option>`` that is set but not > 0."""
     for name, value in values.items():
@@ -202,20 +209,22 @@ class Depth(Task):
         pixels: magma of inverse depth, min-max normalised per image. Near is bright, far is
         dark; unlabelled pixels (depth <= 0) are black.
         """
-        if value.ndim != 3 or value.shape[0] != 1:
-            raise ValueError(f"depth visualize expects [1, H, W], got {tuple(value.shape)}")
-        depth = value[0].detach().double().cpu().numpy()
+        return self.visualize_with(value, self.picture_key(value))
+
+    def visualize_with(self, value: torch.Tensor, key: ColourBar | None) -> np.ndarray:
+        """Depth ``[1, H, W]`` in the colours of ``key`` (a bar that may span more than this
+        picture's depths, e.g. its label's too); unlabelled pixels (depth <= 0) are black."""
+        depth = _metres(value)
         labelled = depth > 0
         image = np.zeros((*depth.shape, 3), dtype=np.uint8)
-        bar = depth_colour_bar(depth, labelled)
-        if bar is not None:
-            image[labelled] = bar.colours(depth[labelled])
+        if key is not None:
+            image[labelled] = key.colours(depth[labelled])
         return image
 
     def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> ColourBar | None:
         """The colour bar of ``value`` (``[1, H, W]`` metres) over its labelled pixels,
         those inside ``mask`` if given: the picture's colours span exactly them."""
-        depth = value[0].detach().double().cpu().numpy()
+        depth = _metres(value)
         shown = depth > 0
         if mask is not None:
             shown &= mask.cpu().numpy()

@@ -1,11 +1,14 @@
 """Surface normals: three channels, a unit vector per pixel, loss ``1 − cos``."""
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from densetasks.data.sample import LabelKind
 from densetasks.metrics.normals import NormalsMetrics
+from densetasks.pictures import ICON, IconKey
 from densetasks.tasks._common import masked_mean
 from densetasks.tasks.base import Likelihood, Meaning, Task
 
@@ -71,6 +74,22 @@ class SurfaceNormals(Task):
         rgb = np.clip(np.round((normals + 1.0) / 2.0 * 255.0), 0, 255).astype(np.uint8)
         rgb[np.abs(normals).sum(axis=-1) == 0] = 0
         return rgb
+
+    def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> IconKey:
+        """A sphere seen from the camera, drawn as normals are: each point of it coloured as
+        a surface that faces the same way (the centre faces the camera, ``z = −1``)."""
+        return IconKey(self._sphere(), "colour: the way a surface faces, as on this ball")
+
+    def _sphere(self) -> np.ndarray:
+        """The picture of a unit sphere's normals ``(u, v, −√(1 − u² − v²))`` over an
+        ``ICON``-pixel square, white around the sphere."""
+        centres = (torch.arange(ICON, dtype=torch.float64) + 0.5) / ICON * 2 - 1
+        v, u = torch.meshgrid(centres, centres, indexing="ij")
+        inside = u**2 + v**2 < 1
+        normals = torch.stack([u, v, -(1 - u**2 - v**2).clamp(min=0).sqrt()]) * inside
+        picture = self.visualize(normals)
+        picture[~inside.numpy()] = 255
+        return picture
 
     def meaning(self) -> Meaning:
         """Unit vectors ``[B, 3, H, W]`` in the OpenCV camera frame."""

@@ -112,17 +112,29 @@ class SemanticSegmentation(Task):
         return image
 
     def picture_key(self, value: Any, mask: torch.Tensor | None = None) -> ClassLegend | None:
-        """The class legend (every class's colour and name, in id order) when the task has
-        class names; ``None`` without names, where a legend would say nothing."""
+        """The legend of the classes present in ``value`` (inside ``mask``, when given), in
+        id order, when the task has class names; ``None`` without names, where a legend
+        would say nothing, and when no class is present."""
         if not self.class_names:
             return None
-        return ClassLegend(tuple(self.class_names), self.colours)
+        ids = value.detach().cpu().long()
+        if mask is not None:
+            ids = ids[mask.cpu()]
+        present = [i for i in torch.unique(ids).tolist() if 0 <= i < self.num_classes]
+        if not present:
+            return None
+        return ClassLegend(tuple(self.class_names), self.colours, shown=tuple(present))
 
     def meaning(self) -> Meaning:
-        """Class ids ``[B, H, W]``, named by ``class_names`` (``class <id>`` without)."""
+        """Class ids ``[B, H, W]``, named by ``class_names`` (``class <id>`` without), with
+        the colours of the pictures."""
         names = self.class_names or [f"class {index}" for index in range(self.num_classes)]
         return Meaning(
-            "class ids", classes=tuple(names), value_range=(0, self.num_classes - 1), digits=0
+            "class ids",
+            classes=tuple(names),
+            colours=tuple(tuple(int(c) for c in colour) for colour in self.colours),
+            value_range=(0, self.num_classes - 1),
+            digits=0,
         )
 
     def from_composite(self, composite: torch.Tensor) -> torch.Tensor:

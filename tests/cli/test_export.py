@@ -37,16 +37,30 @@ def export(run_dir: Path, out: Path, *options: str) -> int:
 
 def test_export_with_check_prints_the_parity_table(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "depth.onnx"
-    code = export(run_dir, out, "--size", "64x32", "--precision", "fp16", "--dynamic", "--check")
+    code = export(run_dir, out, "--precision", "fp16", "--dynamic", "--check")
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert f"wrote {out} and {out}.json (fp16, 64x32, step 2, tasks depth)" in printed
+    assert (
+        f"wrote {out} and {out}.json (fp16, 32x32 from the run's test images, step 2, tasks depth)"
+    ) in printed
     assert "random  depth   mean relative difference" in printed
     assert "test    depth" in printed
     assert printed.rstrip().endswith("parity: ok")
     sidecar = json.loads(Path(f"{out}.json").read_text())
-    assert (sidecar["input_size"], sidecar["dynamic_batch"]) == ([64, 32], True)
+    assert (sidecar["input_size"], sidecar["dynamic_batch"]) == ([32, 32], True)
     assert sidecar["checkpoint"] == "best"
+
+
+def test_a_size_predict_does_not_run_at_fails_the_check(run_dir, tmp_path, capsys) -> None:
+    """The test images are 32 x 32 and the run has no data.eval_size: predict runs them at
+    32 x 32, so a 64 x 32 graph fed them resized does not give predict's depths."""
+    code = export(run_dir, tmp_path / "depth.onnx", "--size", "64x32", "--check")
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert "wrote" in printed and "64x32 from --size" in printed
+    test_row = next(line for line in printed.splitlines() if line.startswith("test    depth"))
+    assert test_row.endswith("FAIL")
+    assert printed.rstrip().endswith("parity: FAILED")
 
 
 def test_a_failed_comparison_exits_1(run_dir, tmp_path, capsys, monkeypatch) -> None:
@@ -65,7 +79,6 @@ def test_a_failed_comparison_exits_1(run_dir, tmp_path, capsys, monkeypatch) -> 
     [
         (["--size", "32", "--precision", "int8"], "precision must be one of ['fp32', 'fp16']"),
         (["--size", "48x32"], "--size 48x32 is not divisible by the encoder's output stride 32"),
-        ([], "sets neither data.eval_size nor data.crop_size: give --size HxW"),
         (["--checkpoint", "middle"], "checkpoint must be one of ['best', 'last']"),
     ],
 )

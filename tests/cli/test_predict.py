@@ -31,9 +31,11 @@ from densetasks.pictures import (
     SHEET_MIN_HEIGHT,
     ClassLegend,
     ColourBar,
+    IconKey,
     contact_sheet,
 )
 from densetasks.tasks.depth import Depth
+from densetasks.tasks.normals import SurfaceNormals
 from densetasks.tasks.registry import label_kinds
 from densetasks.tasks.semseg import SemanticSegmentation
 from densetasks.tasks.task_palette import TaskPalette
@@ -135,20 +137,31 @@ def test_contact_sheet_labels_every_panel() -> None:
 
 def named_tasks() -> dict:
     names = ["floor", "wall", "person"]
-    return {"semseg": SemanticSegmentation(num_classes=3, class_names=names), "depth": Depth()}
+    return {
+        "semseg": SemanticSegmentation(num_classes=3, class_names=names),
+        "depth": Depth(),
+        "normals": SurfaceNormals(),
+    }
 
 
-def test_sheet_keys_legend_the_classes_in_order_and_bar_the_predicted_depth_range() -> None:
+def test_sheet_keys_legend_the_classes_present_bar_the_depth_range_and_show_the_normals() -> None:
+    """Issue 24: the legend listed absent classes too, and normals had no key."""
     depth = torch.tensor([[[0.0, 1.25], [3.5, 2.0]]])  # 0: unlabelled, left out of the range
     prediction = Prediction(
         image=torch.zeros(3, 2, 2),
         outputs={},
-        predictions={"semseg": torch.zeros(2, 2).long(), "depth": depth},
+        predictions={
+            "semseg": torch.tensor([[2, 0], [0, 2]]),
+            "depth": depth,
+            "normals": torch.zeros(3, 2, 2),
+        },
     )
-    keys = sheet_keys(named_tasks(), prediction)
-    assert keys["semseg"].names == ("floor", "wall", "person")
-    np.testing.assert_array_equal(keys["semseg"].colours, named_tasks()["semseg"].colours)
-    assert keys["depth"].labels() == ("1.25 m", "3.50 m")
+    tasks = named_tasks()
+    keys = sheet_keys(tasks, prediction)
+    assert [name for name, _ in keys["semseg"].entries] == ["floor", "person"]
+    np.testing.assert_array_equal(keys["semseg"].colours, tasks["semseg"].colours)
+    assert keys["depth"].labels() == ("1.25 m", "3.5 m") and keys["depth"].ticks() == [2]
+    assert isinstance(keys["normals"], IconKey)
 
 
 def test_tasks_without_class_names_get_no_legend(loaded) -> None:
@@ -188,7 +201,7 @@ def test_the_sheet_is_taller_by_its_keys_and_they_sit_under_their_panels() -> No
 
 def test_the_depth_bar_runs_from_bright_near_to_dark_far_with_its_labels() -> None:
     bar = Depth().picture_key(torch.tensor([[[0.5, 7.25]]]))
-    assert bar.labels() == ("0.50 m", "7.25 m")
+    assert bar.labels() == ("0.5 m", "7.25 m")
     picture = bar.draw(200).astype(int)
     stripe = picture[6]  # through the colours
     assert stripe[10].sum() > stripe[-10].sum()  # near is bright

@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 
 from densetasks.engine.logs import (
+    SAMPLE_KEY_WIDTH,
     RunLog,
     cut_events,
     format_train_line,
     write_prediction_images,
 )
+from densetasks.pictures import joint_key
 from densetasks.tasks.depth import Depth
 from densetasks.tasks.semseg import SemanticSegmentation
 
@@ -73,26 +75,43 @@ def test_groups_with_different_learning_rates_are_named() -> None:
     assert line == "step 5/10 depth=1.0000 total=1.0000 img/s=3.0 lr.encoder=0.0001 lr.heads=0.001"
 
 
-def test_sample_pictures_carry_their_keys_under_the_raw_picture(tmp_path: Path) -> None:
+def test_label_and_prediction_share_one_key_drawn_once_for_the_pair(tmp_path: Path) -> None:
+    """Issue 24: the depth bars of label and prediction had different ranges (1.09-6.46 m vs
+    2.15-44.57 m). Now both are painted with their joint key, so one depth has one colour in
+    both, and the key is one picture per pair, SAMPLE_KEY_WIDTH wide."""
     tasks = {
         "semseg": SemanticSegmentation(num_classes=3, class_names=["floor", "wall", "person"]),
         "depth": Depth(),
     }
-    ids = torch.arange(3).repeat(2, 24, 80)  # [2, 24, 240]
-    depth = torch.linspace(0.5, 4.0, 2 * 24 * 240).reshape(2, 1, 24, 240)
-    batch = {"image": torch.rand(2, 3, 24, 240), "semseg": ids.flip(-1), "depth": depth / 2}
+    ids = torch.zeros(2, 24, 240, dtype=torch.int64)
+    ids[:, :, 100:] = 2  # the prediction has floor and person, the label floor and wall
+    depth = torch.linspace(2.0, 8.0, 240).expand(2, 1, 24, 240)  # 2 - 8 m, left to right
+    label_depth = torch.linspace(1.0, 2.0, 240).expand(2, 1, 24, 240)  # 1 - 2 m
+    batch = {"image": torch.rand(2, 3, 24, 240), "semseg": (ids > 0).long(), "depth": label_depth}
     write_prediction_images(tmp_path, tasks, batch, {"semseg": ids, "depth": depth}, count=1)
-    expected = {
-        "0_semseg_pred.png": tasks["semseg"].visualize(ids[0]),
-        "0_semseg_label.png": tasks["semseg"].visualize(ids[0].flip(-1)),
-        "0_depth_pred.png": tasks["depth"].visualize(depth[0]),
-        "0_depth_label.png": tasks["depth"].visualize(depth[0] / 2),
-    }
-    assert {path.name for path in tmp_path.iterdir()} == {"0_input.png", *expected}
-    for name, raw in expected.items():
-        written = np.asarray(Image.open(tmp_path / name))
-        assert written.shape[0] > raw.shape[0] and written.shape[1] == raw.shape[1], name
-        np.testing.assert_array_equal(written[: raw.shape[0]], raw)
+    names = {f"0_{task}_{kind}.png" for task in tasks for kind in ("label", "pred", "key")}
+    assert {path.name for path in tmp_path.iterdir()} == {"0_input.png", *names}
+
+    read = {name: np.asarray(Image.open(tmp_path / name)) for name in names}
+    bar = joint_key(
+        tasks["depth"].picture_key(label_depth[0]), tasks["depth"].picture_key(depth[0])
+    )
+    assert (bar.low, bar.high) == pytest.approx((1.0, 8.0))
+    np.testing.assert_array_equal(
+        read["0_depth_label.png"], tasks["depth"].visualize_with(label_depth[0], bar)
+    )
+    np.testing.assert_array_equal(
+        read["0_depth_pred.png"], tasks["depth"].visualize_with(depth[0], bar)
+    )
+    # 2 m is at the label's far right and the prediction's far left: one colour in both
+    label_at, prediction_at = read["0_depth_label.png"][0, -1], read["0_depth_pred.png"][0, 0]
+    np.testing.assert_array_equal(label_at, prediction_at)
+    np.testing.assert_array_equal(read["0_depth_key.png"], bar.draw(SAMPLE_KEY_WIDTH))
+    legend = read["0_semseg_key.png"]
+    assert legend.shape[1] == SAMPLE_KEY_WIDTH
+    for colour in tasks["semseg"].colours:  # floor, wall and person: present in one or other
+        assert (legend == colour).all(axis=2).any()
+    np.testing.assert_array_equal(read["0_semseg_pred.png"], tasks["semseg"].visualize(ids[0]))
 
 
 def write_events(path: Path, steps: list[int]) -> list[bytes]:

@@ -4,6 +4,7 @@ import base64
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,14 @@ from densetasks.experiments.report import (
     write_report,
 )
 from densetasks.experiments.report_labels import MAX_LABEL, label_footnotes, short_labels
-from densetasks.experiments.report_plots import blank_figure, legend_outside, smoothed
+from densetasks.experiments.report_plots import (
+    _draw_weights,
+    blank_figure,
+    legend_outside,
+    line_style,
+    smoothed,
+)
+from densetasks.experiments.report_samples import SampleSet, markdown_samples, sample_rows
 from densetasks.experiments.report_seeds import close_to_best, mean_std
 from densetasks.experiments.run_record import latest_sample_images, load_run_record, read_events
 
@@ -161,6 +169,12 @@ def test_write_report_files(runs: dict[str, Path], tmp_path: Path) -> None:
     assert stored["runs"][0]["delta_m_percent"]["primary"] == pytest.approx(10.0)
     markdown = (out / "report.md").read_text()
     assert "| depth | rmse* ↓ | 1 | 0.9 (+10.00%) |" in markdown
+    summary = (
+        "Split: `test`. Runs: `mtl` (hard_sharing, step 30). Single-task baselines: "
+        "semseg: `semseg_stl`, depth: `depth_stl`."
+    )
+    assert summary in markdown
+    assert summary.replace("`", "") in (out / "report.html").read_text()
     for slug in ("losses", "loss_weights", "validation"):
         assert f"(plots/{slug}.png)" in markdown
         assert (out / "plots" / f"{slug}.png").read_bytes().startswith(b"\x89PNG")
@@ -465,3 +479,53 @@ def test_smoothed_is_a_bias_corrected_moving_average() -> None:
     assert smoothed([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]  # no pull towards 0 at the start
     values = smoothed([1.0, 0.0], factor=0.5)
     assert values == [1.0, (0.5 * 0.5 + 0.0) / (1 - 0.25)]
+
+
+def test_sample_pictures_become_rows_of_the_input_then_the_tasks_in_the_run_order(tmp_path) -> None:
+    names = [
+        "1_input", "0_task_palette_pred", "0_depth_key", "0_depth_pred", "0_depth_label",
+        "0_input", "0_semseg_pred", "1_semseg_pred", "0_unknown_pred", "notes",
+    ]  # fmt: skip
+    files = [tmp_path / f"{name}.png" for name in names]
+    rows = sample_rows(files, ["semseg", "depth", "task_palette"])
+    assert [row.index for row in rows] == [0, 1]
+    first, second = rows
+    assert first.input == tmp_path / "0_input.png"
+    assert [pair.task for pair in first.pairs] == ["semseg", "depth", "task_palette", "unknown"]
+    depth = first.pairs[1]
+    assert (depth.label, depth.prediction, depth.key) == tuple(
+        tmp_path / f"0_depth_{kind}.png" for kind in ("label", "pred", "key")
+    )
+    assert first.pairs[0].label is None and first.pairs[0].key is None
+    assert second.input == tmp_path / "1_input.png" and len(second.pairs) == 1
+    table = markdown_samples(SampleSet(40, rows[:1]), tmp_path)
+    assert "step 40" in table[0]
+    assert table[2].startswith("| input | semseg: label, prediction | depth: label, prediction |")
+    assert "![depth label](0_depth_label.png) ![depth prediction](0_depth_pred.png)<br>" in table[4]
+
+
+def test_lines_lying_on_each_other_keep_their_own_markers_and_dashes(tmp_path) -> None:
+    """Issue 24: two tasks with equal loss weights drew one visible line under a legend of
+    two; now each line has its own marker, dash pattern and marker positions."""
+    run = write_run(tmp_path, "mtl", {"semseg": {"miou": 0.5}, "depth": {"rmse": 1.0}}, "x")
+    record = load_run_record(run, "test")
+    events = [
+        {"type": "train", "step": step, "losses": {"semseg": 1.0, "depth": 1.0},
+         "weights": {"semseg": 0.5, "depth": 0.5}}
+        for step in range(1, 41)
+    ]  # fmt: skip
+    record = replace(record, train_events=events)
+    axes = blank_figure((4, 3)).subplots()
+    _draw_weights(axes, record)
+    semseg, depth = axes.get_lines()
+    np.testing.assert_array_equal(semseg.get_ydata(), depth.get_ydata())
+    assert semseg.get_marker() != depth.get_marker()
+    assert semseg.get_linestyle() != depth.get_linestyle()
+    assert semseg.get_markevery() != depth.get_markevery()  # markers at other points
+    assert depth.get_markevery() == line_style(1, 40)["markevery"] == (1, 5)
+    assert (
+        len(
+            {(style["marker"], style["linestyle"]) for style in map(line_style, range(4), [40] * 4)}
+        )
+        == 4
+    )

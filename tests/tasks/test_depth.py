@@ -5,7 +5,7 @@ import torch
 
 from densetasks.errors import ConfigError
 from densetasks.metrics.depth import DepthMetrics
-from densetasks.pictures import ColourBar
+from densetasks.pictures import ColourBar, joint_key
 from densetasks.tasks.depth import Depth
 
 LOSSES = ["l1_inverse", "berhu", "ssi"]
@@ -109,15 +109,31 @@ def test_the_key_is_the_colour_bar_of_the_depths_shown_and_paints_the_picture():
     depth = torch.tensor([[[0.0, 1.25], [3.5, 2.0]]])  # 0: unlabelled, left out of the range
     key = Depth().picture_key(depth)
     assert key == ColourBar("magma", 1.25, 3.5, "m", inverse=True)
-    assert key.labels() == ("1.25 m", "3.50 m")
+    assert key.labels() == ("1.25 m", "3.5 m")
     labelled = depth[0] > 0
     np.testing.assert_array_equal(
         Depth().visualize(depth)[labelled.numpy()], key.colours(depth[0][labelled].double())
     )
     inside = torch.tensor([[True, True], [False, True]])
-    assert Depth().picture_key(depth, inside).labels() == ("1.25 m", "2.00 m")
+    assert Depth().picture_key(depth, inside).labels() == ("1.25 m", "2 m")
     assert Depth().picture_key(torch.zeros(1, 2, 2)) is None  # no depth: no bar, words
     assert "bright = near" in Depth.picture_colours
+
+
+def test_a_wider_key_paints_a_label_and_its_prediction_alike():
+    """The joint bar of a label (1-2 m) and a prediction (2-4 m) spans 1-4 m: both pictures
+    give 2 m the same colour, the one that bar gives it, and unlabelled pixels stay black."""
+    label = torch.tensor([[[1.0, 2.0, 0.0]]])
+    prediction = torch.tensor([[[2.0, 4.0, 3.0]]])
+    task = Depth()
+    key = joint_key(task.picture_key(label), task.picture_key(prediction))
+    assert key == ColourBar("magma", 1.0, 4.0, "m", inverse=True)
+    painted_label = task.visualize_with(label, key)
+    painted_prediction = task.visualize_with(prediction, key)
+    np.testing.assert_array_equal(painted_label[0, 1], painted_prediction[0, 0])
+    np.testing.assert_array_equal(painted_label[0, 1], key.colours(np.array([2.0]))[0])
+    assert not painted_label[0, 2].any()
+    assert not np.array_equal(painted_label[0, 1], task.visualize(label)[0, 1])  # own range
 
 
 def test_the_meaning_is_metres_up_to_far_or_the_ssi_disparity():

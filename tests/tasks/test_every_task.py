@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from densetasks.engine.inference import load_run
-from densetasks.pictures import ClassLegend, ColourBar, keyed_picture
+from densetasks.pictures import ClassLegend, ColourBar, IconKey, joint_key, keyed_picture
 from densetasks.tasks.registry import TASKS
 
 
@@ -64,5 +64,21 @@ def test_the_key_is_drawn_under_the_picture_at_its_width(every_task_run, loaded,
         assert keyed is picture and task.picture_colours  # said in words instead
     elif isinstance(key, ClassLegend):
         assert len(key.names) == len(key.colours) == len(task.meaning().classes)
+    elif isinstance(key, IconKey):
+        assert key.icon.dtype == np.uint8 and key.text
     else:
         assert isinstance(key, ColourBar) and key.low <= key.high
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_a_picture_painted_with_its_own_key_is_its_picture(every_task_run, loaded, name) -> None:
+    """``visualize_with`` the value's own key (joined with itself: a label and prediction
+    pair of equal values) paints what ``visualize`` paints: the joint key changes colours
+    only by widening what they span."""
+    task = loaded.tasks[name]
+    value = every_task_run["prediction"].predictions[name]
+    key = task.picture_key(value)
+    np.testing.assert_array_equal(task.visualize_with(value, key), task.visualize(value))
+    np.testing.assert_array_equal(
+        task.visualize_with(value, joint_key(key, key)), task.visualize(value)
+    )

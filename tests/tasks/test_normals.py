@@ -10,6 +10,7 @@ from densetasks.data.geometry import normals_from_depth, preset_options, unproje
 from densetasks.data.sample import LabelKind
 from densetasks.data.transforms import hflip
 from densetasks.metrics.normals import NormalsMetrics
+from densetasks.pictures import ICON, IconKey
 from densetasks.tasks.normals import SurfaceNormals
 from densetasks.tasks.registry import label_kinds
 
@@ -94,3 +95,23 @@ def test_normals_of_inpainted_depth_are_ignored_by_loss_and_metrics(tmp_path, fi
     metrics.update(output, label)
     assert metrics.compute()["mean"] == pytest.approx(0.0, abs=1e-3)
     assert int(metrics.count) == 32 * 40 - 10 * 14
+
+
+def test_the_key_is_a_sphere_coloured_as_the_surfaces_facing_each_way():
+    """Pixel (row, col) of the icon shows the sphere's normal there, (u, v, -sqrt(1 - u² - v²))
+    with u, v the pixel centre in [-1, 1]: the centre faces the camera, the left rim left
+    (-x), the top rim up (-y), each drawn as a surface facing that way."""
+    task = SurfaceNormals()
+    key = task.picture_key(torch.zeros(3, 4, 4))
+    assert isinstance(key, IconKey) and key.icon.shape == (ICON, ICON, 3) and key.text
+    for row, col in [(ICON // 2, ICON // 2), (ICON // 2, 1), (1, ICON // 2), (9, 25)]:
+        u, v = ((col + 0.5) / ICON * 2 - 1), ((row + 0.5) / ICON * 2 - 1)
+        normal = torch.tensor([u, v, -math.sqrt(1 - u * u - v * v)]).reshape(3, 1, 1)
+        np.testing.assert_array_equal(key.icon[row, col], task.visualize(normal)[0, 0])
+    centre, left, top = (
+        key.icon[ICON // 2, ICON // 2],
+        key.icon[ICON // 2, 1],
+        key.icon[1, ICON // 2],
+    )
+    assert centre[2] < 10 and left[0] < 20 and top[1] < 20  # -z, -x, -y
+    assert (key.icon[0, 0] == 255).all()  # white around the sphere

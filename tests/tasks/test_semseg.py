@@ -91,12 +91,22 @@ def test_visualize_palette_and_ignore_black():
     assert image[0, 0].any()  # class 0 is not black
 
 
-def test_the_key_is_a_legend_of_the_named_classes_and_the_meaning_names_every_id():
+def test_the_key_is_a_legend_of_the_named_classes_present_and_the_meaning_names_every_id():
     named = SemanticSegmentation(num_classes=3, class_names=["floor", "wall", "person"])
-    legend = named.picture_key(torch.zeros(2, 2, dtype=torch.int64))
+    ids = torch.tensor([[2, 0], [255, 2]])  # 255: ignored, not a class
+    legend = named.picture_key(ids)
     assert isinstance(legend, ClassLegend) and legend.names == ("floor", "wall", "person")
     np.testing.assert_array_equal(legend.colours, named.colours)
+    assert legend.entries == [
+        ("floor", tuple(named.colours[0])),
+        ("person", tuple(named.colours[2])),
+    ]
+    inside = torch.tensor([[True, False], [True, False]])
+    assert named.picture_key(ids, inside).shown == (2,)
+    assert named.picture_key(ids, ~inside).shown == (0, 2)
+    assert named.picture_key(ids, ids == 255) is None  # no class present: no legend
     assert named.meaning().classes == ("floor", "wall", "person")
+    assert named.meaning().colours == tuple(tuple(int(c) for c in row) for row in named.colours)
     unnamed = SemanticSegmentation(num_classes=3)
     assert unnamed.picture_key(torch.zeros(2, 2, dtype=torch.int64)) is None
     assert unnamed.meaning().classes == ("class 0", "class 1", "class 2")
