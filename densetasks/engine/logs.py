@@ -12,12 +12,14 @@ evaluation). The file is only ever appended to: a checkpoint records its size
 take again, a line torn by a kill) before it appends, so the file reads as one uninterrupted
 run. TensorBoard's files are never rewritten either: a resumed run starts a new event file
 whose ``purge_step`` tells TensorBoard to drop the earlier files' points from the resumed step
-on.
+on; it is started in a later second than the newest file, because TensorBoard applies the files
+in name order and a name begins with the second it was made (:func:`wait_to_sort_last`).
 """
 
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ class RunLog:
             )
         from torch.utils.tensorboard import SummaryWriter  # slow import, main process only
 
+        wait_to_sort_last(run_dir / "tensorboard")
         self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
 
     def advance(self, loss: float, images_per_s: float) -> None:
@@ -170,6 +173,24 @@ def format_train_line(
     else:
         parts += [f"lr.{name}={value:.3g}" for name, value in learning_rates.items()]
     return " ".join(parts)
+
+
+def wait_to_sort_last(folder: Path) -> None:
+    """Wait until a new TensorBoard event file in ``folder`` sorts after every file there.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<n>``. A run resumed in the same second as the
+    killed run it continues started would sort by process id, possibly first; the killed run's
+    file (``purge_step=1``) would then drop every point the resumed run wrote. Waits at most
+    about a second, and only when such a file is that recent.
+    """
+    seconds = [
+        int(part)
+        for path in folder.glob("events.out.tfevents.*")
+        if (part := path.name.split(".")[3]).isdigit()
+    ]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)
 
 
 def cut_events(path: Path, last_step: int, size: int | None) -> None:

@@ -2,7 +2,9 @@
 sample pictures with their keys."""
 
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,20 @@ def test_the_log_records_its_size_for_a_checkpoint(tmp_path: Path) -> None:
     log.train(1, LOSSES, 0.75, {}, {"all": 1e-3}, 11.0)
     log.close()
     assert log.events_bytes() == (tmp_path / "events.jsonl").stat().st_size > 0
+
+
+def test_a_resumed_log_writes_a_tensorboard_file_that_sorts_after_the_killed_runs(
+    tmp_path: Path,
+) -> None:
+    """TensorBoard applies event files in name order, which starts with the second the file
+    was made: a run resumed in the second its predecessor started must still sort last, or the
+    predecessor's purge drops the resumed points (seen in CI: a kill -9 and resume in 1 s)."""
+    folder = tmp_path / "tensorboard"
+    folder.mkdir()
+    # the same second, and a name that sorts after this process's own (its host and pid follow)
+    earlier = folder / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}~.1.0"
+    earlier.write_bytes(b"")
+    log = RunLog(tmp_path, total_steps=20, start_step=10, enabled=True)
+    log.train(11, {"a": 1.0}, 1.0, {"a": 1.0}, {"all": 0.1}, 1.0)
+    log.close()
+    assert sorted(path.name for path in folder.iterdir())[0] == earlier.name
