@@ -40,6 +40,7 @@ from cost import SPLITS, markdown, measure_cost, speedups
 
 from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import format_text_table, write_report
 from densetasks.experiments.report_seeds import within_spread
 from densetasks.experiments.sweep import (
@@ -49,6 +50,7 @@ from densetasks.experiments.sweep import (
     plan_runs,
     run_sweep,
 )
+from densetasks.experiments.verify import run_names, verify_report_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "hickson_synthetic_normals_depth.yaml"
@@ -107,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 2 seeds")
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "network_fission")
     parser.add_argument(
         "--report-dir",
@@ -324,11 +327,36 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def verify(args: argparse.Namespace, base: dict[str, Any]) -> int:
+    """``--verify RUN`` (``semseg+depth_late_balanced,seed=0``): retrain that run of the first
+    stage and compare its Δm against the committed table's baselines with the committed one."""
+    reports = {
+        table: json.loads((args.report_dir / table / "report.json").read_text())
+        for table in table_rows()
+    }
+    tables = [table for table, report in reports.items() if args.verify in run_names(report)]
+    if not tables:
+        raise SystemExit(f"--verify: no run {args.verify!r} in the committed tables")
+
+    def retrain(folder: Path) -> Path:
+        planned = plan_runs(base, seeded(experiment_runs(base["tasks"]), args.seeds), folder)
+        chosen = [run for run in planned if run.name == args.verify]
+        if not chosen:
+            raise SystemExit(f"--verify: {args.verify!r} is fine-tuned from another run")
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    return verify_report_run(args.verify, reports[tables[0]], retrain, args.tolerance)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     overrides = [*scale_overrides(args), *args.overrides]
     base = load_config(args.config, overrides).to_dict()
+    if args.verify:
+        return verify(args, base)
     runs = seeded(experiment_runs(base["tasks"]), args.seeds)
     planned = plan_runs(base, runs, args.work_dir / "runs")
     print(
@@ -376,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = speedups(cost["latency_ms"])
     mobile_mid = {name: ratios[f"{name} mid"]["onnxruntime fp32"] for name in MOBILE}
     results.update(
-        command=" ".join(["python", "benchmarks/network_fission/run.py", *(argv or sys.argv[1:])]),
+        provenance=provenance,
+        command=provenance["command"],
         overrides=overrides,
         seeds=args.seeds,
         trained_runs=len(trained),
