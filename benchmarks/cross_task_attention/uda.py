@@ -40,12 +40,14 @@ from densetasks.engine.config import load_config
 from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import evaluate
 from densetasks.engine.run import train
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import (
     build_report,
     format_markdown_table,
     load_group,
     load_records,
 )
+from densetasks.experiments.verify import verify_report_run
 from densetasks.inference import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,12 +230,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "cross_task_uda")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
+    add_provenance_options(parser)
     return parser.parse_args(argv)
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``--verify RUN`` (``mtl_uda,seed=0``): retrain that run and compare its Δm on the target
+    test split (against the committed STL source-only seeds) with the committed one."""
+    report = json.loads((args.out_dir / "uda.json").read_text())["reports"]["target_test"]
+    name, _, seed = args.verify.partition(",seed=")
+    if name not in ROWS or not seed.isdigit():
+        raise SystemExit(f"--verify NAME,seed=S with NAME one of {', '.join(ROWS)}")
+
+    def retrain(folder: Path) -> Path:
+        train_row(name, int(seed), argparse.Namespace(**{**vars(args), "runs_dir": folder}))
+        return folder / args.verify
+
+    return verify_report_run(args.verify, report, retrain, args.tolerance, split="target_test")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    provenance = start_benchmark(__file__, args, argv, [args.out_dir], args.runs_dir)
+    if args.verify:
+        return verify(args)
     jobs = [(name, seed) for seed in args.seeds for name in ROWS]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {job: pool.submit(train_row, *job, args) for job in jobs}
@@ -250,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = build_tables(args)
     gap = domain_gap(args)
     payload = {
-        "command": " ".join(["python benchmarks/cross_task_attention/uda.py", *sys.argv[1:]]),
+        "provenance": provenance,
+        "command": provenance["command"],
         "settings": {key: str(value) for key, value in vars(args).items()},
         "costs": costs,
         "total_cpu_s": sum(cost["cpu_s"] for cost in costs.values()),

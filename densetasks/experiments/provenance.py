@@ -111,8 +111,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def add_provenance_options(parser: argparse.ArgumentParser) -> None:
-    """``--allow-dirty``, ``--verify ROW`` and ``--tolerance`` (every benchmark script)."""
+def add_provenance_options(parser: argparse.ArgumentParser, verify: bool = True) -> None:
+    """``--allow-dirty``, and ``--verify ROW`` and ``--tolerance`` unless ``verify`` is False
+    (a benchmark that only times things has no row to retrain)."""
     parser.add_argument(
         "--allow-dirty",
         action="store_true",
@@ -218,6 +219,18 @@ def benchmark_provenance(
             for entry in earlier
         ]
     return record
+
+
+def provenance_line(record: dict[str, Any]) -> str:
+    """The record as one Markdown line, for benchmarks whose output is a printed table."""
+    state = "dirty: " + "; ".join(record["dirty_reasons"]) if record["dirty"] else "clean"
+    return (
+        f"Provenance: commit {record['commit']} ({state}), Python {record['python']}, torch "
+        f"{record['torch']}, timm {record['timm']}, NumPy {record['numpy']}, "
+        f"{record['cpu_model']} ({record['cpu_capability']}, {record['cpu_count']} CPUs), "
+        f"{record['torch_threads']} torch thread(s), OMP_NUM_THREADS="
+        f"{record['omp_num_threads']}, {record['date']}: `{record['command']}`\n"
+    )
 
 
 def command_line(script: str | Path, root: Path | None, argv: Sequence[str]) -> str:
