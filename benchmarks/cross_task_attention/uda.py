@@ -47,6 +47,7 @@ from densetasks.experiments.report import (
     load_group,
     load_records,
 )
+from densetasks.experiments.run_record import read_events
 from densetasks.experiments.verify import verify_report_run
 from densetasks.inference import load_run
 
@@ -139,6 +140,33 @@ def build_tables(args: argparse.Namespace) -> dict[str, dict]:
         ]
         reports[split] = build_report(groups, load_records(baselines, split), split)
     return reports
+
+
+def adaptation_losses(args: argparse.Namespace) -> list[dict]:
+    """Per adapting run: the first and the last logged adversarial (λ-weighted, on the
+    network), discriminator (summed over tasks and scales; 4 · 2 ln 2 at chance) and total
+    task losses, from the run's ``events.jsonl``."""
+    rows = []
+    for name, overrides in ROWS.items():
+        if "adaptation.enabled=true" not in overrides:
+            continue
+        for seed in args.seeds:
+            events = read_events(args.runs_dir / f"{name},seed={seed}" / "events.jsonl")
+            train = [event for event in events if event.get("type") == "train"]
+            for position, event in (("first", train[0]), ("last", train[-1])):
+                losses = event["losses"]
+                rows.append(
+                    {
+                        "run": name,
+                        "seed": seed,
+                        "logged": position,
+                        "step": event["step"],
+                        "adversarial": losses["adversarial"],
+                        "discriminator": losses["discriminator"],
+                        "total": event["total"],
+                    }
+                )
+    return rows
 
 
 SOURCE_ONLY = ("stl_semseg", "stl_depth", "mtl_source")
@@ -278,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_cpu_s": sum(cost["cpu_s"] for cost in costs.values()),
         "reports": reports,
         "domain_gap": gap,
+        "adaptation_losses": adaptation_losses(args),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "uda.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -14,6 +14,8 @@ Trains, from ``configs/hickson_synthetic_normals_depth.yaml`` at the CPU scale o
 * Table 5: semantics + depth, the same, balanced λ_semantics = 2 vs depth 1;
 * Table 2: normals + semantics, mid fission, no loss balancing, auxiliary losses off
   (α1 = α2 = 0), α1 only (0.6, 0) and both (0.6, 0.5);
+* a check of Table 5: late and mid semantics + depth with the semantics loss weighted 0,
+  scored on depth against the balanced runs (``semantics_off``);
 * then, once the normals baselines exist, the paper's protocol for Tables 4 and 5: balanced
   early_mid and mid fission fine-tuned from the first seed's normals network
   (``model.init_from``; supplementary Sec. 5), beside the same rows from scratch.
@@ -21,9 +23,10 @@ Trains, from ``configs/hickson_synthetic_normals_depth.yaml`` at the CPU scale o
 Every run is planned and validated first and trained through ``densetasks.experiments.sweep``
 (finished runs are skipped, an interrupted one resumes); each table is a ``densetasks report``
 with seeds grouped (mean ± std, ``≈`` where rows are within the seeds' spread) in
-``--report-dir/table{2,4,5}/``. Then :mod:`cost` measures parameters, FLOPs, the FLOPs of one
-more task and batch-1 CPU latency (eager vs ONNX Runtime fp32 vs fp16) per split point for the
-mobile model (``configs/hickson_mobile_large.yaml``) and the ResNet-50 server model.
+``--report-dir/table{2,4,5}/`` and ``--report-dir/semantics_off/``. Then :mod:`cost`
+measures parameters, FLOPs, the FLOPs of one more task and batch-1 CPU latency (eager vs
+ONNX Runtime fp32 vs fp16) per split point for the mobile model
+(``configs/hickson_mobile_large.yaml``) and the ResNet-50 server model.
 ``results.md`` / ``results.json`` hold the compact tables, the claim checks and the timings.
 """
 
@@ -97,6 +100,10 @@ LATENCY_MODELS = {
 """The mobile configs (``hickson_mobile_large`` as it is, and ``hickson_mobile_small``'s
 encoder), and the same tasks on the paper's server network."""
 MOBILE = ("MobileNetV3-L", "MobileNetV3-S")
+SEMANTICS_OFF_SPLITS = ("late", "mid")
+"""The check of Table 5's late-fission depth gain: semantics + depth with the semantics loss
+weighted 0 (the fused head keeps its channels, trained by depth alone), beside the same split
+points balanced: does depth gain from the semantic supervision or from the head's width?"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,6 +165,10 @@ def experiment_runs(task_options: dict[str, dict]) -> dict[str, dict[str, Any]]:
         runs[f"normals+semseg_mid_aux={name}"] = tasks(
             "normals", "semseg", weights=(1.0, 1.0), **{"model.options.aux_weights": weights}
         )
+    for split in SEMANTICS_OFF_SPLITS:
+        runs[f"semseg+depth_{split}_semseg=0"] = tasks(
+            "semseg", "depth", weights=(0.0, 1.0), **{"model.options.split": split}
+        )
     return runs
 
 
@@ -208,6 +219,14 @@ def table_rows() -> dict[str, tuple[list[str], dict[str, str]]]:
     tables["table2"] = (
         ["normals", "semseg"],
         {f"mid aux {name}": f"normals+semseg_mid_aux={name}" for name in AUX},
+    )
+    tables["semantics_off"] = (
+        ["depth"],
+        {
+            f"{split} {label}": f"semseg+depth_{split}_{name}"
+            for split in SEMANTICS_OFF_SPLITS
+            for label, name in (("balanced", "balanced"), ("semantics weight 0", "semseg=0"))
+        },
     )
     return tables
 
@@ -384,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report([], baselines, args.report_dir / table, "test", groups=groups)
         print(format_text_table(report), flush=True)
         result = summary(report)
-        if table != "table2":
+        if table in SECOND_TASK_WEIGHT:
             result["claims"] = [
                 claim(result["rows"], balance, key)
                 for balance in BALANCE
@@ -419,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         "table4": "Table 4 in shape: normals + depth (balanced: λ_normals 10, depth 1)",
         "table5": "Table 5 in shape: semantics + depth (balanced: λ_semantics 2, depth 1)",
         "table2": "Table 2 in shape: normals + semantics, mid fission, no loss balancing",
+        "semantics_off": "Check: semantics + depth with the semantics loss weighted 0 "
+        "(depth only, against single-task depth)",
     }
     lines = [
         "# Network fission on synthetic scenes: results",
