@@ -9,7 +9,9 @@ Trains ``configs/camvid_stl_semseg.yaml``, ``configs/camvid_stl_edges.yaml`` and
 checkpoint on the test split at the end, writing ``metrics_test.json``), then writes the
 comparison with Δm (the two single-task runs as baselines) with ``densetasks report`` to
 ``--report`` (by default this folder: ``report.md``, ``report.html``, ``report.json``,
-``plots/``, ``samples/``). The wall time of each run goes to ``OUT/timings.json``.
+``plots/``, ``samples/``). ``results.json`` beside them holds the provenance (commit,
+versions, CPU, command), the wall time of each run and each run's primary metrics at every
+validation (the curve that chose its checkpoint).
 
 ``--jobs N`` trains N runs at once, each with ``cpus // N`` threads (at least one): on a
 shared, busy machine this is what fits the three runs in the time budget. ``--verify RUN``
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from densetasks.experiments.provenance import add_provenance_options, start_benchmark
+from densetasks.experiments.run_record import load_run_record
 from densetasks.experiments.verify import verify_report_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         return verify(args)
     seconds = train_all(args.root, args.out, args.jobs)
-    timings = {"jobs": args.jobs, "cpus": os.cpu_count(), "wall_seconds": seconds}
-    (args.out / "timings.json").write_text(json.dumps(timings, indent=2))
-    (args.report / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     subprocess.run(
         [
             "densetasks",
@@ -140,7 +140,30 @@ def main(argv: list[str] | None = None) -> int:
         cwd=REPO,
         check=True,
     )
+    results = {
+        "provenance": provenance,
+        "jobs": args.jobs,
+        "wall_seconds": seconds,
+        "validation": {name: validation_curve(args.out / name) for name in RUNS},
+    }
+    (args.report / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def validation_curve(run_dir: Path) -> list[dict[str, object]]:
+    """The run's primary metrics at every validation, from its event log."""
+    record = load_run_record(run_dir, "test")
+    return [
+        {
+            "step": event["step"],
+            **{
+                f"{task}.{name}": event["metrics"][task][name]
+                for task, name in record.primary.items()
+            },
+        }
+        for event in record.eval_events
+        if event.get("split") == "val"
+    ]
 
 
 if __name__ == "__main__":
