@@ -10,7 +10,8 @@ unless the user says ``--allow-dirty``, and returns the record to write into the
 commit, dirty flag, Python / torch / timm / NumPy versions, the CPU capability torch
 dispatches its kernels for (``torch.backends.cpu.get_cpu_capability()``: AVX2 and AVX512
 kernels round differently, so the same seed trains to different numbers on different CPUs),
-torch's thread count, ``OMP_NUM_THREADS``, the CPU model, the date and the command line.
+torch's thread count, ``OMP_NUM_THREADS`` and the other variables that choose kernels, the
+CPU model, the date and the command line. ``docs/benchmarks.md`` says how to use it.
 """
 
 import argparse
@@ -172,45 +173,21 @@ def benchmark_provenance(
     """
     if getattr(args, "verify", None):
         work_dir = None
-    problems: list[str] = []
-    package = package_checkout()
-    root, script_root = git_root(package), git_root(Path(script).resolve())
-    if root is None or script_root is None:
-        problems.append(f"{package} or {script} is not in a git checkout")
-    elif root != script_root:
-        problems.append(
-            f"the script is in {script_root} but densetasks is imported from {root} (set "
-            "PYTHONPATH to the script's checkout)"
-        )
+    root = git_root(package_checkout())
     commit = None if root is None else git_commit(root)
-    if root is not None:
-        changes = changed_paths(root, [*outputs, *([work_dir] if work_dir else [])])
-        if changes:
-            shown = ", ".join(line[3:] for line in changes[:5])
-            more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
-            problems.append(f"{root} has uncommitted changes: {shown}{more}")
+    earlier = [] if work_dir is None else _invocations(work_dir)
+    ignored = [*outputs, *([work_dir] if work_dir is not None else [])]
+    problems = [*_code_problems(script, root, ignored), *_work_problems(work_dir, earlier, commit)]
+    if problems and not args.allow_dirty:
+        raise DirtyTreeError("; ".join(problems) + " (--allow-dirty runs anyway)")
     record = {
         "commit": commit,
         "dirty": bool(problems),
+        **({"dirty_reasons": problems} if problems else {}),
         **environment(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command_line(script, root, sys.argv[1:] if argv is None else argv),
     }
-    earlier: list[dict[str, Any]] = []
-    if work_dir is not None:
-        earlier = _invocations(work_dir)
-        mixed = {entry["commit"] for entry in earlier if entry["commit"] != commit}
-        if mixed or any(entry["dirty"] for entry in earlier):
-            problems.append(
-                f"{work_dir} holds runs trained at another commit or from a dirty tree "
-                f"({', '.join(sorted(str(c) for c in mixed)) or 'dirty'}): finished runs are "
-                "skipped, not retrained; use a fresh work folder"
-            )
-    if problems and not args.allow_dirty:
-        raise DirtyTreeError("; ".join(problems) + " (--allow-dirty runs anyway)")
-    record["dirty"] = bool(problems)
-    if problems:
-        record["dirty_reasons"] = problems
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
         write_json(work_dir / WORK_RECORD, [*earlier, record])
@@ -219,6 +196,38 @@ def benchmark_provenance(
             for entry in earlier
         ]
     return record
+
+
+def _code_problems(script: str | Path, root: Path | None, ignored: Sequence[Path]) -> list[str]:
+    """Why the code this process runs is not one commit's: no checkout, two checkouts
+    (``root`` holds the package, the script is elsewhere), or uncommitted changes."""
+    script_root = git_root(Path(script).resolve())
+    if root is None or script_root is None:
+        return [f"{package_checkout()} or {script} is not in a git checkout"]
+    if root != script_root:
+        return [
+            f"the script is in {script_root} but densetasks is imported from {root} (set "
+            "PYTHONPATH to the script's checkout)"
+        ]
+    changes = changed_paths(root, ignored)
+    if not changes:
+        return []
+    more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+    return [f"{root} has uncommitted changes: {', '.join(c[3:] for c in changes[:5])}{more}"]
+
+
+def _work_problems(
+    work_dir: Path | None, earlier: list[dict[str, Any]], commit: str | None
+) -> list[str]:
+    """Why the runs kept in ``work_dir`` are not this commit's."""
+    others = sorted({str(entry["commit"]) for entry in earlier if entry["commit"] != commit})
+    if not others and not any(entry["dirty"] for entry in earlier):
+        return []
+    return [
+        f"{work_dir} holds runs trained at another commit or from a dirty tree "
+        f"({', '.join(others) or 'dirty'}): finished runs are skipped, not retrained; use a "
+        "fresh work folder"
+    ]
 
 
 def provenance_line(record: dict[str, Any]) -> str:
