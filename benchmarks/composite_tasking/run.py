@@ -337,13 +337,18 @@ TABLE_ROWS = {
 """Multi-task run -> the table rows it makes (table, row, palette rule of the evaluation)."""
 
 
+def single_task(run: str) -> tuple[str, str] | None:
+    """``("STN (R1r)", "semseg")`` for ``stn_R1r_semseg``; None for a multi-task run."""
+    parts = run.split("_", 2)
+    return (f"STN ({parts[1]})", parts[2]) if parts[0] == "stn" and len(parts) == 3 else None
+
+
 def committed_run(results: dict[str, Any], run: str) -> dict[str, float]:
     """What the committed tables hold for one run: a single-task network's primary metric
     (its row is every task's network side by side), or each row of a multi-task run."""
-    single = run.split("_", 2)
-    if single[0] == "stn" and len(single) == 3:
-        label = f"STN ({single[1]})"
-        return {f"{label} {single[2]}": results["tables"]["table1"][label]["primary"][single[2]]}
+    if (single := single_task(run)) is not None:
+        label, task = single
+        return {f"{label} {task}": results["tables"]["table1"][label]["primary"][task]}
     if run not in TABLE_ROWS:
         raise SystemExit(f"--verify: {run!r} is not a run of the tables")
     numbers = {}
@@ -358,8 +363,8 @@ def rerun_run(results: dict[str, Any], run: str, run_dir: Path) -> dict[str, flo
     """:func:`committed_run`'s numbers from a retrained run (Δm against the committed STNs)."""
     tables = results["tables"]
     primary = tables["primary_metrics"]
-    if run.startswith("stn_"):
-        label, task = f"STN ({run.split('_')[1]})", run.split("_", 2)[2]
+    if (single := single_task(run)) is not None:
+        label, task = single
         return {f"{label} {task}": metrics_of(run_dir)["metrics"][task][primary[task]]}
     baseline = {
         task: {name: tables["table1"]["STN (S)"]["primary"][task]} for task, name in primary.items()
