@@ -55,7 +55,7 @@ from densetasks.experiments.provenance import add_provenance_options, start_benc
 from densetasks.experiments.report import write_report
 from densetasks.experiments.report_seeds import Spread, close_to_best, within_spread
 from densetasks.experiments.sweep import PlannedRun, pareto_front, plan_runs, run_sweep
-from densetasks.experiments.verify import verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -429,7 +429,7 @@ def run_task_set(args: argparse.Namespace, task_set: str) -> dict[str, Any]:
     }
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
     """``--verify SET/RUN`` (``semseg_depth_normals/equal,seed=0``): retrain that run and
     compare its Δm against the committed report's baselines with the committed one."""
     task_set, _, run = args.verify.partition("/")
@@ -447,7 +447,8 @@ def verify(args: argparse.Namespace) -> int:
         run_sweep(chosen, jobs=1, split="test")
         return chosen[0].run_dir
 
-    return verify_report_run(run, report, retrain, args.tolerance)
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(run, report, retrain, args.tolerance, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
     provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     if args.verify:
-        return verify(args)
+        return verify(args, provenance)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     outcomes = {task_set: run_task_set(args, task_set) for task_set in args.sets}
     cpu_seconds = time.process_time() - cpu_start

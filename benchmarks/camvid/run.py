@@ -28,7 +28,7 @@ from pathlib import Path
 
 from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.run_record import load_run_record
-from densetasks.experiments.verify import verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = ("stl_semseg", "stl_edges", "mtl")
@@ -106,7 +106,7 @@ def train_all(root: Path, out: Path, jobs: int, runs: tuple[str, ...] = RUNS) ->
     return seconds
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(args: argparse.Namespace, provenance: dict) -> int:
     """``--verify RUN``: retrain one of :data:`RUNS` and compare it with ``report.json``."""
     if args.verify not in RUNS:
         raise SystemExit(f"--verify: one of {', '.join(RUNS)}, got {args.verify!r}")
@@ -116,14 +116,15 @@ def verify(args: argparse.Namespace) -> int:
         train_all(args.root, folder, 1, (args.verify,))
         return folder / args.verify
 
-    return verify_report_run(args.verify, report, retrain, args.tolerance)
+    log = VerifyLog(args.report / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     provenance = start_benchmark(__file__, args, argv, [args.report], args.out)
     if args.verify:
-        return verify(args)
+        return verify(args, provenance)
     seconds = train_all(args.root, args.out, args.jobs)
     subprocess.run(
         [

@@ -46,7 +46,7 @@ from densetasks.data.registry import create_dataset
 from densetasks.engine.config import RunConfig, load_config
 from densetasks.engine.run import train
 from densetasks.experiments.provenance import add_provenance_options, start_benchmark
-from densetasks.experiments.verify import verify_row
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_row
 from densetasks.inference import Predictor
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
@@ -383,7 +383,9 @@ def rerun_run(results: dict[str, Any], run: str, run_dir: Path) -> dict[str, flo
     return numbers
 
 
-def verify(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> int:
+def verify(
+    args: argparse.Namespace, runs: dict[str, dict[str, Any]], provenance: dict[str, Any]
+) -> int:
     """``--verify RUN``: retrain one run of the tables, compare with the committed numbers."""
     results = json.loads((args.report / "results.json").read_text())
     if args.verify not in runs:
@@ -395,7 +397,8 @@ def verify(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> int:
         train(config_for(args, runs[args.verify]), run_dir)
         return rerun_run(results, args.verify, run_dir)
 
-    return verify_row(args.verify, committed, retrain, args.tolerance)
+    log = VerifyLog(args.report / VERIFICATIONS, provenance)
+    return verify_row(args.verify, committed, retrain, args.tolerance, log)
 
 
 def cost_only(args: argparse.Namespace, base: RunConfig, provenance: dict[str, Any]) -> None:
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config, args.overrides)
     runs = plan(base)
     if args.verify:
-        return verify(args, runs)
+        return verify(args, runs, provenance)
     if args.cost_only:
         cost_only(args, base, provenance)
         return 0

@@ -50,7 +50,7 @@ from densetasks.experiments.report import (
 )
 from densetasks.experiments.report_seeds import within_spread
 from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
-from densetasks.experiments.verify import run_names, verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 from densetasks.models import create_model
 from densetasks.models.architectures.three_ways import DECODER_WIDTHS
 
@@ -413,7 +413,7 @@ def add_timings(path: Path, spent: dict[str, float]) -> dict[str, float]:
     return total
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
     """``--verify RUN`` (``sd_mtl,seed=0``): retrain that run and compare its Δm against the
     committed table's STL baselines with the committed one."""
     tables = json.loads((args.report_dir / "results.json").read_text())["tables"]
@@ -427,7 +427,8 @@ def verify(args: argparse.Namespace) -> int:
         run_sweep(chosen, jobs=1, split="test")
         return chosen[0].run_dir
 
-    return verify_report_run(args.verify, holding[0], retrain, args.tolerance)
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, holding[0], retrain, args.tolerance, log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -435,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
     provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     if args.verify:
-        return verify(args)
+        return verify(args, provenance)
     planned, sdn = plan(args, args.work_dir)
     configs = {run.name.split(",")[0]: run.config.to_dict() for run in planned}
     print(f"cross_task_attention: {len(planned)} runs into {args.work_dir / 'runs'}", flush=True)

@@ -48,7 +48,7 @@ from densetasks.experiments.report import (
     load_records,
 )
 from densetasks.experiments.run_record import read_events
-from densetasks.experiments.verify import verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 from densetasks.inference import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,7 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(args: argparse.Namespace, provenance: dict) -> int:
     """``--verify RUN`` (``mtl_uda,seed=0``): retrain that run and compare its Δm on the target
     test split (against the committed STL source-only seeds) with the committed one."""
     report = json.loads((args.out_dir / "uda.json").read_text())["reports"]["target_test"]
@@ -274,7 +274,8 @@ def verify(args: argparse.Namespace) -> int:
         train_row(name, int(seed), argparse.Namespace(**{**vars(args), "runs_dir": folder}))
         return folder / args.verify
 
-    return verify_report_run(args.verify, report, retrain, args.tolerance, split="target_test")
+    log = VerifyLog(args.out_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log, "target_test")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     provenance = start_benchmark(__file__, args, argv, [args.out_dir], args.runs_dir)
     if args.verify:
-        return verify(args)
+        return verify(args, provenance)
     jobs = [(name, seed) for seed in args.seeds for name in ROWS]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {job: pool.submit(train_row, *job, args) for job in jobs}

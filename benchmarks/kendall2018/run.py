@@ -50,7 +50,7 @@ from densetasks.experiments.sweep import (
     write_sweep,
 )
 from densetasks.experiments.sweep_plots import sweep_figure_png
-from densetasks.experiments.verify import verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
@@ -207,7 +207,7 @@ def all_runs(base: dict, fixed: dict[str, dict], args: argparse.Namespace) -> di
     return {**seeded(experiment_runs(base), args.seeds), **seeded(fixed, args.seeds)}
 
 
-def verify(args: argparse.Namespace, base: dict, fixed: dict[str, dict]) -> int:
+def verify(args: argparse.Namespace, base: dict, fixed: dict[str, dict], provenance: dict) -> int:
     """``--verify RUN`` (``equal,seed=0``): retrain that run and compare its Δm against the
     committed report's single-task seeds with the committed one."""
     report = json.loads((args.report_dir / "report.json").read_text())
@@ -220,7 +220,8 @@ def verify(args: argparse.Namespace, base: dict, fixed: dict[str, dict]) -> int:
         run_sweep(chosen, jobs=1, split="test")
         return chosen[0].run_dir
 
-    return verify_report_run(args.verify, report, retrain, args.tolerance)
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config, scale_overrides(args)).to_dict()
     fixed = grid_runs(args.grid or DEFAULT_GRID)
     if args.verify:
-        return verify(args, base, fixed)
+        return verify(args, base, fixed, provenance)
     seeds = args.seeds or [None]
     grid_seeds = seeds if args.grid_every_seed else seeds[:1]
     runs = {

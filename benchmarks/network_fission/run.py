@@ -53,7 +53,7 @@ from densetasks.experiments.sweep import (
     plan_runs,
     run_sweep,
 )
-from densetasks.experiments.verify import run_names, verify_report_run
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "hickson_synthetic_normals_depth.yaml"
@@ -346,7 +346,7 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def verify(args: argparse.Namespace, base: dict[str, Any]) -> int:
+def verify(args: argparse.Namespace, base: dict[str, Any], provenance: dict[str, Any]) -> int:
     """``--verify RUN`` (``semseg+depth_late_balanced,seed=0``): retrain that run of the first
     stage and compare its Δm against the committed table's baselines with the committed one."""
     reports = {
@@ -365,7 +365,8 @@ def verify(args: argparse.Namespace, base: dict[str, Any]) -> int:
         run_sweep(chosen, jobs=1, split="test")
         return chosen[0].run_dir
 
-    return verify_report_run(args.verify, reports[tables[0]], retrain, args.tolerance)
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, reports[tables[0]], retrain, args.tolerance, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [*scale_overrides(args), *args.overrides]
     base = load_config(args.config, overrides).to_dict()
     if args.verify:
-        return verify(args, base)
+        return verify(args, base, provenance)
     runs = seeded(experiment_runs(base["tasks"]), args.seeds)
     planned = plan_runs(base, runs, args.work_dir / "runs")
     print(

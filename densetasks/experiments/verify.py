@@ -4,7 +4,9 @@ A committed table is only as good as the claim that its command gives it. Every 
 script takes ``--verify ROW`` (:func:`densetasks.experiments.provenance.add_provenance_options`):
 it retrains that one run in a temporary folder, computes the numbers the results file holds
 for it, prints both side by side and exits non-zero when one differs by more than the
-tolerance.
+tolerance. With a :class:`VerifyLog` the outcome is appended, with the provenance of the
+process that ran it, to ``verifications.json`` beside the results, so a README can quote
+what a rerun gave.
 
 Most benchmarks commit ``densetasks report`` data (``report.json``, or reports inside their
 results file). There a row is one run, named by its run folder (``equal,seed=0``):
@@ -19,6 +21,7 @@ Baselines of several seeds are kept only as their mean, so a seed of one cannot 
 alone; a row of a multi-task run checks the same training code.
 """
 
+import json
 import math
 import tempfile
 from collections.abc import Callable, Mapping
@@ -26,12 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from densetasks.data.io import write_json
 from densetasks.errors import DataError
 from densetasks.experiments.run_record import load_run_record
 from densetasks.metrics.delta_m import delta_m
 
 Numbers = dict[str, float]
 DELTA_M = "Δm % (primary)"
+VERIFICATIONS = "verifications.json"
+"""File beside a benchmark's results: every ``--verify`` outcome, newest last."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +81,44 @@ def format_comparison(row: str, comparisons: list[Comparison], tolerance: float)
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class VerifyLog:
+    """Where a verification's outcome is appended (a JSON list) and the provenance record of
+    the process that ran it (:func:`densetasks.experiments.provenance.start_benchmark`)."""
+
+    path: Path
+    provenance: Mapping[str, Any]
+
+    def append(self, row: str, comparisons: list[Comparison], tolerance: float) -> None:
+        earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
+        entry = {
+            "row": row,
+            "tolerance": tolerance,
+            "reproduced": all(item.within(tolerance) for item in comparisons),
+            "numbers": [
+                {
+                    "name": item.name,
+                    "committed": item.committed,
+                    "rerun": item.rerun,
+                    "difference": item.difference,
+                }
+                for item in comparisons
+            ],
+            "provenance": dict(self.provenance),
+        }
+        write_json(self.path, [*earlier, entry])
+
+
 def verify_row(
     row: str,
     committed: Mapping[str, float],
     retrain: Callable[[Path], Mapping[str, float]],
     tolerance: float,
+    log: VerifyLog | None = None,
 ) -> int:
     """Retrain ``row`` with ``retrain(folder)`` in a fresh temporary folder, print the
-    comparison with ``committed`` and return the exit status: 0 when every number is within
-    ``tolerance``, 1 otherwise."""
+    comparison with ``committed`` (and append it to ``log``) and return the exit status: 0
+    when every number is within ``tolerance``, 1 otherwise."""
     if not committed:
         raise DataError(f"row {row!r}: the results hold no number to compare")
     print(f"verify {row}: retraining into a temporary folder", flush=True)
@@ -91,6 +126,8 @@ def verify_row(
         rerun = retrain(Path(folder))
     comparisons = compare(committed, rerun)
     print(format_comparison(row, comparisons, tolerance))
+    if log is not None:
+        log.append(row, comparisons, tolerance)
     return 0 if all(item.within(tolerance) for item in comparisons) else 1
 
 
@@ -160,6 +197,7 @@ def verify_report_run(
     report: Mapping[str, Any],
     retrain: Callable[[Path], Path],
     tolerance: float,
+    log: VerifyLog | None = None,
     split: str = "test",
 ) -> int:
     """:func:`verify_row` for a run of a committed ``densetasks report``: ``retrain(folder)``
@@ -170,5 +208,5 @@ def verify_report_run(
     except DataError as error:
         raise SystemExit(f"error: --verify {run}: {error}") from None
     return verify_row(
-        run, committed, lambda folder: rerun_numbers(report, retrain(folder), split), tolerance
+        run, committed, lambda folder: rerun_numbers(report, retrain(folder), split), tolerance, log
     )

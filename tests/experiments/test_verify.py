@@ -12,6 +12,7 @@ from densetasks.experiments.report import build_report, load_group, load_records
 from densetasks.experiments.verify import (
     DELTA_M,
     Comparison,
+    VerifyLog,
     committed_numbers,
     compare,
     rerun_numbers,
@@ -150,3 +151,16 @@ def test_unknown_run_and_seed_of_a_baseline_are_named(seeded_report) -> None:
         committed_numbers(report, "stl_semseg,seed=0")
     with pytest.raises(SystemExit, match="^error: --verify mtl,seed=7: no run folder"):
         verify_report_run("mtl,seed=7", report, lambda folder: folder, 0.01)
+
+
+def test_verify_log_appends_each_outcome_with_its_provenance(tmp_path: Path) -> None:
+    log = VerifyLog(tmp_path / "verifications.json", {"commit": "abc", "cpu_capability": "X"})
+    assert verify_row("run,seed=0", {"Δm": 11.77}, lambda _: {"Δm": 11.77}, 0.01, log) == 0
+    assert verify_row("run,seed=1", {"Δm": 11.77}, lambda _: {"Δm": 10.97}, 0.01, log) == 1
+    first, second = json.loads((tmp_path / "verifications.json").read_text())
+    assert first["row"] == "run,seed=0" and first["reproduced"] is True
+    assert first["provenance"] == {"commit": "abc", "cpu_capability": "X"}
+    assert second["reproduced"] is False
+    assert second["numbers"] == [
+        {"name": "Δm", "committed": 11.77, "rerun": 10.97, "difference": pytest.approx(-0.8)}
+    ]
