@@ -33,6 +33,7 @@ import torch
 import densetasks
 from densetasks.data.io import write_json
 from densetasks.errors import DenseTasksError
+from densetasks.experiments.verify import VERIFICATIONS
 
 KERNEL_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -71,7 +72,8 @@ def git_commit(root: Path) -> str | None:
 
 def changed_paths(root: Path, ignore: Sequence[Path] = ()) -> list[str]:
     """``git status --porcelain`` lines of ``root`` (untracked files included), except paths
-    inside the ``ignore`` folders (a benchmark's own output). Empty: a clean tree."""
+    inside the ``ignore`` folders (a benchmark's own output) and ``verifications.json`` logs
+    (what ``--verify`` of any benchmark appends; nothing reads them). Empty: a clean tree."""
     output = _git(root, "status", "--porcelain", "--untracked-files=all")
     if output is None:
         raise DirtyTreeError(f"{root}: git status failed: not a git checkout?")
@@ -79,7 +81,8 @@ def changed_paths(root: Path, ignore: Sequence[Path] = ()) -> list[str]:
     lines = []
     for line in output.splitlines():
         path = (root / line[3:].split(" -> ")[-1].strip('"')).resolve()
-        if not any(path == folder or folder in path.parents for folder in ignored):
+        inside = any(path == folder or folder in path.parents for folder in ignored)
+        if not inside and path.name != VERIFICATIONS:
             lines.append(line)
     return lines
 

@@ -98,6 +98,14 @@ def test_changes_in_the_output_folders_are_not_code(checkout: Path) -> None:
     assert benchmark_provenance(script(checkout), options(), [], [output])["dirty"] is False
 
 
+def test_verification_logs_of_any_benchmark_are_not_code(checkout: Path) -> None:
+    other = checkout / "benchmarks" / "other"
+    other.mkdir()
+    (other / "verifications.json").write_text("[]")
+    (other / "results.json").write_text("{}")
+    assert changed_paths(checkout) == ["?? benchmarks/other/results.json"]
+
+
 def test_script_of_another_checkout_is_refused(checkout: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
