@@ -18,6 +18,11 @@ from densetasks.balancers import create_balancer
 from densetasks.engine.config import TrainConfig
 from densetasks.engine.loop import StepParts, train_step
 from densetasks.engine.optim import build_optimizer
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.models import create_model
 from densetasks.tasks.registry import create_task
 
@@ -77,8 +82,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="measured steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5)
+    add_provenance_options(parser, verify=False)
     args = parser.parse_args()
     torch.manual_seed(0)
+    print(provenance_line(start_benchmark(__file__, args)))
     batch = make_batch(args.batch, args.size)
     steps = {"plain": plain_step(args.encoder), "engine": engine_step(args.encoder)}
     for step in steps.values():

@@ -11,7 +11,6 @@ images) and each method's mask AP against the ground truth, as a Markdown table.
 
 import argparse
 import dataclasses
-import platform
 import statistics
 import time
 
@@ -20,6 +19,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from densetasks.data.derive import centroid_offsets
 from densetasks.data.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.metrics.instance_ap import InstanceAPMetric
 from densetasks.metrics.instance_grouping import GroupingConfig, group_instances_batch
 
@@ -65,13 +69,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--seed", type=int, default=1)
+    add_provenance_options(parser, verify=False)
     arguments = parser.parse_args()
     torch.set_num_threads(1)
+    print(provenance_line(start_benchmark(__file__, arguments)))
     scenes = SyntheticScenes(
         arguments.images, size=(128, 256), seed=arguments.seed, tasks=["semseg", "instance"]
     )
     config = GroupingConfig()
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads 1, no GPU")
     print(f"config: {config}")
     print(f"{arguments.images} synthetic scenes 128×256, seed {arguments.seed}\n")
     print(

@@ -18,6 +18,11 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.metrics.base import Metric
 from densetasks.metrics.boundary import BoundaryMetrics
 from densetasks.metrics.depth import DepthMetrics
@@ -124,9 +129,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    add_provenance_options(parser, verify=False)
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    print(provenance_line(start_benchmark(__file__, args)))
     print(
         f"| metric | images/s ({args.batches} x {args.batch}x{args.size}x{args.size}, "
         f"{args.threads} thread) |"

@@ -11,13 +11,17 @@ label the holes give a normal there), and all.
 """
 
 import argparse
-import platform
 import time
 
 import torch
 
 from densetasks.data.geometry import NORMALS_PRESETS, normals_from_depth
 from densetasks.data.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 
 FLAT = [SYNTHETIC_CLASSES.index(name) for name in ("floor", "wall", "ceiling")]
 REAL = NORMALS_PRESETS["real"]
@@ -53,8 +57,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--size", default="480x640")
     parser.add_argument("--seed", type=int, default=0)
+    add_provenance_options(parser, verify=False)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(provenance_line(start_benchmark(__file__, args)))
     size = tuple(int(side) for side in args.size.split("x"))
     scenes = SyntheticScenes(
         args.n,
@@ -84,8 +90,7 @@ def main() -> None:
             has_normal = normals.norm(dim=0) > 0
             for name, mask in masks.items():
                 errors[method][name].append(error[mask & has_normal])
-    print(f"{args.n} scenes, {size[0]}x{size[1]}, seed {args.seed}, depth_noise=kinect; ")
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread\n")
+    print(f"{args.n} scenes, {size[0]}x{size[1]}, seed {args.seed}, depth_noise=kinect\n")
     header = " | ".join(f"{name}: mean ° | median ° | % < 11.25° | coverage" for name in sets)
     print(f"| method | {header} | CPU s / image |")
     print("|---" * (2 + 4 * len(sets)) + "|")

@@ -12,6 +12,11 @@ import time
 import torch
 
 from densetasks.data.synthetic import STYLES, SyntheticScenes
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 
 SIZES = ((64, 64), (128, 128), (256, 256))
 
@@ -29,8 +34,10 @@ def measure(size: tuple[int, int], style: str, images: int) -> tuple[float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
+    add_provenance_options(parser, verify=False)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(provenance_line(start_benchmark(__file__, args)))
     print(
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.images} images each"
     )

@@ -51,9 +51,11 @@ from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.loop import StepParts, train_step
 from densetasks.engine.optim import build_optimizer
 from densetasks.engine.passes import to_device
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import write_report
 from densetasks.experiments.report_seeds import Spread, close_to_best, within_spread
 from densetasks.experiments.sweep import PlannedRun, pareto_front, plan_runs, run_sweep
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 from densetasks.tasks.registry import label_kinds
 
 HERE = Path(__file__).resolve().parent
@@ -86,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{', '.join(LEFT_OUT)}); equal is always included, as the cost reference",
     )
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument(
         "--timing-rounds", type=int, default=15, help="interleaved rounds of the cost timing"
@@ -388,16 +391,24 @@ def pareto_png(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(figure)
 
 
-def run_task_set(args: argparse.Namespace, task_set: str) -> dict[str, Any]:
-    """Train (or skip) every run of ``task_set``, write its report, time its balancers."""
+def planned_runs(
+    args: argparse.Namespace, task_set: str, work_dir: Path
+) -> tuple[dict[str, Any], RunConfig, list[PlannedRun]]:
+    """The raw config of ``task_set``, its base config reading the rendered scenes under
+    ``work_dir/data``, and every run of it under ``work_dir/runs/<task_set>``."""
     raw = load_config(TASK_SETS[task_set], scale_overrides(args)).to_dict()
-    data = render_once(raw, args.work_dir / "data")
+    data = render_once(raw, work_dir / "data")
     reading = [f"{key}={json.dumps(value)}" for key, value in data.items()]
     base = load_config(TASK_SETS[task_set], [*scale_overrides(args), *reading])
-    runs_dir = args.work_dir / "runs" / task_set
-    planned = plan_task_set(base.to_dict(), args.balancers, args.seeds, runs_dir)
+    runs_dir = work_dir / "runs" / task_set
+    return raw, base, plan_task_set(base.to_dict(), args.balancers, args.seeds, runs_dir)
+
+
+def run_task_set(args: argparse.Namespace, task_set: str) -> dict[str, Any]:
+    """Train (or skip) every run of ``task_set``, write its report, time its balancers."""
+    raw, base, planned = planned_runs(args, task_set, args.work_dir)
     by_name = {run.name: run for run in planned}
-    print(f"{task_set}: {len(planned)} runs into {runs_dir}")
+    print(f"{task_set}: {len(planned)} runs into {args.work_dir / 'runs' / task_set}")
     trained = run_sweep(planned, jobs=args.jobs, split="test")
 
     def seed_dirs(name: str) -> list[Path]:
@@ -421,29 +432,55 @@ def run_task_set(args: argparse.Namespace, task_set: str) -> dict[str, Any]:
     }
 
 
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
+    """``--verify SET/RUN`` (``semseg_depth_normals/equal,seed=0``): retrain that run and
+    compare its Δm against the committed report's baselines with the committed one."""
+    task_set, _, run = args.verify.partition("/")
+    if task_set not in TASK_SETS or not run:
+        raise SystemExit(
+            f"--verify SET/RUN with SET one of {', '.join(TASK_SETS)}, got {args.verify!r}"
+        )
+    report = json.loads((args.report_dir / task_set / "report.json").read_text())
+
+    def retrain(folder: Path) -> Path:
+        _, _, planned = planned_runs(args, task_set, folder)
+        chosen = [planned_run for planned_run in planned if planned_run.name == run]
+        if not chosen:
+            raise SystemExit(f"{run!r} is not a run of {task_set} with these options")
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(run, report, retrain, args.tolerance, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
+    if args.verify:
+        return verify(args, provenance)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     outcomes = {task_set: run_task_set(args, task_set) for task_set in args.sets}
     cpu_seconds = time.process_time() - cpu_start
     wall_seconds = time.perf_counter() - wall_start
-    write_results(args, argv, outcomes, cpu_seconds, wall_seconds)
+    write_results(args, outcomes, cpu_seconds, wall_seconds, provenance)
     return 0
 
 
 def write_results(
     args: argparse.Namespace,
-    argv: list[str] | None,
     outcomes: dict[str, dict[str, Any]],
     cpu_seconds: float,
     wall_seconds: float,
+    provenance: dict[str, Any],
 ) -> None:
     """``results.json``, ``results.md``, ``pareto.png`` and ``experiment.json``."""
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python", "benchmarks/balancers/run.py", *(argv or sys.argv[1:])])
+    command = provenance["command"]
     results = {task_set: outcome["rows"] for task_set, outcome in outcomes.items()}
     payload = {
+        "provenance": provenance,
         "seeds": args.seeds,
         "left_out": LEFT_OUT,
         "task_sets": results,
@@ -475,7 +512,7 @@ def write_results(
         "trained_runs": {task_set: outcome["trained"] for task_set, outcome in outcomes.items()},
         "cpu_seconds": round(cpu_seconds, 1),
         "wall_seconds": round(wall_seconds, 1),
-        "torch_threads": torch.get_num_threads(),
+        "provenance": provenance,
     }
     (args.report_dir / "experiment.json").write_text(json.dumps(settings, indent=2) + "\n")
     print((args.report_dir / "results.md").read_text())

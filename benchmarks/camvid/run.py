@@ -9,10 +9,13 @@ Trains ``configs/camvid_stl_semseg.yaml``, ``configs/camvid_stl_edges.yaml`` and
 checkpoint on the test split at the end, writing ``metrics_test.json``), then writes the
 comparison with Δm (the two single-task runs as baselines) with ``densetasks report`` to
 ``--report`` (by default this folder: ``report.md``, ``report.html``, ``report.json``,
-``plots/``, ``samples/``). The wall time of each run goes to ``OUT/timings.json``.
+``plots/``, ``samples/``). ``results.json`` beside them holds the provenance (commit,
+versions, CPU, command), the wall time of each run and each run's primary metrics at every
+validation (the curve that chose its checkpoint).
 
 ``--jobs N`` trains N runs at once, each with ``cpus // N`` threads (at least one): on a
-shared, busy machine this is what fits the three runs in the time budget.
+shared, busy machine this is what fits the three runs in the time budget. ``--verify RUN``
+retrains one of them (``mtl``) in a temporary folder and compares it with ``report.json``.
 """
 
 import argparse
@@ -22,6 +25,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
+from densetasks.experiments.run_record import load_run_record
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = ("stl_semseg", "stl_edges", "mtl")
@@ -44,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="report folder (default: benchmarks/camvid)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    add_provenance_options(parser)
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -65,13 +73,13 @@ def train_command(name: str, root: Path, out: Path) -> list[str]:
     ]
 
 
-def train_all(root: Path, out: Path, jobs: int) -> dict[str, float]:
-    """Train every run, ``jobs`` at a time; returns the wall seconds of each run."""
+def train_all(root: Path, out: Path, jobs: int, runs: tuple[str, ...] = RUNS) -> dict[str, float]:
+    """Train ``runs``, ``jobs`` at a time; returns the wall seconds of each run."""
     environment = dict(os.environ)
     if jobs > 1:
         environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     out.mkdir(parents=True, exist_ok=True)
-    waiting, running, seconds = list(RUNS), {}, {}
+    waiting, running, seconds = list(runs), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:
             name = waiting.pop(0)
@@ -98,11 +106,26 @@ def train_all(root: Path, out: Path, jobs: int) -> dict[str, float]:
     return seconds
 
 
-def main(argv: list[str] | None = None) -> None:
+def verify(args: argparse.Namespace, provenance: dict) -> int:
+    """``--verify RUN``: retrain one of :data:`RUNS` and compare it with ``report.json``."""
+    if args.verify not in RUNS:
+        raise SystemExit(f"--verify: one of {', '.join(RUNS)}, got {args.verify!r}")
+    report = json.loads((args.report / "report.json").read_text())
+
+    def retrain(folder: Path) -> Path:
+        train_all(args.root, folder, 1, (args.verify,))
+        return folder / args.verify
+
+    log = VerifyLog(args.report / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    provenance = start_benchmark(__file__, args, argv, [args.report], args.out)
+    if args.verify:
+        return verify(args, provenance)
     seconds = train_all(args.root, args.out, args.jobs)
-    timings = {"jobs": args.jobs, "cpus": os.cpu_count(), "wall_seconds": seconds}
-    (args.out / "timings.json").write_text(json.dumps(timings, indent=2))
     subprocess.run(
         [
             "densetasks",
@@ -118,7 +141,31 @@ def main(argv: list[str] | None = None) -> None:
         cwd=REPO,
         check=True,
     )
+    results = {
+        "provenance": provenance,
+        "jobs": args.jobs,
+        "wall_seconds": seconds,
+        "validation": {name: validation_curve(args.out / name) for name in RUNS},
+    }
+    (args.report / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def validation_curve(run_dir: Path) -> list[dict[str, object]]:
+    """The run's primary metrics at every validation, from its event log."""
+    record = load_run_record(run_dir, "test")
+    return [
+        {
+            "step": event["step"],
+            **{
+                f"{task}.{name}": event["metrics"][task][name]
+                for task, name in record.primary.items()
+            },
+        }
+        for event in record.eval_events
+        if event.get("split") == "val"
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 ::
 
     python benchmarks/composite_tasking/run.py [--out runs/composite_tasking] [--quick]
+    python benchmarks/composite_tasking/run.py --cost-only [--set model.encoder=...]
 
 Trains, from ``configs/popovic2021_synthetic.yaml`` on the synthetic scenes (five tasks:
 semseg, parts, edges, saliency, normals):
@@ -20,11 +21,16 @@ semseg, parts, edges, saliency, normals):
 Finished runs (``metrics_test.json`` present) are not trained again, so an interrupted
 benchmark resumes. Results go to ``--report`` (default: this folder): ``results.md``,
 ``results.json``, ``pictures/``; the wall time of each run to ``OUT/timings.json``.
+``--cost-only`` trains nothing and measures Figure 5 alone (untrained weights: parameters,
+FLOPs and latency do not depend on them) at the size the ``--set`` options give, into
+``results_cost_<size>px_<encoder>.json``. ``--verify RUN`` retrains one run (``mhn_S``) and
+compares it with the committed tables.
 """
 
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,8 @@ from densetasks.data.registry import create_dataset
 from densetasks.engine.config import RunConfig, load_config
 from densetasks.engine.inference import Predictor
 from densetasks.engine.run import train
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_row
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
 from densetasks.pictures import contact_sheet
@@ -69,7 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--quick", action="store_true", help="a few steps at 32 px")
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats per model")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="train nothing: Figure 5 (parameters, FLOPs, latency) at the --set scale only",
+    )
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.overrides = [*QUICK, *args.overrides]
@@ -277,13 +291,6 @@ def markdown(results: dict[str, Any], tasks: list[str]) -> str:
             for name, row in table.items()
         ]
 
-    cost = results["cost"]
-    cost_lines = [
-        f"| {name} | {c['parameters'] / 1e6:.2f} | {c['decoder_parameters'] / 1e6:.2f} | "
-        f"{c['gflops']:.3f} | {c['latency_ms']:.1f} | {c['latency_vs_mhn']:.2f} |"
-        for name, c in cost.items()
-        if isinstance(c, dict)
-    ]
     return "\n".join(
         [
             "## Table 1 (evaluated under S, test split; Δm against the STNs under S)",
@@ -298,30 +305,132 @@ def markdown(results: dict[str, Any], tasks: list[str]) -> str:
             rule,
             *lines(results["tables"]["table4"]),
             "",
-            f"## Figure 5 (five tasks, batch 1, {cost['input'][0]}x{cost['input'][1]} px, "
-            f"{cost['threads']} threads, median of interleaved repeats)",
-            "",
-            "| model | parameters (M) | decoder parameters (M) | GFLOPs | latency (ms) | "
-            "latency / MHN |",
-            "|---|---|---|---|---|---|",
-            *cost_lines,
-            "",
+            *cost_markdown(results["cost"]),
         ]
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def cost_markdown(cost: dict[str, Any]) -> list[str]:
+    """Figure 5's table: parameters, FLOPs and latency of each model."""
+    return [
+        f"## Figure 5 (five tasks, batch 1, {cost['input'][0]}x{cost['input'][1]} px, "
+        f"{cost['threads']} threads, median of interleaved repeats)",
+        "",
+        "| model | parameters (M) | decoder parameters (M) | GFLOPs | latency (ms) | "
+        "latency / MHN |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {c['parameters'] / 1e6:.2f} | {c['decoder_parameters'] / 1e6:.2f} | "
+            f"{c['gflops']:.3f} | {c['latency_ms']:.1f} | {c['latency_vs_mhn']:.2f} |"
+            for name, c in cost.items()
+            if isinstance(c, dict)
+        ),
+        "",
+    ]
+
+
+TABLE_ROWS = {
+    "mhn_S": [("table1", "MHN (S)", None)],
+    "mhn_R1r": [("table1", "MHN (R1r)", None)],
+    "ctn_R1r": [("table4", "CTN (R1r) on S", None), ("table4", "CTN (R1r) on Rrnd", "Rrnd")],
+    "ctn_Rrnd": [("table4", "CTN (Rrnd) on S", None), ("table4", "CTN (Rrnd) on Rrnd", "Rrnd")],
+}
+"""Multi-task run -> the table rows it makes (table, row, palette rule of the evaluation)."""
+
+
+def single_task(run: str) -> tuple[str, str] | None:
+    """``("STN (R1r)", "semseg")`` for ``stn_R1r_semseg``; None for a multi-task run."""
+    parts = run.split("_", 2)
+    return (f"STN ({parts[1]})", parts[2]) if parts[0] == "stn" and len(parts) == 3 else None
+
+
+def committed_run(results: dict[str, Any], run: str) -> dict[str, float]:
+    """What the committed tables hold for one run: a single-task network's primary metric
+    (its row is every task's network side by side), or each row of a multi-task run."""
+    if (single := single_task(run)) is not None:
+        label, task = single
+        return {f"{label} {task}": results["tables"]["table1"][label]["primary"][task]}
+    if run not in TABLE_ROWS:
+        raise SystemExit(f"--verify: {run!r} is not a run of the tables")
+    numbers = {}
+    for table, label, _ in TABLE_ROWS[run]:
+        row = results["tables"][table][label]
+        numbers.update({f"{label} {task}": value for task, value in row["primary"].items()})
+        numbers[f"{label} Δm %"] = row["delta_m_percent"]
+    return numbers
+
+
+def rerun_run(results: dict[str, Any], run: str, run_dir: Path) -> dict[str, float]:
+    """:func:`committed_run`'s numbers from a retrained run (Δm against the committed STNs)."""
+    tables = results["tables"]
+    primary = tables["primary_metrics"]
+    if (single := single_task(run)) is not None:
+        label, task = single
+        return {f"{label} {task}": metrics_of(run_dir)["metrics"][task][primary[task]]}
+    baseline = {
+        task: {name: tables["table1"]["STN (S)"]["primary"][task]} for task, name in primary.items()
+    }
+    numbers = {}
+    for _, label, rule in TABLE_ROWS[run]:
+        row = metrics_of(run_dir, rule)
+        values = {task: row["metrics"][task][name] for task, name in primary.items()}
+        numbers.update({f"{label} {task}": value for task, value in values.items()})
+        numbers[f"{label} Δm %"] = delta_m(
+            {task: {primary[task]: value} for task, value in values.items()},
+            baseline,
+            row["higher"],
+            primary,
+        )
+    return numbers
+
+
+def verify(
+    args: argparse.Namespace, runs: dict[str, dict[str, Any]], provenance: dict[str, Any]
+) -> int:
+    """``--verify RUN``: retrain one run of the tables, compare with the committed numbers."""
+    results = json.loads((args.report / "results.json").read_text())
+    if args.verify not in runs:
+        raise SystemExit(f"--verify: no run {args.verify!r}; runs: {', '.join(runs)}")
+    committed = committed_run(results, args.verify)
+
+    def retrain(folder: Path) -> dict[str, float]:
+        run_dir = folder / args.verify
+        train(config_for(args, runs[args.verify]), run_dir)
+        return rerun_run(results, args.verify, run_dir)
+
+    log = VerifyLog(args.report / VERIFICATIONS, provenance)
+    return verify_row(args.verify, committed, retrain, args.tolerance, log)
+
+
+def cost_only(args: argparse.Namespace, base: RunConfig, provenance: dict[str, Any]) -> None:
+    """Figure 5 alone, at the config's scale, into ``results_cost_<size>px_<encoder>.json``."""
+    result = cost(args, base)
+    name = f"results_cost_{result['input'][0]}px_{base.model.encoder}.json"
+    payload = {"provenance": provenance, "command": provenance["command"], "cost": result}
+    args.report.mkdir(parents=True, exist_ok=True)
+    (args.report / name).write_text(json.dumps(payload, indent=2) + "\n")
+    print("\n".join(cost_markdown(result)))
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    work_dir = None if args.cost_only else args.out
+    provenance = start_benchmark(__file__, args, argv, [args.report], work_dir)
     base = load_config(args.config, args.overrides)
     runs = plan(base)
+    if args.verify:
+        return verify(args, runs, provenance)
+    if args.cost_only:
+        cost_only(args, base, provenance)
+        return 0
     seconds = train_all(args, runs)
     timings_file = args.out / "timings.json"
     known = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     timings_file.write_text(json.dumps({**known, **seconds}, indent=2))
     tasks = list(base.tasks)
     results = {
-        "command": "python benchmarks/composite_tasking/run.py "
-        + " ".join(f"--set {item}" for item in args.overrides),
+        "provenance": provenance,
+        "command": provenance["command"],
         "tables": tables(args, tasks),
         "cost": cost(args, base),
         "wall_seconds": {**known, **seconds},
@@ -331,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.report / "results.json").write_text(json.dumps(results, indent=2))
     (args.report / "results.md").write_text(markdown(results, tasks))
     print(markdown(results, tasks))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,7 +28,6 @@ this folder): ``results.md`` and ``results.json``. See ``README.md`` beside this
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ import torch
 from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.build import build_model, build_tasks, open_dataset
 from densetasks.engine.config import load_config, validate_config
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import (
     Report,
     build_report,
@@ -50,6 +50,7 @@ from densetasks.experiments.report import (
 )
 from densetasks.experiments.report_seeds import within_spread
 from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 from densetasks.models import create_model
 from densetasks.models.architectures.three_ways import DECODER_WIDTHS
 
@@ -134,6 +135,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 16 scenes")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "cross_task_attention")
     parser.add_argument(
         "--report-dir",
@@ -214,11 +216,12 @@ def seeded(runs: Mapping[str, dict[str, Any]], seeds: Sequence[int]) -> dict[str
     }
 
 
-def plan(args: argparse.Namespace) -> tuple[list[PlannedRun], dict[str, Any]]:
-    """Every run of the benchmark (validated before anything trains) and the S-D-N base."""
+def plan(args: argparse.Namespace, work_dir: Path) -> tuple[list[PlannedRun], dict[str, Any]]:
+    """Every run of the benchmark under ``work_dir/runs`` (validated before anything trains)
+    and the S-D-N base."""
     overrides = scale_overrides(args)
     bases = {name: load_config(path, overrides).to_dict() for name, path in CONFIGS.items()}
-    runs_dir = args.work_dir / "runs"
+    runs_dir = work_dir / "runs"
     planned = plan_runs(
         bases["sd"],
         seeded(table1_runs("sd"), args.seeds) | seeded(ablation_runs(), args.ablation_seeds),
@@ -410,20 +413,31 @@ def add_timings(path: Path, spent: dict[str, float]) -> dict[str, float]:
     return total
 
 
-def cpu_model() -> str:
-    """The processor's name from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
+    """``--verify RUN`` (``sd_mtl,seed=0``): retrain that run and compare its Δm against the
+    committed table's STL baselines with the committed one."""
+    tables = json.loads((args.report_dir / "results.json").read_text())["tables"]
+    holding = [report for report in tables.values() if args.verify in run_names(report)]
+    if not holding:
+        raise SystemExit(f"--verify: no run {args.verify!r} in the committed tables")
+
+    def retrain(folder: Path) -> Path:
+        planned, _ = plan(args, folder)
+        chosen = [run for run in planned if run.name == args.verify]
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, holding[0], retrain, args.tolerance, log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
-    planned, sdn = plan(args)
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
+    if args.verify:
+        return verify(args, provenance)
+    planned, sdn = plan(args, args.work_dir)
     configs = {run.name.split(",")[0]: run.config.to_dict() for run in planned}
     print(f"cross_task_attention: {len(planned)} runs into {args.work_dir / 'runs'}", flush=True)
     start, cpu_start = time.perf_counter(), os.times()
@@ -478,11 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     results = {
-        "command": " ".join(
-            ["python", "benchmarks/cross_task_attention/run.py", *(argv or sys.argv[1:])]
-        ),
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)",
+        "provenance": provenance,
+        "command": provenance["command"],
+        "machine": f"{provenance['cpu_model']} ({provenance['cpu_capability']}), "
+        f"{provenance['cpu_count']} CPUs, torch {provenance['torch']}, "
+        f"{provenance['torch_threads']} thread(s)",
         "overrides": scale_overrides(args),
         "seeds": seeds,
         "ablation_seeds": ablation_seeds,

@@ -41,12 +41,15 @@ from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.inference import load_run
 from densetasks.engine.loop import evaluate
 from densetasks.engine.run import train
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import (
     build_report,
     format_markdown_table,
     load_group,
     load_records,
 )
+from densetasks.experiments.run_record import read_events
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 from densetasks.tasks.registry import label_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +143,33 @@ def build_tables(args: argparse.Namespace) -> dict[str, dict]:
     return reports
 
 
+def adaptation_losses(args: argparse.Namespace) -> list[dict]:
+    """Per adapting run: the first and the last logged adversarial (λ-weighted, on the
+    network), discriminator (summed over tasks and scales; 4 · 2 ln 2 at chance) and total
+    task losses, from the run's ``events.jsonl``."""
+    rows = []
+    for name, overrides in ROWS.items():
+        if "adaptation.enabled=true" not in overrides:
+            continue
+        for seed in args.seeds:
+            events = read_events(args.runs_dir / f"{name},seed={seed}" / "events.jsonl")
+            train = [event for event in events if event.get("type") == "train"]
+            for position, event in (("first", train[0]), ("last", train[-1])):
+                losses = event["losses"]
+                rows.append(
+                    {
+                        "run": name,
+                        "seed": seed,
+                        "logged": position,
+                        "step": event["step"],
+                        "adversarial": losses["adversarial"],
+                        "discriminator": losses["discriminator"],
+                        "total": event["total"],
+                    }
+                )
+    return rows
+
+
 SOURCE_ONLY = ("stl_semseg", "stl_depth", "mtl_source")
 """Runs that never saw a target image: their drop on the target is the domain gap."""
 
@@ -229,12 +259,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "cross_task_uda")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
+    add_provenance_options(parser)
     return parser.parse_args(argv)
+
+
+def verify(args: argparse.Namespace, provenance: dict) -> int:
+    """``--verify RUN`` (``mtl_uda,seed=0``): retrain that run and compare its Δm on the target
+    test split (against the committed STL source-only seeds) with the committed one."""
+    report = json.loads((args.out_dir / "uda.json").read_text())["reports"]["target_test"]
+    name, _, seed = args.verify.partition(",seed=")
+    if name not in ROWS or not seed.isdigit():
+        raise SystemExit(f"--verify NAME,seed=S with NAME one of {', '.join(ROWS)}")
+
+    def retrain(folder: Path) -> Path:
+        train_row(name, int(seed), argparse.Namespace(**{**vars(args), "runs_dir": folder}))
+        return folder / args.verify
+
+    log = VerifyLog(args.out_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log, "target_test")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    provenance = start_benchmark(__file__, args, argv, [args.out_dir], args.runs_dir)
+    if args.verify:
+        return verify(args, provenance)
     jobs = [(name, seed) for seed in args.seeds for name in ROWS]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {job: pool.submit(train_row, *job, args) for job in jobs}
@@ -251,12 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     reports = build_tables(args)
     gap = domain_gap(args)
     payload = {
-        "command": " ".join(["python benchmarks/cross_task_attention/uda.py", *sys.argv[1:]]),
+        "provenance": provenance,
+        "command": provenance["command"],
         "settings": {key: str(value) for key, value in vars(args).items()},
         "costs": costs,
         "total_cpu_s": sum(cost["cpu_s"] for cost in costs.values()),
         "reports": reports,
         "domain_gap": gap,
+        "adaptation_losses": adaptation_losses(args),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "uda.json").write_text(json.dumps(payload, indent=2) + "\n")

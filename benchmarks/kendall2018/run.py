@@ -32,6 +32,7 @@ import torch
 
 from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import (
     build_report,
     format_text_table,
@@ -49,6 +50,7 @@ from densetasks.experiments.sweep import (
     write_sweep,
 )
 from densetasks.experiments.sweep_plots import sweep_figure_png
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "kendall2018_synthetic.yaml"
@@ -86,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"fixed-weight grid (repeatable; default {' '.join(DEFAULT_GRID)})",
     )
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument(
         "--seeds",
@@ -182,22 +185,53 @@ def seed_name(name: str, seed: int | None) -> str:
     return name if seed is None else f"{name},seed={seed}"
 
 
-def best_by_delta_m(candidates: dict[str, list[Path]], baselines: list[Path], split: str) -> str:
-    """The row (its seeds' runs) with the highest mean Δm over the primary metrics."""
+def grid_delta_m(
+    candidates: dict[str, list[Path]], baselines: list[Path], split: str
+) -> dict[str, float | None]:
+    """Each row's (its seeds' runs') mean Δm over the primary metrics on ``split``."""
     rows = [load_group(name, dirs, split) for name, dirs in candidates.items()]
     report = build_report(rows, load_records(baselines, split), split)
     scores = [run["delta_m_percent"]["primary"] for run in report["runs"]]
     for name, score in zip(candidates, scores, strict=True):
         print(f"grid: {name}: Δm {score:+.2f}% on {split}")
-    ranked = [(float("-inf") if s is None else s, index) for index, s in enumerate(scores)]
-    return list(candidates)[max(ranked)[1]]
+    return dict(zip(candidates, scores, strict=True))
+
+
+def best_by_delta_m(scores: dict[str, float | None]) -> str:
+    """The row with the highest Δm (the first of equals; rows without one last)."""
+    return max(scores, key=lambda name: float("-inf") if scores[name] is None else scores[name])
+
+
+def all_runs(base: dict, fixed: dict[str, dict], args: argparse.Namespace) -> dict[str, dict]:
+    """Every run the benchmark may train, the grid with every seed (``--verify`` picks one)."""
+    return {**seeded(experiment_runs(base), args.seeds), **seeded(fixed, args.seeds)}
+
+
+def verify(args: argparse.Namespace, base: dict, fixed: dict[str, dict], provenance: dict) -> int:
+    """``--verify RUN`` (``equal,seed=0``): retrain that run and compare its Δm against the
+    committed report's single-task seeds with the committed one."""
+    report = json.loads((args.report_dir / "report.json").read_text())
+
+    def retrain(folder: Path) -> Path:
+        planned = plan_runs(base, all_runs(base, fixed, args), folder)
+        chosen = [run for run in planned if run.name == args.verify]
+        if not chosen:
+            raise SystemExit(f"--verify: {args.verify!r} is not a run of these options")
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, report, retrain, args.tolerance, log)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     base = load_config(args.config, scale_overrides(args)).to_dict()
     fixed = grid_runs(args.grid or DEFAULT_GRID)
+    if args.verify:
+        return verify(args, base, fixed, provenance)
     seeds = args.seeds or [None]
     grid_seeds = seeds if args.grid_every_seed else seeds[:1]
     runs = {
@@ -213,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     trained = run_sweep(planned, jobs=args.jobs, split="test")
     baselines = [path for task in base["tasks"] for path in seed_dirs(f"stl_{task}", grid_seeds)]
-    best = best_by_delta_m({name: seed_dirs(name, grid_seeds) for name in fixed}, baselines, "val")
+    grid_scores = grid_delta_m(
+        {name: seed_dirs(name, grid_seeds) for name in fixed}, baselines, "val"
+    )
+    best = best_by_delta_m(grid_scores)
     rest = [seed for seed in seeds if seed not in grid_seeds]
     if rest:
         planned += plan_runs(base, seeded({best: fixed[best]}, rest), args.work_dir / "runs")
@@ -236,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_sweep(sweep, args.report_dir / "sweep", render_png=sweep_figure_png)
     settings = {
-        "command": " ".join(["python", "benchmarks/kendall2018/run.py", *(argv or sys.argv[1:])]),
+        "provenance": provenance,
+        "command": provenance["command"],
         "overrides": scale_overrides(args),
+        "grid_val_delta_m_percent": grid_scores,
+        "grid_seeds": grid_seeds,
         "best_grid_run": best,
         "seeds": args.seeds,
         "trained_runs": trained,

@@ -14,6 +14,8 @@ Trains, from ``configs/hickson_synthetic_normals_depth.yaml`` at the CPU scale o
 * Table 5: semantics + depth, the same, balanced λ_semantics = 2 vs depth 1;
 * Table 2: normals + semantics, mid fission, no loss balancing, auxiliary losses off
   (α1 = α2 = 0), α1 only (0.6, 0) and both (0.6, 0.5);
+* a check of Table 5: late and mid semantics + depth with the semantics loss weighted 0,
+  scored on depth against the balanced runs (``semantics_off``);
 * then, once the normals baselines exist, the paper's protocol for Tables 4 and 5: balanced
   early_mid and mid fission fine-tuned from the first seed's normals network
   (``model.init_from``; supplementary Sec. 5), beside the same rows from scratch.
@@ -21,9 +23,10 @@ Trains, from ``configs/hickson_synthetic_normals_depth.yaml`` at the CPU scale o
 Every run is planned and validated first and trained through ``densetasks.experiments.sweep``
 (finished runs are skipped, an interrupted one resumes); each table is a ``densetasks report``
 with seeds grouped (mean ± std, ``≈`` where rows are within the seeds' spread) in
-``--report-dir/table{2,4,5}/``. Then :mod:`cost` measures parameters, FLOPs, the FLOPs of one
-more task and batch-1 CPU latency (eager vs ONNX Runtime fp32 vs fp16) per split point for the
-mobile model (``configs/hickson_mobile_large.yaml``) and the ResNet-50 server model.
+``--report-dir/table{2,4,5}/`` and ``--report-dir/semantics_off/``. Then :mod:`cost`
+measures parameters, FLOPs, the FLOPs of one more task and batch-1 CPU latency (eager vs
+ONNX Runtime fp32 vs fp16) per split point for the mobile model
+(``configs/hickson_mobile_large.yaml``) and the ResNet-50 server model.
 ``results.md`` / ``results.json`` hold the compact tables, the claim checks and the timings.
 """
 
@@ -40,6 +43,7 @@ from cost import SPLITS, markdown, measure_cost, speedups
 
 from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import format_text_table, write_report
 from densetasks.experiments.report_seeds import within_spread
 from densetasks.experiments.sweep import (
@@ -49,6 +53,7 @@ from densetasks.experiments.sweep import (
     plan_runs,
     run_sweep,
 )
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "hickson_synthetic_normals_depth.yaml"
@@ -95,6 +100,10 @@ LATENCY_MODELS = {
 """The mobile configs (``hickson_mobile_large`` as it is, and ``hickson_mobile_small``'s
 encoder), and the same tasks on the paper's server network."""
 MOBILE = ("MobileNetV3-L", "MobileNetV3-S")
+SEMANTICS_OFF_SPLITS = ("late", "mid")
+"""The check of Table 5's late-fission depth gain: semantics + depth with the semantics loss
+weighted 0 (the fused head keeps its channels, trained by depth alone), beside the same split
+points balanced: does depth gain from the semantic supervision or from the head's width?"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,6 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 2 seeds")
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "network_fission")
     parser.add_argument(
         "--report-dir",
@@ -154,6 +164,10 @@ def experiment_runs(task_options: dict[str, dict]) -> dict[str, dict[str, Any]]:
     for name, weights in AUX.items():
         runs[f"normals+semseg_mid_aux={name}"] = tasks(
             "normals", "semseg", weights=(1.0, 1.0), **{"model.options.aux_weights": weights}
+        )
+    for split in SEMANTICS_OFF_SPLITS:
+        runs[f"semseg+depth_{split}_semseg=0"] = tasks(
+            "semseg", "depth", weights=(0.0, 1.0), **{"model.options.split": split}
         )
     return runs
 
@@ -205,6 +219,14 @@ def table_rows() -> dict[str, tuple[list[str], dict[str, str]]]:
     tables["table2"] = (
         ["normals", "semseg"],
         {f"mid aux {name}": f"normals+semseg_mid_aux={name}" for name in AUX},
+    )
+    tables["semantics_off"] = (
+        ["depth"],
+        {
+            f"{split} {label}": f"semseg+depth_{split}_{name}"
+            for split in SEMANTICS_OFF_SPLITS
+            for label, name in (("balanced", "balanced"), ("semantics weight 0", "semseg=0"))
+        },
     )
     return tables
 
@@ -324,11 +346,37 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def verify(args: argparse.Namespace, base: dict[str, Any], provenance: dict[str, Any]) -> int:
+    """``--verify RUN`` (``semseg+depth_late_balanced,seed=0``): retrain that run of the first
+    stage and compare its Δm against the committed table's baselines with the committed one."""
+    reports = {
+        table: json.loads((args.report_dir / table / "report.json").read_text())
+        for table in table_rows()
+    }
+    tables = [table for table, report in reports.items() if args.verify in run_names(report)]
+    if not tables:
+        raise SystemExit(f"--verify: no run {args.verify!r} in the committed tables")
+
+    def retrain(folder: Path) -> Path:
+        planned = plan_runs(base, seeded(experiment_runs(base["tasks"]), args.seeds), folder)
+        chosen = [run for run in planned if run.name == args.verify]
+        if not chosen:
+            raise SystemExit(f"--verify: {args.verify!r} is fine-tuned from another run")
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, reports[tables[0]], retrain, args.tolerance, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     overrides = [*scale_overrides(args), *args.overrides]
     base = load_config(args.config, overrides).to_dict()
+    if args.verify:
+        return verify(args, base, provenance)
     runs = seeded(experiment_runs(base["tasks"]), args.seeds)
     planned = plan_runs(base, runs, args.work_dir / "runs")
     print(
@@ -356,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report([], baselines, args.report_dir / table, "test", groups=groups)
         print(format_text_table(report), flush=True)
         result = summary(report)
-        if table != "table2":
+        if table in SECOND_TASK_WEIGHT:
             result["claims"] = [
                 claim(result["rows"], balance, key)
                 for balance in BALANCE
@@ -376,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = speedups(cost["latency_ms"])
     mobile_mid = {name: ratios[f"{name} mid"]["onnxruntime fp32"] for name in MOBILE}
     results.update(
-        command=" ".join(["python", "benchmarks/network_fission/run.py", *(argv or sys.argv[1:])]),
+        provenance=provenance,
+        command=provenance["command"],
         overrides=overrides,
         seeds=args.seeds,
         trained_runs=len(trained),
@@ -390,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         "table4": "Table 4 in shape: normals + depth (balanced: λ_normals 10, depth 1)",
         "table5": "Table 5 in shape: semantics + depth (balanced: λ_semantics 2, depth 1)",
         "table2": "Table 2 in shape: normals + semantics, mid fission, no loss balancing",
+        "semantics_off": "Check: semantics + depth with the semantics loss weighted 0 "
+        "(depth only, against single-task depth)",
     }
     lines = [
         "# Network fission on synthetic scenes: results",
