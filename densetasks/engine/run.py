@@ -48,7 +48,7 @@ from densetasks.engine.logs import RunLog, write_prediction_images
 from densetasks.engine.loop import TARGET_IMAGES, Evaluation, StepParts, evaluate, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
-from densetasks.engine.selection import primary_values, selection_score
+from densetasks.engine.selection import best_reason, primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
 from densetasks.tasks.base import Task, evaluation_inputs
 
@@ -175,6 +175,9 @@ class _Trainer:
         self.log = RunLog(run_dir, config.train.steps, self.step, enabled=self.process.is_main)
         if init_report:
             self.log.message(init_report)
+        balancer_note = build.single_task_balancer_note(config, self.tasks)
+        if balancer_note:
+            self.log.message(balancer_note)
         if config.train.amp != "none" and self.amp_dtype is None:
             self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
 
@@ -354,10 +357,12 @@ class _Trainer:
             self.selection.baseline,
         )
         self.schedule.observe(score)
-        if self.selection.best_score is None or score > self.selection.best_score:
+        first = self.selection.best_score is None
+        if first or score > self.selection.best_score:
             self.selection.best_score, self.selection.best_step = score, self.step
             self._save("best")
-            self.log.message(f"step {self.step}: new best checkpoint (score {score:.4g})")
+            reason = best_reason(self.config.eval.best, score, payload["metrics"], first)
+            self.log.message(f"step {self.step}: new best checkpoint ({reason})")
         if self.process.is_main and self._images_due():
             self._write_images(val_loader)
 
