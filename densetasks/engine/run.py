@@ -95,6 +95,12 @@ def metrics_payload(
             for name in values
         },
         "primary": {name: task.primary_metric for name, task in tasks.items()},
+        "units": {
+            name: {
+                key: unit for key, unit in type(metrics[name]).units.items() if key in values[name]
+            }
+            for name in values
+        },
     }
     if evaluation.by_rule:
         payload["by_rule"] = {
