@@ -37,9 +37,15 @@ TRAIN = {
 COMPOSITE_TASKS = ("semseg", "depth", "normals", "edges")
 
 
-def train_tiny(out: Path, tasks: dict, model: dict) -> Path:
-    """A 2-step run of ``model`` with the tiny encoder."""
-    config = {"tasks": tasks, "data": DATA, "model": {"encoder": "tiny", **model}, "train": TRAIN}
+def train_tiny(out: Path, tasks: dict, model: dict, data: dict | None = None) -> Path:
+    """A 2-step run of ``model`` with the tiny encoder, on ``data`` (default: 32-px scenes
+    made on the fly)."""
+    config = {
+        "tasks": tasks,
+        "data": data or DATA,
+        "model": {"encoder": "tiny", **model},
+        "train": TRAIN,
+    }
     return train(validate_config(config), out)
 
 

@@ -360,3 +360,21 @@ def test_the_favicon_is_the_pages_icon(client) -> None:
         and icon.content == client.get("/static/favicon.svg").content
     )
     assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
+
+
+def test_a_palette_run_predicts_rule_s_without_the_rule_passes(client, runs) -> None:
+    """Rule S is one forward per task; the evaluation's R1r pass (shown nowhere on the page)
+    is not run, and the pictures are those of the full evaluation plan."""
+    model = runs["ctn"].predictor.run.model
+    calls = []
+    hook = model.register_forward_hook(lambda module, args, kwargs: calls.append(1))
+    try:
+        answer = post(client, {"run": "ctn"}, {"image": ("i", photo(), "image/png")}).json()
+    finally:
+        hook.remove()
+    assert len(calls) == len(COMPOSITE_TASKS) == len(model.evaluation_plan()) - 1
+    image = serve.uploads.decode_image(photo(), serve.Limits())
+    full = runs["ctn"].predictor(image)
+    assert list(full.rules) == ["R1r"]
+    for name, expected in full.pictures(runs["ctn"].predictor.tasks).items():
+        np.testing.assert_array_equal(picture(answer["tasks"][name]), expected)
