@@ -1,9 +1,10 @@
 """One log line per request: client, method, path, status, bytes sent and time taken.
 
 ``127.0.0.1 "POST /api/predict" 200 48211 B 63.1 ms`` on the ``densetasks.serve.access``
-logger (``densetasks serve`` prints it on stderr). The query string is left out, so a token
-given as ``?token=`` never reaches the log; a request whose client went away before an
-answer is logged with status 0.
+logger (``densetasks serve`` prints it on stderr). The path is logged as the client sent it
+(percent-encoded, so a ``%0A`` cannot start a fake log line) and the query string is left
+out, so a token given as ``?token=`` never reaches the log; a request whose client went
+away before an answer is logged with status 0.
 """
 
 import logging
@@ -39,12 +40,13 @@ class AccessLog:
             await self.app(scope, receive, counting_send)
         finally:
             client = (scope.get("client") or ("-", 0))[0]
+            path = scope.get("raw_path") or scope["path"].encode()
             elapsed_ms = (time.perf_counter() - started) * 1000
             logger.info(
                 '%s "%s %s" %d %d B %.1f ms',
                 client,
                 scope["method"],
-                scope["path"],
+                path.split(b"?", 1)[0].decode("ascii", "backslashreplace"),
                 status,
                 sent,
                 elapsed_ms,

@@ -344,11 +344,13 @@ def test_every_request_gets_one_access_log_line_without_its_query(client, caplog
     body = client.get("/api/runs?token=not-for-the-log").content
     client.get("/favicon.ico")
     post(client, {"run": "nope"}, IMAGE)
+    client.get("/no%0Afake 200 line")
     lines = [record.getMessage() for record in caplog.records]
-    assert len(lines) == 3, lines
+    assert len(lines) == 4, lines
     assert re.fullmatch(rf'testclient "GET /api/runs" 200 {len(body)} B \d+\.\d ms', lines[0])
     assert lines[1].startswith('testclient "GET /favicon.ico" 200 ')
     assert lines[2].startswith('testclient "POST /api/predict" 404 ')
+    assert lines[3].startswith('testclient "GET /no%0Afake%20200%20line" 404 ')
     assert "token" not in caplog.text
 
 
