@@ -9,17 +9,23 @@
    (``DIR/report/report.{md,html,json}``).
 
 The training budget is given in minutes and turned into steps with a throughput measured on
-a 2-core CPU (``DemoScale.steps_per_minute``). The full demo uses timm's small
-``test_resnet`` encoder with a multi-scale (stride 4) head and no bottleneck at 64 px, the
-most learning per CPU second we measured; ``--quick`` runs 4 steps at 32 px with the tiny
-encoder, to prove the pipeline in seconds.
+a 2-core CPU (``DemoScale.steps_per_minute``). On a machine that is already busy the demo
+trains on one thread (:func:`training_threads`): torch's threads spin while they wait for
+each other when the cores are oversubscribed (``benchmarks/demo.md``). The full demo uses
+timm's small ``test_resnet`` encoder with a multi-scale (stride 4) head and no bottleneck at
+64 px, the most learning per CPU second we measured; ``--quick`` runs 4 steps at 32 px with
+the tiny encoder, to prove the pipeline in seconds.
 """
 
 import argparse
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from densetasks.data.folder import write_folder_dataset
 from densetasks.data.synthetic import SyntheticScenes
@@ -98,6 +104,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    threads = training_threads(load, cores, os.environ)
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        print(
+            f"densetasks demo: the machine is busy (load average {load:.1f} on {cores} cores): "
+            f"training on {threads} thread, as OMP_NUM_THREADS={threads} would; set "
+            "OMP_NUM_THREADS to choose"
+        )
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(args)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def training_threads(load: float, cores: int, environ: Mapping[str, str]) -> int | None:
+    """Torch threads for the demo: 1 when the machine is busy (a 1-minute load average of at
+    least its cores) and ``OMP_NUM_THREADS`` is not set; ``None`` keeps torch's default (one
+    per core). Oversubscribed, torch's OpenMP threads spin waiting for each other: at a load
+    average of about 19 on 2 cores the quick demo took 1:44 on two threads and 0:22 on one
+    (``benchmarks/demo.md``). The metrics do not depend on it."""
+    if "OMP_NUM_THREADS" in environ or load < cores:
+        return None
+    return 1
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     scale = QUICK if args.quick else FULL
     steps = demo_steps(scale, args.minutes, runs=len(DEMO_TASKS) + 1)
     out: Path = args.out

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from densetasks.balancers import create_balancer
+from densetasks.balancers import BALANCERS, create_balancer
 from densetasks.balancers.base import Balancer
+from densetasks.balancers.fixed import equal_balancer
 from densetasks.data.collate import collate_samples
 from densetasks.data.dataset import DenseDataset
 from densetasks.data.registry import create_dataset
@@ -269,9 +270,16 @@ def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
     )
 
 
+PLAIN_BALANCERS = ("fixed", "equal")
+"""Balancers that with every weight 1 are the plain sum of the task losses."""
+
+
 def build_balancer(config: RunConfig, tasks: Mapping[str, Task], model: Architecture) -> Balancer:
     """The configured balancer, handed what it declares it needs of the model (the last
-    shared layer: GradNorm's W)."""
+    shared layer: GradNorm's W). A single-task run gets the plain loss whatever is configured
+    (:func:`single_task_balancer_note`)."""
+    if single_task_balancer_note(config, tasks) is not None:
+        return equal_balancer(list(tasks.values()))
     options = dict(config.balancer.options)
     if config.balancer.weights:
         options["weights"] = dict(config.balancer.weights)
@@ -287,3 +295,30 @@ def _last_shared_layer(model: Architecture, balancer: str) -> list[torch.nn.Para
         return model.last_shared_layer()
     except ValueError as error:
         raise ConfigError(f"balancer.name: {balancer} needs a shared layer: {error}") from None
+
+
+def single_task_balancer_note(config: RunConfig, tasks: Mapping[str, Task]) -> str | None:
+    """Why a single-task run does not use its configured balancer, or ``None`` when it does.
+
+    One task has nothing to balance: a weighting balancer would only rescale its loss (the
+    learned σ of ``uncertainty`` turns L into L/(2σ²) + log σ, Kendall et al., CVPR 2018,
+    Eq. 7) and add state of its own, so a single-task baseline that inherits a multi-task
+    config's balancer (``--set model.architecture=single_task``) would not train on the loss
+    its name promises. Such a run trains on the plain loss instead, and the run log says so
+    once. A balancer of the plain sum (``equal``, or ``fixed`` with every weight 1) is kept
+    silently. The name is still checked, so a typo fails as in any run.
+    """
+    if len(tasks) != 1:
+        return None
+    balancer = config.balancer
+    BALANCERS.get(balancer.name)
+    weights = {**balancer.options.get("weights", {}), **balancer.weights}
+    others = sorted(set(balancer.options) - {"weights"})
+    if balancer.name in PLAIN_BALANCERS and not others and set(weights.values()) <= {1.0}:
+        return None
+    (task,) = tasks
+    configured = f"balancer {balancer.name!r}" + (f" with weights {weights}" if weights else "")
+    return (
+        f"single-task run ({task}): {configured} is not used; one task has nothing to "
+        "balance, so the run trains on its plain loss"
+    )

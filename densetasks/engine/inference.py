@@ -135,14 +135,21 @@ class Predictor:
         image: torch.Tensor,
         conditions: Mapping[str, torch.Tensor] | None = None,
         size: tuple[int, int] | None = None,
+        rules: bool = True,
+        stack: bool = False,
     ) -> Prediction:
-        """Predict every task on ``image`` (optionally resized to ``size`` first)."""
+        """Predict every task on ``image`` (optionally resized to ``size`` first).
+
+        ``rules=False`` leaves out the evaluation plan's palette-rule passes (one forward
+        each; :attr:`Prediction.rules` is then empty) for a caller that shows the tasks only;
+        ``stack=True`` runs the other passes as one forward (``run_plan``'s ``stack``).
+        """
         sample: dict[str, Any] = {"image": image, **(conditions or {}), "meta": {"name": ""}}
         if size is not None:
             sample = resize(sample, size, build.run_label_kinds(self.tasks, self.run.model))
         batch = self.batch([sample])
-        plan = self._plan(conditions)
-        outputs = self.run_batch(batch, plan)
+        plan = self._plan(conditions, rules)
+        outputs = self.run_batch(batch, plan, stack)
         shown = sample["image"]
         return self._prediction(shown, outputs.main, outputs.by_rule)
 
@@ -153,11 +160,16 @@ class Predictor:
         return to_device(collate_samples(transformed, kinds), self.run.device)
 
     def run_batch(
-        self, batch: Mapping[str, Any], plan: list[EvaluationPass] | None = None
+        self,
+        batch: Mapping[str, Any],
+        plan: list[EvaluationPass] | None = None,
+        stack: bool = False,
     ) -> PlanOutputs:
         """Raw outputs of a transformed batch, following the model's evaluation plan."""
         plan = self.run.model.evaluation_plan() if plan is None else plan
-        return run_plan(self.run.model, self.tasks, batch, plan, self.run.device, self.amp_dtype)
+        return run_plan(
+            self.run.model, self.tasks, batch, plan, self.run.device, self.amp_dtype, stack
+        )
 
     def rule_palette(
         self, image: torch.Tensor, rule: str, seed: int = 0, **options: Any
@@ -170,11 +182,15 @@ class Predictor:
         generator = torch.Generator().manual_seed(seed)
         return palette_rule({"image": image[None]}, list(self.tasks), generator)[0]
 
-    def _plan(self, conditions: Mapping[str, torch.Tensor] | None) -> list[EvaluationPass] | None:
-        """With user conditions: one pass with them (from the batch) scoring every task."""
-        if not conditions:
-            return None
-        return [EvaluationPass(tuple(self.tasks))]
+    def _plan(
+        self, conditions: Mapping[str, torch.Tensor] | None, rules: bool
+    ) -> list[EvaluationPass]:
+        """With user conditions: one pass with them (from the batch) scoring every task;
+        else the model's evaluation plan, without its rule passes unless ``rules``."""
+        if conditions:
+            return [EvaluationPass(tuple(self.tasks))]
+        plan = self.run.model.evaluation_plan()
+        return plan if rules else [each for each in plan if each.rule is None]
 
     def _prediction(
         self,

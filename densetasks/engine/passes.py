@@ -106,13 +106,25 @@ def run_plan(
     plan: list[EvaluationPass],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    stack: bool = False,
 ) -> PlanOutputs:
     """Run every pass of ``plan`` (evaluation mode) and keep each task's outputs.
 
-    Only task outputs are kept: auxiliary ``"task@tag"`` outputs are training-only.
+    Only task outputs are kept: auxiliary ``"task@tag"`` outputs are training-only. With
+    ``stack`` the passes without a rule run as one forward (:func:`_stacked_passes`): one
+    call on ``P`` copies of the batch instead of ``P`` calls, the same outputs for ``P``
+    times the memory, so evaluation of whole batches keeps one pass at a time.
     """
     model.eval()
     result = PlanOutputs(AdaptedOutputs({}))
+    if stack:
+        stacked = [each for each in plan if each.rule is None]
+        if len(stacked) > 1:
+            with autocast(device, amp_dtype):
+                kept = _stacked_passes(model, tasks, batch, stacked)
+            result.main.outputs.update(kept.outputs)
+            result.main.masks.update(kept.masks)
+            plan = [each for each in plan if each.rule is not None]
     for evaluation_pass in plan:
         built = {name: build(batch) for name, build in evaluation_pass.conditions.items()}
         conditions = condition_inputs(model, batch, overrides=built)
@@ -126,6 +138,47 @@ def run_plan(
         else:
             result.by_rule[evaluation_pass.rule] = kept
     return result
+
+
+def _stacked_passes(
+    model: Architecture,
+    tasks: Mapping[str, Any],
+    batch: Mapping[str, Any],
+    passes: list[EvaluationPass],
+) -> AdaptedOutputs:
+    """The task outputs of ``passes`` from one forward: the batch's tensors repeated once per
+    pass along the batch dimension, each copy with its pass's conditions (rule S of a
+    CompositeTasking model: the palette filled with a different task's id per copy). In
+    evaluation mode every sample is computed on its own, so each copy's outputs are the
+    pass's own."""
+    size = batch["image"].shape[0]
+    conditions = [
+        condition_inputs(
+            model,
+            batch,
+            overrides={name: build(batch) for name, build in each.conditions.items()},
+        )
+        for each in passes
+    ]
+    repeated = {
+        key: value.repeat(len(passes), *([1] * (value.dim() - 1)))
+        if isinstance(value, torch.Tensor) and value.dim() > 0
+        else value
+        for key, value in batch.items()
+    }
+    joined = {name: torch.cat([each[name] for each in conditions]) for name in conditions[0]}
+    adapted = forward(model, tasks, repeated, joined)
+    merged = AdaptedOutputs({})
+    for index, each in enumerate(passes):
+        rows = slice(index * size, (index + 1) * size)
+        piece = AdaptedOutputs(
+            {name: output[rows] for name, output in adapted.outputs.items()},
+            {name: mask[rows] for name, mask in adapted.masks.items()},
+        )
+        kept = _keep(piece, each.tasks)
+        merged.outputs.update(kept.outputs)
+        merged.masks.update(kept.masks)
+    return merged
 
 
 def _keep(adapted: AdaptedOutputs, names: Any) -> AdaptedOutputs:

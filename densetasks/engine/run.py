@@ -58,7 +58,7 @@ from densetasks.engine.logs import RunLog, write_prediction_images
 from densetasks.engine.loop import TARGET_IMAGES, Evaluation, StepParts, evaluate, train_step
 from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
-from densetasks.engine.selection import primary_values, selection_score
+from densetasks.engine.selection import best_reason, primary_values, selection_score
 from densetasks.engine.signals import StopRequest, TrainingStopped, stop_signals
 from densetasks.errors import ConfigError, DataError, DiskFullError, own_message
 from densetasks.tasks.base import Task, evaluation_inputs
@@ -106,6 +106,12 @@ def metrics_payload(
             for name in values
         },
         "primary": {name: task.primary_metric for name, task in tasks.items()},
+        "units": {
+            name: {
+                key: unit for key, unit in type(metrics[name]).units.items() if key in values[name]
+            }
+            for name in values
+        },
     }
     if evaluation.by_rule:
         payload["by_rule"] = {
@@ -204,6 +210,9 @@ class _Trainer:
             self.log.message(f"--resume: {self.checkpoints} holds no checkpoint yet; starting")
         if init_report:
             self.log.message(init_report)
+        balancer_note = build.single_task_balancer_note(config, self.tasks)
+        if balancer_note:
+            self.log.message(balancer_note)
         if config.train.amp != "none" and self.amp_dtype is None:
             self.log.message(f"train.amp={config.train.amp}: mixed precision is off on the CPU")
 
@@ -441,10 +450,12 @@ class _Trainer:
             self.selection.baseline,
         )
         self.schedule.observe(score)
-        if self.selection.best_score is None or score > self.selection.best_score:
+        first = self.selection.best_score is None
+        if first or score > self.selection.best_score:
             self.selection.best_score, self.selection.best_step = score, self.step
             self._save("best")
-            self.log.message(f"step {self.step}: new best checkpoint (score {score:.4g})")
+            reason = best_reason(self.config.eval.best, score, payload["metrics"], first)
+            self.log.message(f"step {self.step}: new best checkpoint ({reason})")
         if self.process.is_main and self._images_due():
             self._write_images(val_loader)
 

@@ -39,3 +39,15 @@ def selection_score(
         raise ConfigError(f"eval.best {criterion!r} is not a computed metric; known: {known}")
     sign = 1.0 if higher_is_better[task][name] else -1.0
     return sign * metrics[task][name]
+
+
+def best_reason(criterion: str, score: float, metrics: Metrics, first: bool) -> str:
+    """Why a validation result is the new best, for the run log: the relative change the
+    score is (``mean_relative``; the ``first`` evaluation is its reference, so its score is 0
+    by definition and says nothing), or the chosen metric's value."""
+    if criterion != "mean_relative":
+        task, name = criterion.split(".")
+        return f"{criterion} {metrics[task][name]:.4g}"
+    if first:
+        return "the first evaluation: the reference later ones are scored against"
+    return f"primary metrics {100 * score:+.2f} % on average against the first evaluation"

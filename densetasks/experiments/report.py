@@ -104,10 +104,13 @@ def build_report(
     _check_unique_names(rows)
     by_task = match_baselines(baselines)
     higher_is_better: dict[str, dict[str, bool]] = {}
+    units: dict[str, dict[str, str]] = {}
     primary: dict[str, str] = {}
     for record in [*baselines, *(record for row in rows for record in row.records)]:
         for task, directions in record.higher_is_better.items():
             higher_is_better.setdefault(task, {}).update(directions)
+        for task, task_units in record.units.items():
+            units.setdefault(task, {}).update(task_units)
         primary.update(record.primary)
     means = {
         task: mean_std_tables([{task: r.metrics[task]} for r in group.records])[0][task]
@@ -118,6 +121,7 @@ def build_report(
         "runs": [_row_entry(row, means, higher_is_better, primary) for row in rows],
         "baselines": {task: _baseline_entry(task, group) for task, group in by_task.items()},
         "higher_is_better": higher_is_better,
+        "units": units,
         "primary": primary,
         "labels": short_labels(
             [
@@ -261,7 +265,8 @@ def _run_entry(
 def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and rows of strings: one row per (task, metric), then the two Δm rows.
 
-    Metric names carry ↑ / ↓ and a ``*`` for the task's primary metric; a run's cell holds
+    Metric names carry ``*`` for the task's primary metric, ↑ / ↓ and their unit in
+    brackets (``rmse* ↓ [m]``; none for a ratio or a run written before units); a run's cell holds
     the value and, where the task has a baseline, the sign-corrected relative gain. A row of
     several seeds shows ``mean ± std``, ``(n=…)`` in its header, and ``≈`` where it is within
     the seeds' spread of the best row (:func:`close_to_best`).
@@ -275,8 +280,10 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
         for name in metric_names:
             higher = report["higher_is_better"].get(task, {}).get(name, True)
             star = "*" if report["primary"].get(task) == name else ""
+            unit = report.get("units", {}).get(task, {}).get(name)
+            label = f"{name}{star} {'↑' if higher else '↓'}" + (f" [{unit}]" if unit else "")
             baseline = report["baselines"].get(task, {})
-            row = [task, f"{name}{star} {'↑' if higher else '↓'}", _cell(*_flat(baseline, name))]
+            row = [task, label, _cell(*_flat(baseline, name))]
             spreads = [_metric_spread(run, task, name) for run in runs]
             close = close_to_best(spreads, higher)
             for index, run in enumerate(runs):
@@ -401,7 +408,9 @@ def _signed_cell(mean: float | None, std: float | None) -> str:
 
 
 def format_text_table(report: Report) -> str:
-    """The comparison table as aligned plain text, for the terminal."""
+    """The comparison table as aligned plain text for the terminal, with the rows of
+    ``report.md`` and a short footer that explains it (:data:`TEXT_FOOTER`, the seeds line
+    when there are seeds, run labels and why a task is left out of Δm)."""
     header, rows = comparison_table(report)
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     lines = [
@@ -409,9 +418,11 @@ def format_text_table(report: Report) -> str:
         for line in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    lines += ["", *TEXT_FOOTER, *([TEXT_SEEDS_LINE] if has_seeds(report) else [])]
     footnotes = label_footnotes(report.get("labels", {}))
     if footnotes:
         lines += ["", "Run labels:", *(f"  {line}" for line in footnotes)]
+    lines += delta_notes(report)
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -423,10 +434,22 @@ def format_markdown_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+TEXT_FOOTER = (
+    "* primary metric, ↑/↓ higher/lower is better, [unit]; (+x%) gain over the single-task "
+    "value, signed: + is better",
+    "Δm %: mean gain over the tasks, of the primary metrics* (the papers' Δm) or of all metrics "
+    "(per task first)",
+)
+"""The terminal table's two-line legend (:data:`TABLE_LEGEND` said short): the gains are
+sign-corrected, so a smaller RMSE shows as a positive gain."""
+
+TEXT_SEEDS_LINE = "n > 1: mean ± std over the seeds; ≈ within the seeds' spread of the best row"
+
 TABLE_LEGEND = (
-    "↑ higher is better, ↓ lower is better, * the task's primary metric. In brackets: the "
-    "relative gain over the single-task baseline in %, sign-corrected so that positive is "
-    "better. Δm = 1/n Σ_i (−1)^{g_i} (m_i − b_i) / b_i over the tasks with a baseline "
+    "↑ higher is better, ↓ lower is better, * the task's primary metric, [unit] the metric's "
+    "unit (none for a ratio). In parentheses after a value: the relative gain over the "
+    "single-task baseline in %, sign-corrected so that positive is better. "
+    "Δm = 1/n Σ_i (−1)^{g_i} (m_i − b_i) / b_i over the tasks with a baseline "
     "(Lopes, Vu & de Charette, WACV 2023; Popovic et al., CVPR 2021); 'all metrics' averages "
     "every metric within a task first."
 )

@@ -4,7 +4,8 @@ Only files are read (no checkpoint, no model), so reports work on any machine an
 build run directories by hand. The layout is the engine's (``docs/engine.md``)::
 
     RUN_DIR/config.yaml             resolved config (``tasks`` mapping, ``model.architecture``)
-    RUN_DIR/metrics_<split>.json    {"step", "split", "metrics", "higher_is_better", "primary"}
+    RUN_DIR/metrics_<split>.json    {"step", "split", "metrics", "higher_is_better", "primary",
+                                     "units" (runs written before units: none)}
     RUN_DIR/events.jsonl            {"type": "train", ...} and {"type": "eval", ...} lines
     RUN_DIR/images/step_<n>/*.png   sample predictions of the evaluation at step n
 """
@@ -35,6 +36,7 @@ class RunRecord:
     metrics: MetricTable
     higher_is_better: dict[str, dict[str, bool]]
     primary: dict[str, str]
+    units: dict[str, dict[str, str]] = field(default_factory=dict)
     train_events: list[dict[str, Any]] = field(default_factory=list)
     eval_events: list[dict[str, Any]] = field(default_factory=list)
     sample_images: list[Path] = field(default_factory=list)
@@ -74,6 +76,7 @@ def load_run_record(run_dir: Path, split: str, name: str | None = None) -> RunRe
         metrics=stored["metrics"],
         higher_is_better=stored["higher_is_better"],
         primary=stored["primary"],
+        units=stored.get("units") if isinstance(stored.get("units"), dict) else {},
         train_events=[event for event in events if event.get("type") == "train"],
         eval_events=[event for event in events if event.get("type") == "eval"],
         sample_images=latest_sample_images(run_dir / "images"),

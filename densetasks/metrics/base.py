@@ -18,6 +18,10 @@ class Metric(ABC):
     higher_is_better: ClassVar[dict[str, bool]]
     """For every name that :meth:`compute` returns: is a larger value better?"""
 
+    units: ClassVar[dict[str, str]] = {}
+    """The unit of a name :meth:`compute` returns (``%``, ``m``, ``°``, ``px``, ``1/m``), for
+    reports and logs; a name without one (a ratio such as depth's ``abs_rel``) is left out."""
+
     def __init__(self) -> None:
         self._states: dict[str, torch.Tensor] = {}
         self._defaults: dict[str, torch.Tensor] = {}

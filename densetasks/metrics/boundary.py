@@ -302,6 +302,7 @@ class BoundaryMetrics(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {"odsF": True, "oisF": True, "ap": True}
+    units: ClassVar[dict[str, str]] = {"odsF": "%", "oisF": "%", "ap": "%"}
 
     def __init__(
         self, thresholds: int = 99, max_dist: Tolerance = 0.0075, nms: bool = True

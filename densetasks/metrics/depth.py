@@ -73,6 +73,17 @@ class DepthMetrics(Metric):
         "disparity_mae": False,
         "disparity_rmse": False,
     }
+    units: ClassVar[dict[str, str]] = {
+        "rmse": "m",
+        "mae": "m",
+        "delta1": "%",
+        "delta2": "%",
+        "delta3": "%",
+        "inverse_mae": "1/m",
+        "inverse_rmse": "1/m",
+        "disparity_mae": "px",
+        "disparity_rmse": "px",
+    }
 
     def __init__(
         self,

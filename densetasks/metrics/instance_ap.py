@@ -116,6 +116,7 @@ class InstanceAPMetric(Metric):
         "ap_agnostic": True,
         "ap50_agnostic": True,
     }
+    units: ClassVar[dict[str, str]] = dict.fromkeys(higher_is_better, "%")
 
     def __init__(
         self,

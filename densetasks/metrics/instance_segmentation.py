@@ -47,6 +47,7 @@ class InstanceSegmentationMetrics(Metric):
         **OffsetErrorMetric.higher_is_better,
         **InstanceAPMetric.higher_is_better,
     }
+    units: ClassVar[dict[str, str]] = {**OffsetErrorMetric.units, **InstanceAPMetric.units}
 
     def __init__(self, instance_classes: Sequence[int], grouping: GroupingConfig) -> None:
         super().__init__()

@@ -41,6 +41,12 @@ class NormalsMetrics(Metric):
         "rmse": False,
         **{name: True for name in WITHIN_DEGREES},
     }
+    units: ClassVar[dict[str, str]] = {
+        "mean": "°",
+        "median": "°",
+        "rmse": "°",
+        **dict.fromkeys(WITHIN_DEGREES, "%"),
+    }
 
     def __init__(self, bin_width: float = 0.01) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ class OffsetErrorMetric(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {"offset_error": False}
+    units: ClassVar[dict[str, str]] = {"offset_error": "px"}
 
     def __init__(self) -> None:
         super().__init__()

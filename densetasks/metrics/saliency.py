@@ -51,6 +51,7 @@ class SaliencyMetrics(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {"maxF": True, "maxIoU": True}
+    units: ClassVar[dict[str, str]] = {"maxF": "%", "maxIoU": "%"}
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ class ConfusionMatrixMetric(Metric):
     """
 
     higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "pixel_acc": True}
+    units: ClassVar[dict[str, str]] = {"miou": "%", "pixel_acc": "%"}
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()

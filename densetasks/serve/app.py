@@ -1,32 +1,47 @@
 """The FastAPI app of ``densetasks serve``: the page, its static files and the JSON API.
 
 Routes (``docs/serve.md``): ``GET /`` the page; ``GET /static/{name}`` its script and style,
-held in memory; ``GET /api/runs``; ``GET /api/runs/{id}/samples/{index}`` a test image as
-PNG; ``POST /api/predict``; ``GET /runs/{id}/report.html`` the run's report. Every error is
-JSON ``{"error": message, "status": code}``. Requests name runs by id and files by known
-names only, so no request reaches the file system; uploads go to a temporary folder.
+held in memory; ``GET /favicon.ico``; ``GET /api/runs``; ``GET /api/runs/{id}/samples/{index}``
+a test image as PNG; ``POST /api/predict``; ``GET /runs/{id}/report.html`` the run's report.
+Every error is JSON ``{"error": message, "status": code}``. Requests name runs by id and
+files by known names only, so no request reaches the file system; uploads go to a temporary
+folder. Every request is logged (:mod:`~densetasks.serve.access_log`) and, with a ``token``,
+refused without it (:mod:`~densetasks.serve.auth`).
+
+A run whose files go missing or break while the server runs fails alone: its report is 404
+once removed, its test images 503 while they cannot be read; its model is in memory, so it
+still predicts uploads, and every other run answers as before.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from densetasks.serve.access_log import AccessLog
+from densetasks.serve.auth import TokenGuard
 from densetasks.serve.gate import Busy, Gate
-from densetasks.serve.predict import PredictRequest, parse_request, png_bytes, predict
-from densetasks.serve.registry import ServedRun
+from densetasks.serve.predict import parse_request, png_bytes, predict
+from densetasks.serve.registry import RunUnavailable, ServedRun
 from densetasks.serve.uploads import Limits, UploadError
 
 logger = logging.getLogger(__name__)
 
-STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+STATIC_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
+FAVICON = "favicon.svg"
 FORM_OVERHEAD = 64 * 1024
 """Bytes a form may carry besides its two files (boundaries, headers, text fields)."""
 MAX_FIELDS = 16
@@ -38,71 +53,94 @@ def create_app(
     limits: Limits | None = None,
     concurrency: int = 1,
     queue: int = 8,
+    token: str | None = None,
 ) -> FastAPI:
     """The app serving ``runs`` (from :func:`~densetasks.serve.registry.load_runs`), with
-    upload ``limits`` and at most ``concurrency`` predictions at once plus ``queue`` waiting."""
+    upload ``limits``, at most ``concurrency`` predictions at once plus ``queue`` waiting,
+    and, when ``token`` is given, every route closed to requests without it."""
     limits = limits or Limits()
     gate = Gate(concurrency, queue)
     static = _static_files()
-    app = FastAPI(title="densetasks serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gate.close()
+
+    app = FastAPI(
+        title="densetasks serve",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     app.state.gate = gate
     _add_error_handlers(app)
+    if token is not None:
+        app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(AccessLog)  # outermost: logs the 401s too
 
     @app.get("/static/{name}", include_in_schema=False)
-    def static_file(name: str) -> Response:
+    async def static_file(name: str) -> Response:
         if name not in static:
             raise HTTPException(404, f"no static file {name!r}")
         content, media_type = static[name]
         return Response(content, media_type=media_type)
 
     @app.get("/", include_in_schema=False)
-    def page() -> Response:
-        return static_file("index.html")
+    async def page() -> Response:
+        return await static_file("index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return await static_file(FAVICON)
 
     @app.get("/api/runs")
-    def list_runs() -> dict[str, Any]:
+    async def list_runs() -> dict[str, Any]:
         return {"runs": [run.describe() for run in runs.values()], "limits": vars(limits)}
 
     @app.get("/api/runs/{run_id}/samples/{index}")
-    def sample(run_id: str, index: int) -> Response:
-        run = _run(runs, run_id)
-        try:
-            image = run.sample_image(index)
-        except IndexError:
-            raise HTTPException(404, run.no_sample(index)) from None
-        picture = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        return Response(png_bytes(picture), media_type="image/png")
+    async def sample(run_id: str, index: int) -> Response:
+        with _admitted(gate):
+            content = await gate.run(_sample_png, _run(runs, run_id), index)
+        return Response(content, media_type="image/png")
 
     @app.get("/runs/{run_id}/report.html", include_in_schema=False)
-    def report(run_id: str) -> Response:
-        run = _run(runs, run_id)
-        if run.report is None:
-            raise HTTPException(404, f"run {run_id!r} has no report.html")
-        return FileResponse(run.report, media_type="text/html")
+    async def report(run_id: str) -> Response:
+        content = await run_in_threadpool(_run(runs, run_id).read_report)
+        return Response(content, media_type="text/html")
 
     @app.post("/api/predict")
     async def predict_route(request: Request) -> dict[str, Any]:
-        try:
-            with gate.admit():
-                fields, files = await _read_form(request, limits)
-                parsed = parse_request(fields, files)
-                run = _run(runs, parsed.run)
-                return await run_in_threadpool(_predict_in_slot, gate, run, parsed, limits)
-        except Busy:
-            raise HTTPException(
-                503,
-                f"busy: {gate.capacity} requests running or waiting; retry later",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+        with _admitted(gate):
+            fields, files = await _read_form(request, limits)
+            parsed = parse_request(fields, files)
+            return await gate.run(predict, _run(runs, parsed.run), parsed, limits)
 
     return app
 
 
-def _predict_in_slot(
-    gate: Gate, run: ServedRun, request: PredictRequest, limits: Limits
-) -> dict[str, Any]:
-    with gate.slot():
-        return predict(run, request, limits)
+@contextmanager
+def _admitted(gate: Gate) -> Iterator[None]:
+    """Inside ``gate`` for the block, or 503 with ``Retry-After`` when it is full."""
+    try:
+        with gate.admit():
+            yield
+    except Busy:
+        raise HTTPException(
+            503,
+            f"busy: {gate.capacity} requests running or waiting; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+
+
+def _sample_png(run: ServedRun, index: int) -> bytes:
+    """Test image ``index`` of ``run`` as PNG bytes (404 when the run does not offer it)."""
+    try:
+        image = run.sample_image(index)
+    except IndexError:
+        raise HTTPException(404, run.no_sample(index)) from None
+    return png_bytes((image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
 
 
 def _run(runs: Mapping[str, ServedRun], run_id: str) -> ServedRun:
@@ -164,7 +202,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return answer(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(UploadError)
-    async def upload_error(request: Request, error: UploadError) -> Response:
+    @app.exception_handler(RunUnavailable)
+    async def refused(request: Request, error: UploadError | RunUnavailable) -> Response:
         return answer(error.status, str(error))
 
     @app.exception_handler(RequestValidationError)

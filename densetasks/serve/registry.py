@@ -4,6 +4,11 @@ A run is known to requests by an id made from its folder's name (``-2``, ``-3`` 
 names); a request names a run only by that id, so no request ever names a path. The run's
 test images are offered when its dataset can be opened from here, and its ``report.html``
 (in the run folder or its ``report/`` folder) is linked when there is one.
+
+The model is loaded once and kept in memory; the test images and the report are read from
+disk at each request. When those files go away or break while the server runs, the request
+fails with :class:`RunUnavailable` (404 gone, 503 unreadable) naming the run, and nothing
+else changes: the run still predicts uploads and the other runs answer as before.
 """
 
 from collections.abc import Sequence
@@ -25,6 +30,14 @@ SAMPLE_LIMIT = 24
 RULES = ("S", "R1r", "Rrnd")
 """Palette rules a request may name: they need nothing but the image's size. R2 / R3 need a
 class map, and ``file`` a path, which no request may give."""
+
+
+class RunUnavailable(Exception):
+    """A file of a served run cannot be read now: ``status`` 404 when it is gone, else 503."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -50,7 +63,27 @@ class ServedRun:
         """Test image ``index`` (``0 <= index < sample_count``) as float ``[3, H, W]``."""
         if not 0 <= index < self.sample_count:
             raise IndexError(index)
-        return self.samples.load(index)["image"]
+        try:
+            return self.samples.load(index)["image"]
+        except (DenseTasksError, OSError) as error:
+            raise RunUnavailable(
+                503, f"run {self.id!r}: test image {index} cannot be read now ({error})"
+            ) from None
+
+    def read_report(self) -> bytes:
+        """The run's ``report.html``: 404 when it has none or it was removed since loading."""
+        if self.report is None:
+            raise RunUnavailable(404, f"run {self.id!r} has no report.html")
+        try:
+            return self.report.read_bytes()
+        except FileNotFoundError:
+            raise RunUnavailable(
+                404, f"run {self.id!r}: its report.html was removed after the server started"
+            ) from None
+        except OSError as error:
+            raise RunUnavailable(
+                503, f"run {self.id!r}: its report.html cannot be read now ({error.strerror})"
+            ) from None
 
     def no_sample(self, index: int) -> str:
         """Why test image ``index`` is not offered."""

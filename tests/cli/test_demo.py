@@ -4,13 +4,15 @@ import argparse
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from densetasks.cli import demo as demo_command
 from densetasks.cli import predict as predict_command
-from densetasks.cli.demo import DEMO_TASKS, FULL, QUICK, demo_steps
+from densetasks.cli.demo import DEMO_TASKS, FULL, QUICK, demo_steps, training_threads
 from densetasks.errors import ConfigError
 
 
@@ -79,3 +81,26 @@ def test_refuses_to_overwrite_an_earlier_demo(quick_demo) -> None:
     args = parse(demo_command, ["demo", "--quick", "--out", str(out)])
     with pytest.raises(ConfigError, match="already holds a demo"):
         args.func(args)
+
+
+def test_a_busy_machine_trains_on_one_thread_unless_told() -> None:
+    assert training_threads(load=0.3, cores=2, environ={}) is None
+    assert training_threads(load=1.99, cores=2, environ={}) is None
+    assert training_threads(load=2.0, cores=2, environ={}) == 1
+    assert training_threads(load=19.0, cores=16, environ={}) == 1
+    assert training_threads(load=19.0, cores=2, environ={"OMP_NUM_THREADS": "2"}) is None
+
+
+def test_a_busy_machine_runs_the_demo_on_one_thread_then_gives_threads_back(
+    monkeypatch, capsys, tmp_path: Path
+) -> None:
+    seen = []
+    monkeypatch.setattr(
+        demo_command, "_run_demo", lambda args: seen.append(torch.get_num_threads())
+    )
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    demo_command.run(parse(demo_command, ["demo", "--quick", "--out", str(tmp_path)]))
+    assert seen == [1] and torch.get_num_threads() == before
+    assert "the machine is busy (load average 99.0 on" in capsys.readouterr().out

@@ -40,6 +40,7 @@ DIRECTIONS = {
     "depth": {"rmse": False, "abs_rel": False},
 }
 PRIMARY = {"semseg": "miou", "depth": "rmse"}
+UNITS = {"semseg": {"miou": "%", "pixel_acc": "%"}, "depth": {"rmse": "m"}}
 
 
 def write_run(
@@ -51,10 +52,12 @@ def write_run(
     with_events: bool = True,
     seed: int | None = None,
     lr: float = 1e-3,
+    units: bool = False,
 ) -> Path:
     """A run directory in the engine's layout with a loss falling over 3 logged steps.
 
-    With ``seed`` the config holds it and ``train.lr``, as a seed of one config would.
+    With ``seed`` the config holds it and ``train.lr``, as a seed of one config would;
+    with ``units`` the metrics file holds :data:`UNITS`, as the engine writes it now.
     """
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -70,6 +73,8 @@ def write_run(
         "higher_is_better": {task: DIRECTIONS[task] for task in tasks},
         "primary": {task: PRIMARY[task] for task in tasks},
     }
+    if units:
+        stored["units"] = {task: UNITS[task] for task in tasks}
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(stored))
     if with_events:
         lines = []
@@ -160,6 +165,52 @@ def test_table_rows_mark_primary_direction_and_gain(runs: dict[str, Path]) -> No
     assert by_metric[("Δm %", "all metrics")] == ["0", "-1.25"]
     text = format_text_table(report)
     assert text.splitlines()[0].split() == ["task", "metric", "single-task", "mtl"]
+
+
+def test_the_terminal_table_has_units_a_footer_and_the_rows_of_report_md(tmp_path: Path) -> None:
+    """RMSE 1.109 -> 1.073 is a gain of +3.25 %: the footer says why it is positive."""
+    semseg = write_run(
+        tmp_path,
+        "stl_semseg",
+        {"semseg": {"miou": 40.0, "pixel_acc": 80.0}},
+        "single_task",
+        units=True,
+    )
+    depth = write_run(
+        tmp_path, "stl_depth", {"depth": {"rmse": 1.109, "abs_rel": 0.2}}, "single_task", units=True
+    )
+    mtl = write_run(
+        tmp_path,
+        "mtl",
+        {"semseg": {"miou": 38.0, "pixel_acc": 81.0}, "depth": {"rmse": 1.073, "abs_rel": 0.2}},
+        "hard_sharing",
+        units=True,
+    )
+    report = write_report([mtl], [semseg, depth], tmp_path / "report", split="test")
+    assert report["units"] == UNITS
+    lines = format_text_table(report).splitlines()
+    rows = {tuple(re.split(r"\s{2,}", line)[:2]): re.split(r"\s{2,}", line)[2:] for line in lines}
+    assert rows[("depth", "rmse* ↓ [m]")] == ["1.109", "1.073 (+3.25%)"]
+    assert rows[("semseg", "miou* ↑ [%]")] == ["40", "38 (-5.00%)"]
+    assert ("depth", "abs_rel ↓") in rows  # a ratio has no unit
+    footer = lines[lines.index("") + 1 :]
+    assert len(footer) == 2
+    assert footer[0].startswith("* primary metric, ↑/↓ higher/lower is better, [unit]; (+x%)")
+    assert "signed: + is better" in footer[0] and footer[1].startswith("Δm %: mean gain")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for line in lines[2 : lines.index("")]:
+        cells = re.split(r"\s{2,}", line)
+        assert "| " + " | ".join(cells) + " |" in markdown, line
+    assert "[unit] the metric's unit" in markdown
+
+
+def test_the_terminal_table_names_what_is_left_out_of_delta_m(runs: dict[str, Path]) -> None:
+    report = build_report(
+        load_records([runs["mtl"]], "test"), load_records([runs["semseg_stl"]], "test"), "test"
+    )
+    assert format_text_table(report).splitlines()[-1] == (
+        "mtl: no baseline for depth (left out of Δm)."
+    )
 
 
 def test_write_report_files(runs: dict[str, Path], tmp_path: Path) -> None:

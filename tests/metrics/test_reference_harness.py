@@ -10,6 +10,7 @@ for the dense metrics, scikit-image thinning and augmenting-path matching for BS
 """
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -456,6 +457,26 @@ def test_higher_is_better_points_to_the_perfect_prediction(row: Row):
         results[case.name] = metric.compute()
     perfect = results.pop("perfect")
     check_directions(row.factory().higher_is_better, perfect, list(results.values()))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_units_fit_the_perfect_prediction(row: Row):
+    """Units name computed metrics only; a perfect prediction scores 100 in every higher-is-
+    better percentage and 0 in every error with a unit (m, °, px, 1/m; a histogram median to
+    within its bin)."""
+    metric = row.factory()
+    assert set(metric.units) <= set(metric.higher_is_better)
+    assert set(metric.units.values()) <= {"%", "m", "°", "px", "1/m"}
+    (perfect,) = [case for case in CASES[row.name] if case.name == "perfect"]
+    for pred, target in perfect.batches:
+        metric.update(pred, target)
+    values = metric.compute()
+    for name, unit in metric.units.items():
+        if name not in values or math.isnan(values[name]):
+            continue
+        expected = 100.0 if unit == "%" and metric.higher_is_better[name] else 0.0
+        tolerance = max(1e-3, getattr(metric, "bin_width", 0.0))  # a histogram median's bin
+        assert values[name] == pytest.approx(expected, abs=tolerance), (name, unit)
 
 
 # --- the harness fails where it should -------------------------------------------------------

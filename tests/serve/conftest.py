@@ -6,11 +6,15 @@ four tasks, the one a Task Palette conditions. The test modules skip themselves 
 ``serve`` extra is not installed; this file imports it only inside its fixtures.
 """
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,9 +37,15 @@ TRAIN = {
 COMPOSITE_TASKS = ("semseg", "depth", "normals", "edges")
 
 
-def train_tiny(out: Path, tasks: dict, model: dict) -> Path:
-    """A 2-step run of ``model`` with the tiny encoder."""
-    config = {"tasks": tasks, "data": DATA, "model": {"encoder": "tiny", **model}, "train": TRAIN}
+def train_tiny(out: Path, tasks: dict, model: dict, data: dict | None = None) -> Path:
+    """A 2-step run of ``model`` with the tiny encoder, on ``data`` (default: 32-px scenes
+    made on the fly)."""
+    config = {
+        "tasks": tasks,
+        "data": data or DATA,
+        "model": {"encoder": "tiny", **model},
+        "train": TRAIN,
+    }
     return train(validate_config(config), out)
 
 
@@ -98,3 +108,68 @@ def serving(app, timeout_s: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+
+
+@dataclass
+class ServerProcess:
+    """A ``densetasks serve`` process: its URL, ``Popen`` and the file its stderr goes to."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def rss_mb(self) -> float:
+        """The server's resident memory in MB (Linux ``/proc``)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS in /proc/<pid>/status")
+
+    def threads(self) -> int:
+        """The server's thread count (Linux ``/proc``)."""
+        return len(os.listdir(f"/proc/{self.process.pid}/task"))
+
+
+@contextmanager
+def server_process(
+    run_dirs: list[Path], log: Path, *options: str, timeout_s: float = 60.0
+) -> Iterator[ServerProcess]:
+    """``densetasks serve RUN_DIR... OPTIONS`` as a real process on a free port, with one
+    torch thread (the machine is shared); yields once ``/api/runs`` answers, and stops the
+    process afterwards (SIGTERM, then SIGKILL)."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "densetasks.cli.main", "serve", *map(str, run_dirs)]
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), *options],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"densetasks serve exited: {log.read_text()}")
+            try:
+                httpx.get(f"{server.url}/api/runs", timeout=5)
+                break
+            except httpx.TransportError as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"densetasks serve did not start: {log.read_text()}"
+                    ) from error
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

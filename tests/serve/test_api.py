@@ -9,6 +9,7 @@ the queue full, 500 anything unexpected.
 import base64
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -318,17 +319,65 @@ def test_wrong_method_is_405(client) -> None:
     error(client.get("/api/predict"), 405, "Method Not Allowed")
 
 
-def test_the_command_warns_when_binding_beyond_localhost(run_dirs, monkeypatch, capsys) -> None:
+def test_the_command_checks_its_options(run_dirs, monkeypatch, capsys) -> None:
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((host, port)))
-    assert main(["serve", str(run_dirs["hard"]), "--port", "8123"]) == 0
-    assert "warning" not in capsys.readouterr().err
-    assert main(["serve", str(run_dirs["hard"]), str(run_dirs["hard"]), "--host", "0.0.0.0"]) == 0
-    assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
-    assert served == [("127.0.0.1", 8123), ("0.0.0.0", 8000)]
-    assert main(["serve", str(run_dirs["hard"]), "--queue", "-1"]) == 2
-    assert "--queue >= 0" in capsys.readouterr().err
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((host, kw)))
+    assert main(["serve", str(run_dirs["hard"]), "--port", "8123", "--drain-s", "5"]) == 0
+    assert capsys.readouterr().out.strip() == "densetasks serve: 1 run(s) at http://127.0.0.1:8123/"
+    assert served == [
+        ("127.0.0.1", {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5})
+    ]
+    for options, message in [
+        (["--queue", "-1"], "--queue >= 0"),
+        (["--max-pixels", "200000000"], "--max-pixels: at most 178,956,970 (Pillow's own limit)"),
+        (["--drain-s", "-1"], "--drain-s must be >= 0"),
+    ]:
+        assert main(["serve", str(run_dirs["hard"]), *options]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_repeated_run_names_get_distinct_ids(run_dirs) -> None:
     assert list(serve.load_runs([run_dirs["hard"], run_dirs["hard"]])) == ["hard", "hard-2"]
+
+
+def test_every_request_gets_one_access_log_line_without_its_query(client, caplog) -> None:
+    caplog.set_level("INFO", logger="densetasks.serve.access")
+    body = client.get("/api/runs?token=not-for-the-log").content
+    client.get("/favicon.ico")
+    post(client, {"run": "nope"}, IMAGE)
+    client.get("/no%0Afake 200 line")
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 4, lines
+    assert re.fullmatch(rf'testclient "GET /api/runs" 200 {len(body)} B \d+\.\d ms', lines[0])
+    assert lines[1].startswith('testclient "GET /favicon.ico" 200 ')
+    assert lines[2].startswith('testclient "POST /api/predict" 404 ')
+    assert lines[3].startswith('testclient "GET /no%0Afake%20200%20line" 404 ')
+    assert "token" not in caplog.text
+
+
+def test_the_favicon_is_the_pages_icon(client) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert (
+        icon.content.startswith(b"<svg")
+        and icon.content == client.get("/static/favicon.svg").content
+    )
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
+
+
+def test_a_palette_run_predicts_rule_s_without_the_rule_passes(client, runs) -> None:
+    """Rule S is one forward per task; the evaluation's R1r pass (shown nowhere on the page)
+    is not run, and the pictures are those of the full evaluation plan."""
+    model = runs["ctn"].predictor.run.model
+    calls = []
+    hook = model.register_forward_hook(lambda module, args, kwargs: calls.append(1))
+    try:
+        answer = post(client, {"run": "ctn"}, {"image": ("i", photo(), "image/png")}).json()
+    finally:
+        hook.remove()
+    assert len(calls) == len(COMPOSITE_TASKS) == len(model.evaluation_plan()) - 1
+    image = serve.uploads.decode_image(photo(), serve.Limits())
+    full = runs["ctn"].predictor(image)
+    assert list(full.rules) == ["R1r"]
+    for name, expected in full.pictures(runs["ctn"].predictor.tasks).items():
+        np.testing.assert_array_equal(picture(answer["tasks"][name]), expected)

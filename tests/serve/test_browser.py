@@ -129,3 +129,17 @@ def test_upload_paint_run_and_compare(runs, browser, tmp_path: Path) -> None:
     if copy_to:
         for shot in shots.iterdir():
             shutil.copy(shot, Path(copy_to) / shot.name)
+
+
+def test_the_token_link_opens_the_page_and_its_requests(runs, browser) -> None:
+    token = "a-token-for-the-browser-test"
+    with serving(serve.create_app(runs, token=token)) as url:
+        page = browser.new_page()
+        refused = page.goto(url)
+        assert refused.status == 401 and "needs its token" in page.inner_text("body")
+        page.goto(f"{url}/?token={token}")
+        page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
+        assert page.url == f"{url}/"  # the token left the address bar
+        assert page.locator("#run option").count() == len(runs)
+        cookies = page.context.cookies()
+        assert [(c["name"], c["httpOnly"]) for c in cookies] == [("densetasks_token", True)]
