@@ -50,6 +50,7 @@ from densetasks.engine.optim import LearningRateSchedule, build_optimizer
 from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import primary_values, selection_score
 from densetasks.errors import ConfigError, DataError
+from densetasks.models import encoders_of
 from densetasks.tasks.base import Task, evaluation_inputs
 
 
@@ -159,6 +160,7 @@ class _Trainer:
             self.model.encoder_parameters(),
             self.model.decoder_parameters(),
             self.balancer.parameters(),
+            encoders=encoders_of(self.model),
         )
         self.schedule = LearningRateSchedule(self.optimizer, config.train)
         self.amp_dtype = self._amp_dtype()
