@@ -45,6 +45,7 @@ from densetasks.data.transforms import Normalize, resize
 from densetasks.engine import build
 from densetasks.engine.inference import LoadedRun, load_run
 from densetasks.errors import ConfigError, DataError, DenseTasksError
+from densetasks.models import encoders_of
 from densetasks.models.base import Architecture, Encoder
 from densetasks.tasks.base import Task
 
@@ -208,6 +209,8 @@ def export_run(
     onnx = _import("onnx")
     run = _load(run_dir, checkpoint)
     size = _export_size(run, size)
+    for encoder in encoders_of(run.model):
+        encoder.set_input_size(size)  # a ViT's position embeddings, resampled once
     graph = ExportGraph(run.model, run.tasks, *_normalisation(run), dtype=_DTYPES[precision])
     example = example_inputs(graph, 1, size, torch.Generator().manual_seed(0))
     with torch.no_grad():

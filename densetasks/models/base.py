@@ -92,6 +92,10 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         ``train.selective_decay`` (position embeddings, tokens)."""
         return set()
 
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Specialise to inputs of ``size`` (H, W) without changing any output at that size
+        (ONNX export fixes the size). Most encoders have nothing to do."""
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them."""
         raise ConfigError(f"{type(self).__name__} has no gradient checkpointing")

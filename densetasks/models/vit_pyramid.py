@@ -199,6 +199,14 @@ class ViTPyramidEncoder(Encoder):
             features.append(self._level(spatial, prefix, level))
         return features
 
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Resample the position embeddings to the token grid of ``size`` once (timm's
+        ``set_input_size``), as every forward at that size would: an exported graph then holds
+        them as weights instead of the antialiased bicubic resize, which ONNX lacks."""
+        if hasattr(self.model, "set_input_size"):
+            padded = [-(-side // self.patch) * self.patch for side in size]
+            self.model.set_input_size(img_size=tuple(padded))
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every block's activations in the backward pass (timm's
         ``set_grad_checkpointing`` for the families run through ``forward_intermediates``)."""

@@ -285,7 +285,7 @@ def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(name):
     assert len(calls) > plain_calls  # activations were recomputed in the backward pass
     assert got.keys() == expected.keys()
     for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6), key
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.parametrize("name", ["vit", "swin", "convnext"])

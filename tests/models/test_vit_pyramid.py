@@ -2,6 +2,7 @@
 ``forward_intermediates``), resampled as documented, and bad block choices or patch sizes fail
 with the reason."""
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -81,3 +82,48 @@ def test_a_level_pooled_from_the_patch_grid_cannot_start_a_stage():
             ConfigError, match="stage 3 cannot start from level 2, which is max-pooled"
         ):
             encoder.forward_stages(full[2], 3, None)
+
+
+def _big_vision_npz(network, path):
+    """``network``'s weights in the layout of Google's original ViT ``.npz`` checkpoints (the
+    inverse of what timm's ``load_pretrained`` reads)."""
+    heads = network.blocks[0].attn.num_heads
+    arrays = {
+        "embedding/kernel": network.patch_embed.proj.weight.permute(2, 3, 1, 0),
+        "embedding/bias": network.patch_embed.proj.bias,
+        "cls": network.cls_token,
+        "Transformer/posembed_input/pos_embedding": network.pos_embed,
+        "Transformer/encoder_norm/scale": network.norm.weight,
+        "Transformer/encoder_norm/bias": network.norm.bias,
+    }
+    for index, block in enumerate(network.blocks):
+        prefix = f"Transformer/encoderblock_{index}/"
+        attention = prefix + "MultiHeadDotProductAttention_1/"
+        width = block.attn.qkv.weight.shape[1]
+        for part, (weight, bias) in zip(
+            ("query", "key", "value"),
+            zip(block.attn.qkv.weight.chunk(3), block.attn.qkv.bias.chunk(3), strict=True),
+            strict=True,
+        ):
+            arrays[f"{attention}{part}/kernel"] = weight.T.reshape(width, heads, -1)
+            arrays[f"{attention}{part}/bias"] = bias.reshape(heads, -1)
+        arrays[f"{attention}out/kernel"] = block.attn.proj.weight.reshape(width, heads, -1).permute(
+            1, 2, 0
+        )
+        arrays[f"{attention}out/bias"] = block.attn.proj.bias
+        for norm, name in ((block.norm1, "LayerNorm_0"), (block.norm2, "LayerNorm_2")):
+            arrays[f"{prefix}{name}/scale"], arrays[f"{prefix}{name}/bias"] = norm.weight, norm.bias
+        for index_fc, fc in enumerate((block.mlp.fc1, block.mlp.fc2)):
+            arrays[f"{prefix}MlpBlock_3/Dense_{index_fc}/kernel"] = fc.weight.T
+            arrays[f"{prefix}MlpBlock_3/Dense_{index_fc}/bias"] = fc.bias
+    np.savez(path, **{key: value.detach().numpy() for key, value in arrays.items()})
+
+
+def test_a_big_vision_npz_checkpoint_loads_through_timm(tmp_path):
+    torch.manual_seed(6)
+    network = timm.create_model("test_vit")
+    _big_vision_npz(network, tmp_path / "vit.npz")
+    encoder = create_encoder("test_vit", pretrained=tmp_path / "vit.npz")
+    expected = network.state_dict()
+    for key, value in encoder.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
