@@ -76,7 +76,8 @@ def _blocks(name: str, depth: int, chosen: Any) -> list[int]:
         given = blocks if chosen is None else chosen
         raise ConfigError(
             f"model.encoder_options.out_indices: encoder {name!r} needs 4 increasing block "
-            f"indices in 0..{depth - 1} (one per pyramid level), got {given}"
+            f"indices in 0..{depth - 1} (one per pyramid level; the network has {depth} "
+            f"blocks), got {given}"
         )
     return blocks
 
