@@ -18,6 +18,10 @@ tasks semseg (40 classes), depth, normals and edges. Per encoder, in a fresh pro
   median of each and their ratio — taken under the same machine load, the ratio is the number
   to compare on a shared machine. The large networks (``LARGE``) are measured in one round.
 
+``--grad-checkpointing`` measures the training step with activation checkpointing in the
+encoder (``train.grad_checkpointing``) instead, and no latency (an evaluation pass does not
+checkpoint); it writes ``cost_checkpointing.json`` / ``.md``.
+
 Run from the repository root of a clean checkout: ``python benchmarks/backbones/cost.py``.
 Writes ``benchmarks/backbones/cost.json`` and ``cost.md`` (with the commit, versions, CPU and
 load the numbers were taken with).
@@ -133,10 +137,12 @@ def latency(model: torch.nn.Module, rounds: int) -> dict[str, Any]:
     }
 
 
-def measure(encoder: str, rounds: int) -> dict[str, Any]:
+def measure(encoder: str, rounds: int, checkpointing: bool) -> dict[str, Any]:
     """Every number of one encoder (run in its own process)."""
     torch.manual_seed(0)
     model = network(encoder)
+    if checkpointing:
+        model.encoder.set_grad_checkpointing(True)
     row: dict[str, Any] = {
         "encoder": encoder,
         "encoder_parameters_m": sum(p.numel() for p in model.encoder_parameters()) / 1e6,
@@ -145,7 +151,8 @@ def measure(encoder: str, rounds: int) -> dict[str, Any]:
     }
     row["memory"] = training_step_memory(model)
     row["gflops"] = forward_flops(model) / 1e9
-    row["latency"] = latency(model, 1 if encoder in LARGE else rounds)
+    if not checkpointing:
+        row["latency"] = latency(model, 1 if encoder in LARGE else rounds)
     return row
 
 
@@ -165,12 +172,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lat = row["latency"]
+        lat = row.get("latency")
+        timing = (
+            f"{1000 * lat['seconds']:.0f} | {lat['vs_resnet50']:.2f} | {lat['rounds']}"
+            if lat
+            else "– | – | –"
+        )
         lines.append(
             f"| {row['encoder']} | {row['encoder_parameters_m']:.1f} | {row['parameters_m']:.1f} "
             f"| {row['gflops']:.0f} | {row['memory']['peak_gib']:.2f} "
-            f"| {row['memory']['resident_before_gib']:.2f} | {1000 * lat['seconds']:.0f} "
-            f"| {lat['vs_resnet50']:.2f} | {lat['rounds']} |"
+            f"| {row['memory']['resident_before_gib']:.2f} | {timing} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -180,15 +191,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS))
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds (small models)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument(
+        "--grad-checkpointing", action="store_true", help="the training step with checkpointing"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: one encoder
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one, args.rounds)))
+        print(json.dumps(measure(args.one, args.rounds, args.grad_checkpointing)))
         return
     load_before = os.getloadavg()
     rows = []
     for encoder in args.encoders:
         child = [sys.executable, __file__, "--one", encoder, "--rounds", str(args.rounds)]
+        child += ["--grad-checkpointing"] if args.grad_checkpointing else []
         result = subprocess.run(child, check=True, capture_output=True, text=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"{encoder}: done", flush=True)
@@ -199,10 +214,12 @@ def main(argv: list[str] | None = None) -> None:
         "load_after": [round(value, 1) for value in os.getloadavg()],
         "size": list(SIZE),
         "tasks": TASKS,
+        "grad_checkpointing": args.grad_checkpointing,
     }
+    name = "cost_checkpointing" if args.grad_checkpointing else "cost"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cost.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-    (args.out / "cost.md").write_text(markdown(rows, meta))
+    (args.out / f"{name}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(rows, meta))
     print(markdown(rows, meta))
 
 

@@ -178,10 +178,18 @@ class TimmEncoder(Encoder):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass to save memory: inside timm stages that
         support it (their blocks, timm's ``grad_checkpointing``), else module by module of the
-        stage list (timm's ``FeatureListNet`` practice); HRNet through its own switch."""
+        stage list (timm's ``FeatureListNet`` practice); a network without a stage list
+        through timm's own switch (HRNet has none: a :class:`ConfigError`)."""
+        if isinstance(self._stages, str):
+            try:
+                self.model.set_grad_checkpointing(enable)
+            except AssertionError as error:  # timm's HRNet: "gradient checkpointing not supported"
+                raise ConfigError(
+                    f"encoder {self.name!r}: timm {type(self.model).__name__} has no gradient "
+                    f"checkpointing ({error}); set train.grad_checkpointing: false"
+                ) from None
         self.grad_checkpointing = enable
         if isinstance(self._stages, str):
-            self.model.set_grad_checkpointing(enable)
             return
         for module in self.model.modules():
             if module is not self.model and hasattr(module, "grad_checkpointing"):

@@ -288,6 +288,11 @@ def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(name):
         torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_grad_checkpointing_where_timm_has_none_is_refused():
+    with pytest.raises(ConfigError, match="HighResolutionNetFeatures has no gradient checkpoint"):
+        build("hrnet").set_grad_checkpointing(True)
+
+
 @pytest.mark.parametrize("name", ["vit", "swin", "convnext"])
 def test_bf16_autocast_trains(name):
     torch.manual_seed(3)
