@@ -51,6 +51,7 @@ from densetasks.data.transforms import Normalize, resize
 from densetasks.engine import build
 from densetasks.engine.inference import LoadedRun, Predictor, load_run
 from densetasks.errors import ConfigError, DataError, DenseTasksError
+from densetasks.models import encoders_of
 from densetasks.models.base import Architecture, Encoder
 from densetasks.tasks.base import Task
 
@@ -224,6 +225,8 @@ def export_run(
     onnx = _import("onnx")
     run = _load(run_dir, checkpoint)
     size, source = _export_size(run, size)
+    for encoder in encoders_of(run.model):
+        encoder.set_input_size(size)  # a ViT's position embeddings, resampled once
     graph = ExportGraph(run.model, run.tasks, *_normalisation(run), dtype=_DTYPES[precision])
     example = example_inputs(graph, 1, size, torch.Generator().manual_seed(0))
     with torch.no_grad():

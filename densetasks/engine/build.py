@@ -25,7 +25,7 @@ from densetasks.engine.distributed import ProcessInfo
 from densetasks.engine.sampling import SeededSamples, StepSampler, shard_indices
 from densetasks.engine.signals import ignore_stop_signals
 from densetasks.errors import ConfigError, DataError
-from densetasks.models import create_model
+from densetasks.models import create_model, encoders_of
 from densetasks.models.base import Architecture
 from densetasks.tasks.base import Task
 from densetasks.tasks.registry import adaptable_tasks, create_task, label_kinds
@@ -258,16 +258,23 @@ def eval_loader(
 
 def build_model(config: RunConfig, tasks: Mapping[str, Task]) -> Architecture:
     """The configured architecture for these tasks; ``model.options`` are checked against the
-    architecture's signature (a misspelled option names ``model.options``)."""
+    architecture's signature (a misspelled option names ``model.options``),
+    ``model.encoder_options`` against the timm network's; ``train.grad_checkpointing`` turns
+    on activation checkpointing in every encoder."""
     model = config.model
-    return create_model(
+    built = create_model(
         model.architecture,
         {name: task.channels for name, task in tasks.items()},
         encoder=model.encoder,
         pretrained=model.pretrained,
         output_stride=model.output_stride,
+        encoder_options=model.encoder_options,
         **model.options,
     )
+    if config.train.grad_checkpointing:
+        for encoder in encoders_of(built):
+            encoder.set_grad_checkpointing(True)
+    return built
 
 
 PLAIN_BALANCERS = ("fixed", "equal")

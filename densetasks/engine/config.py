@@ -62,6 +62,7 @@ class ModelConfig(_Section):
     encoder: str = "resnet18"
     pretrained: bool | str = False
     output_stride: int = 16
+    encoder_options: dict[str, Any] = Field(default_factory=dict)
     init_from: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -115,6 +116,9 @@ class TrainConfig(_Section):
     gamma: float = Field(0.1, gt=0.0)
     patience: int = Field(3, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0)
+    selective_decay: bool = False
+    grad_checkpointing: bool = False
     clip_grad_norm: float | None = Field(None, gt=0.0)
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

@@ -6,13 +6,15 @@ The schedule is a multiplier of each group's base learning rate, a function of t
 ``state_dict`` it resumes exactly.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from densetasks.engine.config import TrainConfig
+from densetasks.errors import ConfigError
+from densetasks.models.base import Encoder
 
 
 def build_optimizer(
@@ -20,16 +22,35 @@ def build_optimizer(
     encoder_parameters: Iterable[nn.Parameter],
     decoder_parameters: Iterable[nn.Parameter],
     balancer_parameters: Iterable[nn.Parameter] = (),
+    encoders: Sequence[Encoder] = (),
 ) -> torch.optim.Optimizer:
     """Groups "encoder" (``encoder_lr``, default ``lr``), "decoder" and "balancer" (``lr``).
 
     Balancer parameters (e.g. the log-variances of Kendall et al., CVPR 2018) get no weight
     decay: decay would pull them towards σ = 1, a prior the paper does not have.
+
+    ``train.layer_decay`` (layer-wise learning-rate decay; Bao et al., BEiT, ICLR 2022,
+    Sec. 2.6 and App. for fine-tuning; Clark et al., ELECTRA, ICLR 2020) splits the encoder
+    group by depth: a parameter at depth ``d`` of an encoder whose layers go up to ``top``
+    (``Encoder.parameter_layers``: 0 the patch embedding, one per block) learns at
+    ``encoder_lr · layer_decay^(top − d)``, so the last block at ``encoder_lr · layer_decay``
+    and the embeddings the least. ``train.selective_decay`` gives no weight decay to
+    normalisation weights and biases (every parameter with one dimension) and to what the
+    encoder names (``Encoder.no_weight_decay``: position embeddings, class and register
+    tokens, relative position tables), as BEiT, Swin and ConvNeXt fine-tune. Both need the
+    ``encoders`` the encoder parameters belong to.
     """
     encoder_lr = config.encoder_lr if config.encoder_lr is not None else config.lr
+    encoder_parameters = list(encoder_parameters)
+    if config.layer_decay is None and not config.selective_decay:
+        encoder_groups = [{"name": "encoder", "params": encoder_parameters, "lr": encoder_lr}]
+        decoder_groups = [{"name": "decoder", "params": list(decoder_parameters), "lr": config.lr}]
+    else:
+        encoder_groups = _encoder_groups(config, encoder_parameters, encoder_lr, encoders)
+        decoder_groups = _decay_split(config, "decoder", list(decoder_parameters), config.lr, set())
     groups = [
-        {"name": "encoder", "params": list(encoder_parameters), "lr": encoder_lr},
-        {"name": "decoder", "params": list(decoder_parameters), "lr": config.lr},
+        *encoder_groups,
+        *decoder_groups,
         {
             "name": "balancer",
             "params": list(balancer_parameters),
@@ -52,6 +73,60 @@ def build_optimizer(
     return optimizer_class(
         groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
+
+
+def _encoder_groups(
+    config: TrainConfig,
+    parameters: list[nn.Parameter],
+    encoder_lr: float,
+    encoders: Sequence[Encoder],
+) -> list[dict[str, Any]]:
+    """The encoder parameters grouped by depth (with ``layer_decay``) and by decay."""
+    if not encoders:
+        raise ConfigError(
+            "train.layer_decay / train.selective_decay: the model's encoders are needed"
+        )
+    depth: dict[int, tuple[int, int]] = {}
+    exempt: set[int] = set()
+    for encoder in encoders:
+        named = dict(encoder.named_parameters())
+        exempt |= {id(named[name]) for name in encoder.no_weight_decay()}
+        if config.layer_decay is not None:
+            layers, top = encoder.parameter_layers()
+            depth |= {id(parameter): (layers[name], top) for name, parameter in named.items()}
+    by_depth: dict[int | None, list[nn.Parameter]] = {}
+    scale: dict[int | None, float] = {None: 1.0}
+    for parameter in parameters:
+        level, top = depth.get(id(parameter), (None, None))
+        if level is not None and level < top:
+            scale[level] = config.layer_decay ** (top - level)
+        else:
+            level = None
+        by_depth.setdefault(level, []).append(parameter)
+    groups = []
+    for level in sorted(by_depth, key=lambda key: -1 if key is None else key):
+        name = "encoder" if level is None else f"encoder.layer{level}"
+        groups += _decay_split(config, name, by_depth[level], encoder_lr * scale[level], exempt)
+    return groups
+
+
+def _decay_split(
+    config: TrainConfig,
+    name: str,
+    parameters: list[nn.Parameter],
+    lr: float,
+    exempt: set[int],
+) -> list[dict[str, Any]]:
+    """One group of ``parameters`` at ``lr``, or, with ``selective_decay``, two: those with
+    weight decay, and those without (one-dimensional, or listed in ``exempt`` by id)."""
+    if not config.selective_decay:
+        return [{"name": name, "params": parameters, "lr": lr}]
+    plain = [p for p in parameters if p.dim() <= 1 or id(p) in exempt]
+    decayed = [p for p in parameters if not (p.dim() <= 1 or id(p) in exempt)]
+    return [
+        {"name": name, "params": decayed, "lr": lr, "weight_decay": config.weight_decay},
+        {"name": name, "params": plain, "lr": lr, "weight_decay": 0.0},
+    ]
 
 
 class LearningRateSchedule:

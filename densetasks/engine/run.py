@@ -61,6 +61,7 @@ from densetasks.engine.passes import Batch, run_plan, to_device
 from densetasks.engine.selection import best_reason, primary_values, selection_score
 from densetasks.engine.signals import StopRequest, TrainingStopped, stop_signals
 from densetasks.errors import ConfigError, DataError, DiskFullError, own_message
+from densetasks.models import encoders_of
 from densetasks.tasks.base import Task, evaluation_inputs
 
 
@@ -179,6 +180,7 @@ class _Trainer:
             self.model.encoder_parameters(),
             self.model.decoder_parameters(),
             self.balancer.parameters(),
+            encoders=encoders_of(self.model),
         )
         self.schedule = LearningRateSchedule(self.optimizer, config.train)
         self.amp_dtype = self._amp_dtype()

@@ -4,7 +4,9 @@
 tests parametrise over every member.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from densetasks.models.adapters import CompositeAdapter, PaletteMaskAdapter
 from densetasks.models.architectures import (
@@ -54,8 +56,15 @@ from densetasks.models.cross_task import (
     PadNetDistillation,
     ThreeWaysDecoder,
 )
-from densetasks.models.encoders import ENCODERS, TimmEncoder, TinyEncoder, create_encoder
+from densetasks.models.encoders import (
+    ENCODERS,
+    TinyEncoder,
+    create_encoder,
+    encoders_of,
+)
 from densetasks.models.heads import HEADS, DeepLabHead, MultiScaleHead, create_head
+from densetasks.models.timm_encoder import TimmEncoder
+from densetasks.models.vit_pyramid import ViTPyramidEncoder
 
 
 def create_model(
@@ -64,11 +73,13 @@ def create_model(
     encoder: str = "resnet18",
     pretrained: bool | str | Path = False,
     output_stride: int = 16,
+    encoder_options: Mapping[str, Any] | None = None,
     **options: object,
 ) -> Architecture:
     """Build the registered ``architecture`` for ``{task name: head channels}`` on the
-    encoder ``encoder`` (built here, once, with ``pretrained`` weights and ``output_stride``,
-    and handed to the architecture).
+    encoder ``encoder`` (built here, once, with ``pretrained`` weights, ``output_stride`` and
+    ``encoder_options`` — timm keyword arguments such as ``drop_path_rate`` — and handed to
+    the architecture).
 
     ``options`` are the architecture's own keyword arguments (``bottleneck``, ``head`` and
     their options for the built-in ones); an unknown name or option raises
@@ -79,7 +90,7 @@ def create_model(
     ARCHITECTURES.check_options(
         architecture, task_channels, config_path="model.options", encoder=None, **options
     )
-    built = create_encoder(encoder, pretrained, output_stride)
+    built = create_encoder(encoder, pretrained, output_stride, **(encoder_options or {}))
     return factory(task_channels, encoder=built, **options)
 
 
@@ -127,9 +138,11 @@ __all__ = [
     "TimmEncoder",
     "TinyEncoder",
     "UniformCondition",
+    "ViTPyramidEncoder",
     "create_bottleneck",
     "create_encoder",
     "create_head",
     "create_model",
+    "encoders_of",
     "per_task_plan",
 ]

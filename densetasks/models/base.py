@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from densetasks.data.sample import LabelKind
+from densetasks.errors import ConfigError
 
 Batch = Mapping[str, Any]
 """A collated batch: ``image``, labels by task name, conditioning inputs by name, ``meta``."""
@@ -78,6 +79,26 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's feature map, shallow to deep, as :attr:`feature_info` describes."""
         return self.forward_stages(image, 0, None)
+
+    def parameter_layers(self) -> tuple[dict[str, int], int]:
+        """``({parameter name: depth}, top)`` for layer-wise learning-rate decay: depth 0 at
+        the input, ``top`` for what sits above the encoder (see ``engine/optim.py``)."""
+        raise ConfigError(
+            f"{type(self).__name__} does not number its layers (train.layer_decay needs that)"
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters besides norms and biases that take no weight decay with
+        ``train.selective_decay`` (position embeddings, tokens)."""
+        return set()
+
+    def set_input_size(self, size: tuple[int, int]) -> None:
+        """Specialise to inputs of ``size`` (H, W) without changing any output at that size
+        (ONNX export fixes the size). Most encoders have nothing to do."""
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass instead of storing them."""
+        raise ConfigError(f"{type(self).__name__} has no gradient checkpointing")
 
 
 @dataclass(frozen=True)

@@ -1,174 +1,72 @@
-"""Encoders: timm backbones with ``features_only`` and a tiny conv net for tests.
+"""Encoders: any timm network by name, and a tiny conv net for tests.
 
 Every encoder returns its feature maps shallow to deep (never the input image) and describes
 them in :attr:`~densetasks.models.base.Encoder.feature_info` as ``(channels, stride)``.
 The deepest stride is the *output stride*: 8, 16 or 32. Below 32 the last stages keep their
 resolution and dilate their convolutions instead (DeepLab practice; Kendall et al., CVPR 2018,
-use a ResNet-101 at output stride 8, App. A).
+use a ResNet-101 at output stride 8, App. A) where the family can dilate.
 
-``pretrained`` is ``False`` (random init), ``True`` (timm hub weights, needs the network) or
-the path of a local weights file: a state dict of the timm network as timm distributes it
-(``.pth``/``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``). Keys of
-the classification head, which ``features_only`` drops, are ignored; any other missing or
-unexpected key is an error that names the file and the keys.
+:func:`create_encoder` resolves a name: densetasks's own ``tiny``, else timm's network of that
+name — a hierarchical one through :class:`~densetasks.models.timm_encoder.TimmEncoder`, a plain
+one-stride ViT through :class:`~densetasks.models.vit_pyramid.ViTPyramidEncoder` (a feature
+pyramid from four of its blocks). ``options`` (``model.encoder_options``) are timm keyword
+arguments checked against the network's signature.
+
+``pretrained`` is ``False`` (random init), ``True`` (timm hub weights, needs the network; the
+offline error says what to download and where) or the path of a local weights file: the timm
+network's state dict as timm distributes it (``.safetensors``, ``.pth``/``.bin``, ``.npz`` for
+the ViTs timm reads NumPy checkpoints into). Keys of modules the encoder does not have (the
+classification head) are ignored; any other missing or unexpected key is an error that names
+the file and the keys.
 
 Every encoder also runs any contiguous range of its stages (``forward_stages``), so that an
-architecture can share the first stages and branch after them. A timm encoder splits the timm
-network into stages by module *names*, resolved at call time: its state dict keys stay those
-of the timm network, and a module replaced later (``SyncBatchNorm`` conversion) is the one run.
+architecture can share the first stages and branch after them.
 """
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
-from timm.models import FeatureListNet, MobileNetV3Features, load_state_dict
 from torch import nn
 
 from densetasks._registry import Registry
 from densetasks.errors import ConfigError
+from densetasks.models._encoder_tools import (
+    Pretrained,
+    check_output_stride,
+    load_checked,
+    read_weights_file,
+    stage_end,
+)
 from densetasks.models.base import Encoder, FeatureSpec
-
-OUTPUT_STRIDES = (8, 16, 32)
-"""Output strides every encoder supports: 32 is the plain network, 8 and 16 dilate."""
-
-Pretrained = bool | str | Path
-"""``False``, ``True`` (hub weights) or the path of a local weights file."""
-
-
-def _check_output_stride(output_stride: int) -> None:
-    if output_stride not in OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
-
-
-def _stage_end(start: int, end: int | None, stages: int) -> int:
-    """``end`` resolved (``None``: the last stage); a range outside ``0 <= start < end <=
-    stages`` raises :class:`ValueError` naming it, since an empty or partial range would
-    silently return fewer features than the caller indexes."""
-    resolved = stages if end is None else end
-    if not 0 <= start < resolved <= stages:
-        raise ValueError(
-            f"invalid stage range start={start}, end={end}: need 0 <= start < end <= {stages} "
-            f"(the encoder has {stages} stages)"
-        )
-    return resolved
-
-
-def _split_after(names: list[str], ends: list[int]) -> list[tuple[str, ...]]:
-    """``names`` cut into consecutive groups, group ``k`` ending before ``names[ends[k]]``."""
-    return [tuple(names[begin:end]) for begin, end in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-def _feature_list_stages(model: FeatureListNet) -> list[tuple[str, ...]]:
-    """Stages of a ResNet-like ``FeatureListNet``: its children in order, each stage ending
-    at a returned layer (``return_layers``), exactly as its own forward runs them."""
-    names = list(model.keys())
-    return _split_after(names, [names.index(name) + 1 for name in model.return_layers])
-
-
-def _mobilenetv3_stages(model: MobileNetV3Features) -> list[tuple[str, ...]]:
-    """Stages of ``MobileNetV3Features``: the stem, then its blocks, a stage ending after the
-    ``n`` blocks named by each key ``n`` of ``_stage_out_idx`` (0: the stem's output itself);
-    blocks after the last returned one are never run, as they feed no feature."""
-    stem = ["conv_stem", "bn1", "act1"]
-    names = stem + [f"blocks.{index}" for index in range(len(model.blocks))]
-    return _split_after(names, [len(stem) + blocks for blocks in sorted(model._stage_out_idx)])
-
-
-def _timm_stages(model: nn.Module, name: str) -> list[tuple[str, ...]]:
-    """Module names of each stage of a timm ``features_only`` network, shallow to deep."""
-    if isinstance(model, FeatureListNet):
-        return _feature_list_stages(model)
-    if isinstance(model, MobileNetV3Features) and model.feature_hooks is None:
-        return _mobilenetv3_stages(model)
-    raise ConfigError(
-        f"encoder {name!r}: timm feature extractor {type(model).__name__} cannot be split into "
-        "stages; supported: FeatureListNet (ResNets), MobileNetV3Features"
-    )
+from densetasks.models.timm_encoder import TimmEncoder
+from densetasks.models.timm_network import describe, single_stride, unknown_name
+from densetasks.models.vit_pyramid import ViTPyramidEncoder
 
 
 def load_weights_file(module: nn.Module, path: str | Path, what: str) -> None:
     """Load the state dict in ``path`` into ``module``, failing with the keys that differ.
 
-    Unexpected keys whose top-level module does not exist in ``module`` (a classifier head
-    that ``features_only`` removed) are ignored; every other mismatch raises
-    :class:`ConfigError` naming the file.
+    Keys whose top-level module does not exist in ``module`` are ignored; every other mismatch
+    raises :class:`ConfigError` naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"pretrained weights file {str(path)!r} for {what} does not exist")
-    try:
-        state_dict = load_state_dict(str(path), weights_only=True)
-    except Exception as error:  # torch / safetensors raise many unrelated types for bad files
-        raise ConfigError(
-            f"cannot read pretrained weights file {str(path)!r} for {what}: {error}"
-        ) from error
+    state_dict = read_weights_file(path, what)
     own_modules = {name for name, _ in module.named_children()}
-    state_dict = {
-        key: value for key, value in state_dict.items() if key.split(".")[0] in own_modules
-    }
-    own_state = module.state_dict()
-    missing = sorted(set(own_state) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own_state))
-    mismatched = sorted(
-        f"{key} {tuple(value.shape)} != {tuple(own_state[key].shape)}"
-        for key, value in state_dict.items()
-        if key in own_state and value.shape != own_state[key].shape
-    )
-    if missing or unexpected or mismatched:
-        raise ConfigError(
-            f"pretrained weights file {str(path)!r} does not fit {what}: "
-            f"missing keys {_shorten(missing)}, unexpected keys {_shorten(unexpected)}, "
-            f"shape mismatches {_shorten(mismatched)}"
-        )
-    module.load_state_dict(state_dict)
+    foreign = frozenset(key for key in state_dict if key.split(".")[0] not in own_modules)
+    load_checked(module, state_dict, path, what, ignored=foreign)
 
 
-def _shorten(keys: list[str], limit: int = 8) -> str:
-    """At most ``limit`` keys, then how many more: error messages stay one readable line."""
-    shown = ", ".join(keys[:limit])
-    more = len(keys) - limit
-    return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"
-
-
-class TimmEncoder(Encoder):
-    """A timm backbone created with ``features_only=True`` and an output stride."""
-
-    def __init__(self, name: str, pretrained: Pretrained = False, output_stride: int = 32) -> None:
-        super().__init__()
-        _check_output_stride(output_stride)
-        hub_weights = pretrained is True
-        try:
-            self.model = timm.create_model(
-                name, pretrained=hub_weights, features_only=True, output_stride=output_stride
-            )
-        except OSError as error:
-            raise ConfigError(
-                f"cannot download pretrained weights for encoder {name!r} ({error}); "
-                "pass the path of a local weights file as pretrained instead"
-            ) from error
-        if pretrained is not False and not hub_weights:
-            load_weights_file(self.model, pretrained, f"encoder {name!r}")
-        self.feature_info = [
-            FeatureSpec(channels, stride)
-            for channels, stride in zip(
-                self.model.feature_info.channels(), self.model.feature_info.reduction(), strict=True
-            )
-        ]
-        self._stage_modules = _timm_stages(self.model, name)
-
-    def forward_stages(
-        self, inputs: torch.Tensor, start: int = 0, end: int | None = None
-    ) -> list[torch.Tensor]:
-        """Run stages ``start .. end - 1`` on ``inputs`` (see :class:`Encoder`)."""
-        end = _stage_end(start, end, len(self.feature_info))
-        features = []
-        for names in self._stage_modules[start:end]:
-            for module_name in names:
-                inputs = self.model.get_submodule(module_name)(inputs)
-            features.append(inputs)
-        return features
+def timm_encoder(
+    name: str, pretrained: Pretrained = False, output_stride: int = 32, **options: Any
+) -> Encoder:
+    """timm's network ``name`` as an encoder: a one-stride network (a plain ViT) as a
+    :class:`ViTPyramidEncoder`, any other as a :class:`TimmEncoder`."""
+    if not timm.is_model(name):
+        raise unknown_name(name, ENCODERS.names())
+    kind = ViTPyramidEncoder if single_stride(describe(name, options)) else TimmEncoder
+    return kind(name, pretrained=pretrained, output_stride=output_stride, **options)
 
 
 class TinyEncoder(Encoder):
@@ -182,7 +80,7 @@ class TinyEncoder(Encoder):
 
     def __init__(self, pretrained: Pretrained = False, output_stride: int = 32) -> None:
         super().__init__()
-        _check_output_stride(output_stride)
+        check_output_stride(output_stride)
         if pretrained is True:
             raise ConfigError("encoder 'tiny' has no hub weights; pass a local weights file")
         stages, specs = [], []
@@ -218,16 +116,23 @@ class TinyEncoder(Encoder):
         self, inputs: torch.Tensor, start: int = 0, end: int | None = None
     ) -> list[torch.Tensor]:
         """Run stages ``start .. end - 1`` on ``inputs`` (see :class:`Encoder`)."""
-        end = _stage_end(start, end, len(self.feature_info))
+        end = stage_end(start, end, len(self.feature_info))
         features = []
         for stage in self.stages[start:end]:
             inputs = stage(inputs)
             features.append(inputs)
         return features
 
+    def parameter_layers(self) -> tuple[dict[str, int], int]:
+        """Stage ``k``'s parameters at depth ``k``; the decoders above them at 5."""
+        return {name: int(name.split(".")[1]) for name, _ in self.named_parameters()}, len(
+            self.stages
+        )
+
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
-"""Encoder name -> ``factory(pretrained=..., output_stride=...)``."""
+"""densetasks's own encoders and the timm networks its configs and tests name; any other timm
+name resolves through timm (:func:`create_encoder`)."""
 
 TIMM_ENCODERS = (
     "test_resnet",  # timm's ~0.4M-parameter ResNet: the real timm path, fast enough for tests
@@ -238,16 +143,29 @@ TIMM_ENCODERS = (
     "mobilenetv3_large_100",
     "mobilenetv3_small_100",
 )
-"""timm networks registered under their timm names."""
+"""timm networks registered under their timm names (the ones the tests parametrise over)."""
 
 ENCODERS.register("tiny", TinyEncoder)
 for timm_name in TIMM_ENCODERS:
-    ENCODERS.register(timm_name, partial(TimmEncoder, timm_name))
+    ENCODERS.register(timm_name, partial(timm_encoder, timm_name))
 
 
-def create_encoder(name: str, pretrained: Pretrained = False, output_stride: int = 32) -> Encoder:
-    """The registered encoder ``name``; unknown names raise :class:`ConfigError`. The encoder
-    remembers how it was built (:meth:`Encoder.rebuild`)."""
-    encoder = ENCODERS.get(name)(pretrained=pretrained, output_stride=output_stride)
-    encoder.factory = partial(create_encoder, name, pretrained, output_stride)
+def create_encoder(
+    name: str, pretrained: Pretrained = False, output_stride: int = 32, **options: Any
+) -> Encoder:
+    """The encoder ``name``: a registered one, else timm's network of that name; an unknown
+    name or option raises :class:`ConfigError`. The encoder remembers how it was built
+    (:meth:`Encoder.rebuild`)."""
+    factory = ENCODERS.get(name) if name in ENCODERS else partial(timm_encoder, name)
+    if name in ENCODERS and options:
+        ENCODERS.check_options(
+            name, config_path="model.encoder_options", pretrained=pretrained, **options
+        )
+    encoder = factory(pretrained=pretrained, output_stride=output_stride, **options)
+    encoder.factory = partial(create_encoder, name, pretrained, output_stride, **options)
     return encoder
+
+
+def encoders_of(model: nn.Module) -> list[Encoder]:
+    """Every encoder inside ``model`` (several for one-encoder-per-task architectures)."""
+    return [module for module in model.modules() if isinstance(module, Encoder)]

@@ -74,3 +74,23 @@ def test_saved_config_reads_back_identically(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == config
     assert RunConfig.model_validate(config.to_dict()) == config
+
+
+def test_backbone_training_options_are_validated(tmp_path):
+    config = load_config(
+        write(tmp_path, MINIMAL),
+        [
+            "model.encoder=swin_tiny_patch4_window7_224",
+            "model.encoder_options={drop_path_rate: 0.2, img_size: [448, 576]}",
+            "train.layer_decay=0.65",
+            "train.selective_decay=true",
+            "train.grad_checkpointing=true",
+        ],
+    )
+    assert config.model.encoder_options == {"drop_path_rate": 0.2, "img_size": [448, 576]}
+    assert (config.train.layer_decay, config.train.selective_decay) == (0.65, True)
+    assert config.train.grad_checkpointing is True
+    assert RunConfig.model_validate(MINIMAL).train.layer_decay is None  # off unless asked for
+    for bad in ("0", "1.5"):
+        with pytest.raises(ConfigError, match=r"train\.layer_decay"):
+            load_config(write(tmp_path, MINIMAL), [f"train.layer_decay={bad}"])

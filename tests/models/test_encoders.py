@@ -199,8 +199,3 @@ def test_timm_stages_run_a_module_replaced_after_construction():
     with torch.no_grad():
         features = encoder(image)
     assert torch.equal(features[-1], features[-2])
-
-
-def test_unsupported_timm_feature_extractor_raises():
-    with pytest.raises(ConfigError, match="EfficientNetFeatures cannot be split into stages"):
-        TimmEncoder("test_efficientnet")
