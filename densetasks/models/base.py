@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from densetasks.data.sample import LabelKind
+from densetasks.errors import ConfigError
 
 Batch = Mapping[str, Any]
 """A collated batch: ``image``, labels by task name, conditioning inputs by name, ``meta``."""
@@ -78,6 +79,19 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's feature map, shallow to deep, as :attr:`feature_info` describes."""
         return self.forward_stages(image, 0, None)
+
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run stage ``stage`` on ``inputs`` like :meth:`forward_stages` and return its feature
+        before its last block and its output (the second equals ``forward_stages(inputs,
+        stage, stage + 1)[0]``). MTAN (Liu, Johns & Davison, CVPR 2019) computes each attention
+        mask from the first and applies it to the second. An encoder that cannot split its
+        stages says so here."""
+        raise ConfigError(
+            f"encoder {type(self).__name__} cannot split a stage before its last block "
+            "(Encoder.forward_stage_blocks), which MTAN needs"
+        )
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,21 @@ def _timm_stages(model: nn.Module, name: str) -> list[tuple[str, ...]]:
     )
 
 
+def _run_split(modules: list[nn.Module], inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``modules`` (a stage) on ``inputs``; return the feature before its last block and
+    the output. A ``nn.Sequential`` counts as its children (a ResNet layer's residual blocks,
+    a MobileNetV3 group's inverted residuals), any other module as one block. The last block
+    runs on a copy: an in-place activation there would overwrite the feature returned."""
+    blocks = [
+        block
+        for module in modules
+        for block in (module if isinstance(module, nn.Sequential) else [module])
+    ]
+    for block in blocks[:-1]:
+        inputs = block(inputs)
+    return inputs, blocks[-1](inputs.clone())
+
+
 def load_weights_file(module: nn.Module, path: str | Path, what: str) -> None:
     """Load the state dict in ``path`` into ``module``, failing with the keys that differ.
 
@@ -170,6 +185,15 @@ class TimmEncoder(Encoder):
             features.append(inputs)
         return features
 
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``stage``'s feature before its last block and its output (see
+        :class:`~densetasks.models.base.Encoder`)."""
+        _stage_end(stage, stage + 1, len(self.feature_info))
+        names = self._stage_modules[stage]
+        return _run_split([self.model.get_submodule(name) for name in names], inputs)
+
 
 class TinyEncoder(Encoder):
     """Five conv-BN-ReLU stages (strides 2 to 32, a few thousand parameters) for fast tests.
@@ -224,6 +248,13 @@ class TinyEncoder(Encoder):
             inputs = stage(inputs)
             features.append(inputs)
         return features
+
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``stage``'s conv + BN output (before its last block, the ReLU) and its output."""
+        _stage_end(stage, stage + 1, len(self.feature_info))
+        return _run_split([self.stages[stage]], inputs)
 
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
