@@ -4,9 +4,10 @@ task's feature (concatenated) and reduces them back to one task's width.
 
 An NDDR layer is a 1×1 convolution without bias, batch norm and ReLU, as the survey of
 Vandenhende et al. (TPAMI 2021) builds it (batch-norm momentum 0.05, "as the NDDR-CNN repo";
-PyTorch's default is 0.1). Its weight starts as ``[βI … αI … βI]``: ``α`` on the block that
-reads the task's own feature, ``β`` on the others, (α, β) = (0.9, 0.1) as in Gao et al. and
-the survey; the batch norm starts as the identity (scale 1, shift 0).
+PyTorch's default is 0.1). Its weight starts identity-like (Gao et al.), as
+``[βI … αI … βI]``: ``α`` on the block that reads the task's own feature, ``β`` on the
+others, (α, β) = (0.9, 0.1) as in the survey's NYUD config; the batch norm starts as the
+identity (scale 1, shift 0).
 """
 
 from collections.abc import Sequence
