@@ -94,3 +94,29 @@ def shorten(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     more = len(keys) - limit
     return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"
+
+
+def stage_blocks(module: nn.Module) -> list[nn.Module]:
+    """``module`` as the blocks it runs in order: a ``nn.Sequential`` as its children (a ResNet
+    layer's residual blocks, a MobileNetV3 group's inverted residuals); a timm stage made of a
+    ``downsample`` and a ``blocks`` sequence (ConvNeXt, Swin), whose forward runs them in that
+    order, as the downsample and the blocks; any other module as one block."""
+    if isinstance(module, nn.Sequential):
+        return list(module)
+    blocks = getattr(module, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and set(dict(module.named_children())) == {
+        "downsample",
+        "blocks",
+    }:
+        return [module.downsample, *blocks]
+    return [module]
+
+
+def run_split(modules: list[nn.Module], inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``modules`` (a stage) on ``inputs``; return the feature before its last block and
+    the output, blocks as :func:`stage_blocks` finds them. The last block runs on a copy: an
+    in-place activation there would overwrite the feature returned."""
+    blocks = [block for module in modules for block in stage_blocks(module)]
+    for block in blocks[:-1]:
+        inputs = block(inputs)
+    return inputs, blocks[-1](inputs.clone())

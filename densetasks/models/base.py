@@ -100,6 +100,19 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         """Recompute activations in the backward pass instead of storing them."""
         raise ConfigError(f"{type(self).__name__} has no gradient checkpointing")
 
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run stage ``stage`` on ``inputs`` like :meth:`forward_stages` and return its feature
+        before its last block and its output (the second equals ``forward_stages(inputs,
+        stage, stage + 1)[0]``). MTAN (Liu, Johns & Davison, CVPR 2019) computes each attention
+        mask from the first and applies it to the second. An encoder that cannot split its
+        stages says so here."""
+        raise ConfigError(
+            f"encoder {type(self).__name__} cannot split a stage before its last block "
+            "(Encoder.forward_stage_blocks), which MTAN needs"
+        )
+
 
 @dataclass(frozen=True)
 class ConditionInput:

@@ -38,6 +38,7 @@ from densetasks.models._encoder_tools import (
     check_output_stride,
     load_checked,
     read_weights_file,
+    run_split,
     stage_end,
 )
 from densetasks.models.base import Encoder, FeatureSpec
@@ -128,6 +129,13 @@ class TinyEncoder(Encoder):
         return {name: int(name.split(".")[1]) for name, _ in self.named_parameters()}, len(
             self.stages
         )
+
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``stage``'s conv + BN output (before its last block, the ReLU) and its output."""
+        stage_end(stage, stage + 1, len(self.feature_info))
+        return run_split([self.stages[stage]], inputs)
 
 
 ENCODERS: Registry[Encoder] = Registry("encoder")

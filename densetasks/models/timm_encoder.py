@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from densetasks.errors import ConfigError
-from densetasks.models._encoder_tools import Pretrained, check_output_stride, stage_end
+from densetasks.models._encoder_tools import Pretrained, check_output_stride, run_split, stage_end
 from densetasks.models.base import Encoder, FeatureSpec
 from densetasks.models.timm_network import (
     describe,
@@ -151,6 +151,25 @@ class TimmEncoder(Encoder):
                 inputs = self._run(self.model.get_submodule(module_name), inputs)
             features.append(self._nchw(inputs))
         return features
+
+    def forward_stage_blocks(
+        self, inputs: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``stage``'s feature before its last block and its output (see
+        :class:`~densetasks.models.base.Encoder`; a block as :func:`run_split` counts it)."""
+        stage_end(stage, stage + 1, len(self.feature_info))
+        if isinstance(self._stages, str):
+            raise ConfigError(
+                f"encoder {self.name!r} cannot split stage {stage} before its last block: "
+                f"{self._stages}"
+            )
+        if stage == 0:
+            inputs = self._pad(inputs)
+        elif self.channels_last_features:
+            inputs = inputs.permute(0, 2, 3, 1)
+        modules = [self.model.get_submodule(name) for name in self._stages[stage]]
+        before, output = run_split(modules, inputs)
+        return self._nchw(before), self._nchw(output)
 
     def _run(self, module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """``module(inputs)``, through activation checkpointing when it is on, the module does

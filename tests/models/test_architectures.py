@@ -126,8 +126,10 @@ def test_bad_task_channels_raise(tasks, message):
 
 
 def test_unknown_names_and_options_raise_config_error():
-    with pytest.raises(ConfigError, match="unknown architecture 'mtan'; known: .*hard_sharing"):
-        create_model("mtan", {"semseg": 5})
+    with pytest.raises(
+        ConfigError, match="unknown architecture 'no_such_net'; known: .*hard_sharing"
+    ):
+        create_model("no_such_net", {"semseg": 5})
     with pytest.raises(ConfigError, match="unknown head 'fpn'"):
         create_model("hard_sharing", {"semseg": 5}, encoder="tiny", head="fpn")
     with pytest.raises(ConfigError, match=r"\['dropout'\]; it takes: encoder"):

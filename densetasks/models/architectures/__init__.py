@@ -9,8 +9,12 @@ are options of the hard-sharing ones).
 
 from densetasks._registry import Registry
 from densetasks.models.architectures.composite_tasking import CompositeTasking
+from densetasks.models.architectures.cross_stitch import CrossStitch
 from densetasks.models.architectures.fission import Fission
 from densetasks.models.architectures.hard_sharing import HardSharing
+from densetasks.models.architectures.mtan import MTAN
+from densetasks.models.architectures.mti_net import MTINet
+from densetasks.models.architectures.nddr_cnn import NDDR
 from densetasks.models.architectures.palette_baselines import MHN, MN, STN
 from densetasks.models.architectures.single_task import SingleTask
 from densetasks.models.architectures.three_ways import (
@@ -35,15 +39,23 @@ ARCHITECTURES.register("three_ways_mteb", ThreeWaysMTEB)
 ARCHITECTURES.register("three_ways_padnet", ThreeWaysPadNet)
 ARCHITECTURES.register("padnet", PadNet)
 ARCHITECTURES.register("fission", Fission)
+ARCHITECTURES.register("cross_stitch", CrossStitch)
+ARCHITECTURES.register("nddr_cnn", NDDR)
+ARCHITECTURES.register("mtan", MTAN)
+ARCHITECTURES.register("mti_net", MTINet)
 
 __all__ = [
     "ARCHITECTURES",
     "MHN",
     "MN",
+    "MTAN",
+    "NDDR",
     "STN",
     "CompositeTasking",
+    "CrossStitch",
     "Fission",
     "HardSharing",
+    "MTINet",
     "PadNet",
     "SingleTask",
     "ThreeWays",
