@@ -115,9 +115,7 @@ def test_trains_resumes_evaluates_predicts_and_exports(run_end_to_end, tmp_path)
     assert report.ok, report.table()
 
 
-@pytest.mark.parametrize(
-    "name", ["tiny", "test_resnet", "mobilenetv3_small_100", "test_convnext"]
-)
+@pytest.mark.parametrize("name", ["tiny", "test_resnet", "mobilenetv3_small_100", "test_convnext"])
 def test_an_encoder_splits_each_stage_before_its_last_block(name):
     """``forward_stage_blocks`` (the contract MTAN reads) gives each stage's output exactly,
     a ResNet stage's feature before its last residual block, and a ConvNeXt stage's after its
