@@ -23,6 +23,10 @@ NEEDS_CVXPY = {"cagrad", "nashmtl"}
 """Balancers that solve with cvxpy (an optional dependency)."""
 
 
+SMALL = {"bottleneck_options": {"channels": 8}, "head_options": {"channels": 8}}
+"""Each task's ASPP and head at 8 channels instead of 256: fast, same structure."""
+
+
 def reached_by(model: nn.Module, task: str, image: torch.Tensor) -> set[str]:
     """Names of the parameters that get a non-zero gradient from ``task``'s outputs, its main
     and its auxiliary ones (against a target of ones: non-zero for a batch norm's shift too)."""

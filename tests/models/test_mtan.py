@@ -1,7 +1,6 @@
 """MTAN (Liu, Johns & Davison, CVPR 2019; the authors' ResNet code and the survey's): where
 the attention reads and what it multiplies, the shared refinements and their pooling,
-encoders whose stages cannot be attended, what is shared, every balancer, a short engine run
-and ONNX export.
+encoders whose stages cannot be attended, what is shared.
 
 Equality with the survey's code is checked by tools/compare_mtl_pytorch.py (docs/models.md).
 """
@@ -10,22 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from densetasks.balancers import BALANCERS
 from densetasks.errors import ConfigError
-from densetasks.export import check_export, export_run
 from densetasks.models import Encoder, FeatureSpec, create_encoder, create_model
 from densetasks.models.architectures.mtan import MTAN
 
 from .sharing import (
-    NEEDS_CVXPY,
+    SMALL,
     assert_shares_what_every_task_reaches,
-    step_with_balancer,
-    synthetic_batch,
 )
 
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
-SMALL = {"bottleneck_options": {"channels": 8}, "head_options": {"channels": 8}}
-BATCH = synthetic_batch(["semseg", "depth"])
 
 
 def small(tasks=TASKS, **options) -> MTAN:
@@ -90,29 +83,6 @@ def test_the_last_attended_stage_must_be_the_last():
 @pytest.mark.parametrize("stages", [None, [2, 4]])
 def test_shared_parameters_are_what_every_task_reaches(stages):
     assert_shares_what_every_task_reaches(small(stages=stages), torch.randn(2, 3, 32, 32))
-
-
-@pytest.mark.parametrize("balancer", BALANCERS.names())
-def test_a_training_step_with_every_balancer(balancer):
-    if balancer in NEEDS_CVXPY:
-        pytest.importorskip("cvxpy")
-    model = small({"semseg": 8, "depth": 1})
-    assert torch.isfinite(torch.tensor(step_with_balancer(model, balancer, BATCH)))
-
-
-def test_trains_resumes_evaluates_predicts_and_exports(run_end_to_end, tmp_path):
-    data = {"options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}, "batch_size": 2}
-    result = run_end_to_end(
-        {
-            "tasks": {"semseg": {}, "edges": {}},
-            "data": data,
-            "model": {"architecture": "mtan", "encoder": "tiny", "options": SMALL},
-        }
-    )
-    path = tmp_path / "model.onnx"
-    export_run(result["run"], path, size=(32, 32))
-    report = check_export(path)
-    assert report.ok, report.table()
 
 
 @pytest.mark.parametrize("name", ["tiny", "test_resnet", "mobilenetv3_small_100", "test_convnext"])

@@ -1,7 +1,6 @@
 """MTI-Net (Vandenhende, Georgoulis & Van Gool, ECCV 2020; the authors' code): initial task
 predictions at four scales as training-only auxiliary outputs, the feature propagation
-module's softmax as the code takes it, the squeeze-and-excitation, what is shared, every
-balancer, a short engine run and ONNX export.
+module's softmax as the code takes it, the squeeze-and-excitation, what is shared.
 
 Equality with the authors' code is checked by tools/compare_mtl_pytorch.py (docs/models.md).
 """
@@ -10,21 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from densetasks.balancers import BALANCERS
 from densetasks.errors import ConfigError
-from densetasks.export import check_export, export_run
 from densetasks.models import create_model
 from densetasks.models.architectures.mti_net import FeaturePropagation, SqueezeExcitation
 
 from .sharing import (
-    NEEDS_CVXPY,
     assert_shares_what_every_task_reaches,
-    step_with_balancer,
-    synthetic_batch,
 )
 
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
-BATCH = synthetic_batch(["semseg", "depth"])
 
 
 def test_initial_predictions_at_four_scales_are_auxiliary_outputs_in_training_only():
@@ -91,27 +84,3 @@ def test_shared_parameters_are_what_every_task_reaches():
         if isinstance(module, SqueezeExcitation):
             nn.init.constant_(module.squeeze[0].bias, 1.0)
     assert_shares_what_every_task_reaches(model, torch.randn(2, 3, 64, 64))
-
-
-@pytest.mark.parametrize("balancer", BALANCERS.names())
-def test_a_training_step_with_every_balancer(balancer):
-    if balancer in NEEDS_CVXPY:
-        pytest.importorskip("cvxpy")
-    torch.manual_seed(0)
-    model = create_model("mti_net", {"semseg": 8, "depth": 1}, encoder="tiny", output_stride=32)
-    assert torch.isfinite(torch.tensor(step_with_balancer(model, balancer, BATCH)))
-
-
-def test_trains_resumes_evaluates_predicts_and_exports(run_end_to_end, tmp_path):
-    data = {"options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}, "batch_size": 2}
-    result = run_end_to_end(
-        {
-            "tasks": {"semseg": {}, "depth": {}, "normals": {}},
-            "data": data,
-            "model": {"architecture": "mti_net", "encoder": "tiny", "output_stride": 32},
-        }
-    )
-    path = tmp_path / "model.onnx"
-    export_run(result["run"], path, size=(32, 32))
-    report = check_export(path)
-    assert report.ok, report.table()

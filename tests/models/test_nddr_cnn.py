@@ -1,6 +1,6 @@
 """NDDR-CNN (Gao et al., CVPR 2019; the survey of Vandenhende et al.): the NDDR layer's
 function and identity-like initialisation, what is shared for any placement of the layers,
-options, every balancer, a short engine run and ONNX export.
+options.
 
 Equality with the survey's code is checked by tools/compare_mtl_pytorch.py (docs/models.md).
 """
@@ -8,22 +8,16 @@ Equality with the survey's code is checked by tools/compare_mtl_pytorch.py (docs
 import pytest
 import torch
 
-from densetasks.balancers import BALANCERS
 from densetasks.errors import ConfigError
-from densetasks.export import check_export, export_run
 from densetasks.models import create_model
 from densetasks.models.architectures.nddr_cnn import NDDR, NDDRLayer
 
 from .sharing import (
-    NEEDS_CVXPY,
+    SMALL,
     assert_shares_what_every_task_reaches,
-    step_with_balancer,
-    synthetic_batch,
 )
 
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
-SMALL = {"bottleneck_options": {"channels": 8}, "head_options": {"channels": 8}}
-BATCH = synthetic_batch(["semseg", "depth"])
 
 
 def small(tasks=TASKS, **options) -> NDDR:
@@ -64,26 +58,3 @@ def test_shared_parameters_are_what_every_task_reaches(layers):
 def test_bad_layers_are_named():
     with pytest.raises(ConfigError, match=r"model.options.layers: \[-1\] .* from 0 to 4"):
         small(layers=[-1])
-
-
-@pytest.mark.parametrize("balancer", BALANCERS.names())
-def test_a_training_step_with_every_balancer(balancer):
-    if balancer in NEEDS_CVXPY:
-        pytest.importorskip("cvxpy")
-    model = small({"semseg": 8, "depth": 1})
-    assert torch.isfinite(torch.tensor(step_with_balancer(model, balancer, BATCH)))
-
-
-def test_trains_resumes_evaluates_predicts_and_exports(run_end_to_end, tmp_path):
-    data = {"options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}, "batch_size": 2}
-    result = run_end_to_end(
-        {
-            "tasks": {"depth": {}, "normals": {}},
-            "data": data,
-            "model": {"architecture": "nddr_cnn", "encoder": "tiny", "options": SMALL},
-        }
-    )
-    path = tmp_path / "model.onnx"
-    export_run(result["run"], path, size=(32, 32))
-    report = check_export(path)
-    assert report.ok, report.table()

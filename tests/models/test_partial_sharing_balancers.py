@@ -1,0 +1,34 @@
+"""Every balancer takes a training step on every architecture that shares only part of its
+network (columns joined by units, attention over a shared encoder, distillation between task
+branches): each balancer reads ``shared_parameters()`` or the last shared layer, which
+these architectures define differently from hard sharing. Their end-to-end runs and exports
+are in ``test_every_architecture.py`` and ``tests/test_export.py``; their own behaviour in
+``test_<architecture>.py``."""
+
+import pytest
+import torch
+
+from densetasks.balancers import BALANCERS
+from densetasks.models import create_model
+
+from .sharing import NEEDS_CVXPY, SMALL, step_with_balancer, synthetic_batch
+
+PARTLY_SHARED = {
+    "cross_stitch": SMALL,
+    "nddr_cnn": SMALL,
+    "mtan": SMALL,
+    "mti_net": {"output_stride": 32},
+}
+BATCH = synthetic_batch(["semseg", "depth"])
+
+
+@pytest.mark.parametrize("balancer", BALANCERS.names())
+@pytest.mark.parametrize("architecture", sorted(PARTLY_SHARED))
+def test_a_training_step_with_every_balancer(architecture: str, balancer: str) -> None:
+    if balancer in NEEDS_CVXPY:
+        pytest.importorskip("cvxpy")
+    torch.manual_seed(0)
+    model = create_model(
+        architecture, {"semseg": 8, "depth": 1}, encoder="tiny", **PARTLY_SHARED[architecture]
+    )
+    assert torch.isfinite(torch.tensor(step_with_balancer(model, balancer, BATCH)))
