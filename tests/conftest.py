@@ -322,3 +322,13 @@ def sweep_config_file(sweep_config: dict[str, Any], tmp_path: Path) -> Path:
 def sweep_cli() -> Callable[[list[str]], int]:
     """``densetasks --debug sweep ARGV`` in this process: errors raise instead of printing."""
     return lambda argv: main(["--debug", "sweep", *argv])
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test: tiny models run fastest (and steadiest on a
+    busy machine) on one, and a Ray run, with one CPU, uses one, so losses compare."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

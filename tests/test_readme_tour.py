@@ -20,11 +20,8 @@ import json
 import os
 import shlex
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
 from PIL import Image
 
 from densetasks.cli.main import build_parser, main
@@ -96,14 +93,6 @@ def written(command: list[str]) -> list[Path]:
     if command[0] == "report":
         return [args.out / name for name in ("report.json", "report.md", "report.html")]
     return []
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_tour_is_found_and_ends_with_serve() -> None:

@@ -37,12 +37,11 @@ from torch.utils.checkpoint import checkpoint
 
 from densetasks.errors import ConfigError
 from densetasks.models._encoder_tools import Pretrained, check_output_stride, run_split, stage_end
-from densetasks.models.base import Encoder, FeatureSpec
+from densetasks.models.base import FeatureSpec
 from densetasks.models.timm_network import (
+    TimmNetworkEncoder,
     describe,
     hub_error,
-    layer_ids,
-    no_weight_decay,
     with_size_defaults,
 )
 from densetasks.models.timm_weights import load_timm_weights
@@ -97,7 +96,7 @@ def _input_multiple(model: nn.Module) -> int:
     return max(patch_embed.patch_size)
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(TimmNetworkEncoder):
     """A hierarchical timm network created with ``features_only=True`` and an output stride.
 
     ``options`` are timm keyword arguments (``model.encoder_options``): the network's own
@@ -125,8 +124,7 @@ class TimmEncoder(Encoder):
         self.input_multiple = _input_multiple(self.model)
         self.grad_checkpointing = False
         self._stages = timm_stages(self.model)
-        self._layers = layer_ids(self.model, full) if hasattr(full, "group_matcher") else None
-        self._no_weight_decay = no_weight_decay(self.model, full)
+        self.read_training_practice(full)
 
     def forward_stages(
         self, inputs: torch.Tensor, start: int = 0, end: int | None = None
@@ -213,15 +211,6 @@ class TimmEncoder(Encoder):
         for module in self.model.modules():
             if module is not self.model and hasattr(module, "grad_checkpointing"):
                 module.grad_checkpointing = enable
-
-    def parameter_layers(self) -> tuple[dict[str, int], int]:
-        if self._layers is None:
-            return super().parameter_layers()
-        ids, top = self._layers
-        return {f"model.{key}": depth for key, depth in ids.items()}, top
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"model.{key}" for key in self._no_weight_decay}
 
 
 def _features(

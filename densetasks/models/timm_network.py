@@ -29,6 +29,7 @@ from timm.models import create_model, group_parameters
 from torch import nn
 
 from densetasks.errors import ConfigError
+from densetasks.models.base import Encoder
 
 SIZE_FREE_DEFAULTS: dict[str, Any] = {"dynamic_img_size": True, "dynamic_img_pad": True}
 """Options densetasks sets when a network takes them and the config does not: transformers
@@ -177,3 +178,24 @@ def hub_error(name: str, full: nn.Module, error: Exception) -> ConfigError:
         f"{config.get('architecture', name)}.{config.get('tag', '')} ({error}); {where}; "
         "or pass the path of a local weights file as pretrained instead"
     )
+
+
+class TimmNetworkEncoder(Encoder):
+    """An encoder around a timm network kept as ``self.model``: the layer numbering
+    (``train.layer_decay``) and the parameters without weight decay (``train.selective_decay``)
+    read from the full network ``full`` by :meth:`read_training_practice`."""
+
+    model: nn.Module
+
+    def read_training_practice(self, full: nn.Module) -> None:
+        self._layers = layer_ids(self.model, full) if hasattr(full, "group_matcher") else None
+        self._no_weight_decay = no_weight_decay(self.model, full)
+
+    def parameter_layers(self) -> tuple[dict[str, int], int]:
+        if self._layers is None:
+            return super().parameter_layers()
+        ids, top = self._layers
+        return {f"model.{key}": depth for key, depth in ids.items()}, top
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"model.{key}" for key in self._no_weight_decay}

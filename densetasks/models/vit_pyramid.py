@@ -43,12 +43,11 @@ from torch.utils.checkpoint import checkpoint
 
 from densetasks.errors import ConfigError
 from densetasks.models._encoder_tools import Pretrained, check_output_stride, stage_end
-from densetasks.models.base import Encoder, FeatureSpec
+from densetasks.models.base import FeatureSpec
 from densetasks.models.timm_network import (
+    TimmNetworkEncoder,
     describe,
     hub_error,
-    layer_ids,
-    no_weight_decay,
     with_size_defaults,
 )
 from densetasks.models.timm_weights import load_timm_weights
@@ -82,7 +81,7 @@ def _blocks(name: str, depth: int, chosen: Any) -> list[int]:
     return blocks
 
 
-class ViTPyramidEncoder(Encoder):
+class ViTPyramidEncoder(TimmNetworkEncoder):
     """A one-stride timm network's tokens at four blocks as a pyramid (see the module)."""
 
     def __init__(
@@ -114,8 +113,7 @@ class ViTPyramidEncoder(Encoder):
         ]
         self.runs_blocks = isinstance(self.model, VisionTransformer)
         self.grad_checkpointing = False
-        self._layers = layer_ids(self.model, full) if hasattr(full, "group_matcher") else None
-        self._no_weight_decay = no_weight_decay(self.model, full)
+        self.read_training_practice(full)
 
     def forward_stages(
         self, inputs: torch.Tensor, start: int = 0, end: int | None = None
@@ -213,15 +211,6 @@ class ViTPyramidEncoder(Encoder):
         ``set_grad_checkpointing`` for the families run through ``forward_intermediates``)."""
         self.grad_checkpointing = enable
         self.model.set_grad_checkpointing(enable)
-
-    def parameter_layers(self) -> tuple[dict[str, int], int]:
-        if self._layers is None:
-            return super().parameter_layers()
-        ids, top = self._layers
-        return {f"model.{key}": depth for key, depth in ids.items()}, top
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"model.{key}" for key in self._no_weight_decay}
 
 
 def _patch_size(name: str, model: nn.Module) -> int:

@@ -276,15 +276,6 @@ def train_tiny(out: Path, tasks: dict, model: dict) -> Path:
     return train(config, out)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread, as the end-to-end tests run (fast and steady on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_palette_run_predicts_the_palette_of_a_composite_run(tmp_path: Path, one_thread) -> None:
     composite = train_tiny(
         tmp_path / "ctn",

@@ -5,19 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from densetasks.errors import ConfigError
 from densetasks.experiments import sweep as sweep_module
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sweep_trains_each_combination_writes_results_and_resumes(

@@ -56,12 +56,7 @@ WAIT_S = 300
 """Generous: a fresh interpreter imports torch, timm and the package on a busy machine."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,14 +41,6 @@ def write_pascal(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def built(config) -> tuple[dict, torch.nn.Module]:
     """Tasks and model of ``config``, after one training and one validation sample went
     through the run's transforms and the model."""

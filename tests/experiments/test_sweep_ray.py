@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from densetasks.errors import ConfigError, TrainingError
 from densetasks.experiments.sweep import plan_grid, run_sweep
@@ -26,15 +25,6 @@ def ray_instance():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture
-def one_thread():
-    """The local runs use one torch thread, as each Ray run does (1 CPU), so losses match."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sweep_argv(sweep_config_file: Path, out: Path) -> list[str]:

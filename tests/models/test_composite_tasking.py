@@ -301,15 +301,6 @@ def test_the_ctn_decoder_is_much_smaller_than_the_mhn_decoders_for_five_tasks():
 # ---------------------------------------------------------------- through the engine
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread, as the end-to-end tests run (fast and steady on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_short_training_run_through_the_engine_lowers_the_loss(tmp_path: Path, one_thread):
     torch.manual_seed(0)
     config = validate_config(

@@ -19,14 +19,7 @@ SMALL = {"decoder_widths": (32, 32, 16, 16, 8), "aspp_options": {"channels": 32}
 """A narrow ASPP and narrow decoders on the tiny encoder keep every model here small."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run fastest on one thread, and far faster than on a loaded CPU's
-    two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _features(tasks=("semseg", "depth", "normals"), channels=16, size=(12, 10), seed=0):

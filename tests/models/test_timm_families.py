@@ -23,12 +23,7 @@ FEATURE_CASES = [
 STAGE_CASES = [case for case in FEATURE_CASES if FAMILIES[case[0]].stages]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name: str, output_stride: int = 32, **extra):
