@@ -13,6 +13,8 @@ from densetasks.models import ARCHITECTURES, encoders_of
 from .families import FAMILIES
 from .test_contract import ToyBranch
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
+
 DATA = {"options": {"n_train": 8, "n_val": 4, "n_test": 4, "size": [32, 32]}, "batch_size": 2}
 EXPORTED = ["vit", "swin", "convnext", "efficientnet", "hrnet"]
 

@@ -17,6 +17,8 @@ from .sharing import (
     assert_shares_what_every_task_reaches,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
+
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
 
 

@@ -13,6 +13,8 @@ from densetasks.models import create_model
 
 from .sharing import NEEDS_CVXPY, SMALL, step_with_balancer, synthetic_batch
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
+
 PARTLY_SHARED = {
     "cross_stitch": SMALL,
     "nddr_cnn": SMALL,

@@ -24,6 +24,8 @@ from densetasks.tasks.registry import create_task, label_kinds
 
 from ..conftest import SPEED_OPTIONS, architecture_tasks
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
+
 
 def synthetic_batch() -> dict:
     """Two normalised 32 px synthetic scenes with every label."""
