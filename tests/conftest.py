@@ -196,6 +196,7 @@ SPEED_OPTIONS: dict[str, dict[str, Any]] = {
     "three_ways": CROSS_TASK_NARROW,
     "three_ways_mteb": CROSS_TASK_NARROW,
     "three_ways_padnet": CROSS_TASK_NARROW,
+    "invpt": {"embed_channels": 16, "prediction_channels": 8},
 }
 """Narrower layers for the registry-wide runs, for speed only: every registered architecture
 is run whether it is listed here or not (an architecture not listed runs with its defaults,
@@ -203,12 +204,28 @@ about 3 times slower, since the size of the weights sets the time of a run's che
 model builds and exports)."""
 
 
+ARCHITECTURE_ENCODERS = {"invpt": "test_vit"}
+"""The encoder of the registry-wide runs of an architecture that cannot run on ``tiny``
+(InvPT decodes a plain ViT's tokens: timm's ~0.2M-parameter ``test_vit``)."""
+
+
+def architecture_encoder(architecture: str) -> str:
+    """The encoder the registry-wide tests build ``architecture`` on: ``tiny`` unless
+    :data:`ARCHITECTURE_ENCODERS` names another."""
+    return ARCHITECTURE_ENCODERS.get(architecture, "tiny")
+
+
 def architecture_tasks(architecture: str) -> dict[str, dict[str, Any]]:
     """:data:`ARCHITECTURE_TASKS` as a config's ``tasks``, or its first alone when
     ``architecture`` refuses several tasks."""
     channels = {"semseg": 5, "depth": 1, "normals": 3}
     try:
-        create_model(architecture, channels, encoder="tiny")
+        create_model(
+            architecture,
+            channels,
+            encoder=architecture_encoder(architecture),
+            **SPEED_OPTIONS.get(architecture, {}),
+        )
     except ConfigError:
         return {ARCHITECTURE_TASKS[0]: {}}
     return {name: {} for name in ARCHITECTURE_TASKS}
@@ -256,7 +273,7 @@ def architecture_runs(tmp_path_factory) -> Mapping[str, dict[str, Any]]:
             "data": {**SYNTHETIC, "eval_size": [32, 32]},
             "model": {
                 "architecture": architecture,
-                "encoder": "tiny",
+                "encoder": architecture_encoder(architecture),
                 "options": SPEED_OPTIONS.get(architecture, {}),
             },
             "eval": {"num_images": 0},

@@ -55,6 +55,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     feature_info: list[FeatureSpec]
     factory: Callable[[], "Encoder"] | None = None
     """Builds another encoder the way this one was built (set by ``create_encoder``)."""
+    token_channels: int | None = None
+    """The width of :meth:`forward_tokens`' maps; ``None`` for an encoder without a token grid."""
 
     def rebuild(self) -> "Encoder":
         """Another encoder built the way this one was: fresh random weights, or the same
@@ -111,6 +113,16 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         raise ConfigError(
             f"encoder {type(self).__name__} cannot split a stage before its last block "
             "(Encoder.forward_stage_blocks), which MTAN needs"
+        )
+
+    def forward_tokens(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """A plain ViT's patch tokens at the blocks its levels are read from, shallow to deep,
+        as ``[B, token_channels, H / patch, W / patch]`` maps: no prefix tokens, no resampling
+        to the pyramid's strides. InvPT (Ye & Xu, ECCV 2022) decodes these. An encoder without
+        a token grid says so here."""
+        raise ConfigError(
+            f"encoder {type(self).__name__} has no token grid (Encoder.forward_tokens), which "
+            "InvPT needs: choose a plain ViT such as vit_large_patch16_384 or test_vit"
         )
 
 

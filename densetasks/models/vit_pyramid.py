@@ -2,8 +2,9 @@
 
 **Which tokens.** Four blocks, evenly spaced by default — blocks 3, 6, 9, 12 of a ViT-B and
 6, 12, 18, 24 of a ViT-L, the "hooks" of DPT (Ranftl et al., ICCV 2021, Sec. 3); InvPT (Ye &
-Xu, ECCV 2022) also reads a ViT at several depths — chosen with
-``model.encoder_options.out_indices`` (0-based block indices, timm's argument).
+Xu, ECCV 2022) reads the same four blocks of a ViT-L (6, 12, 18 and the normed 24), through
+``forward_tokens``: the token maps at the patch stride, without the resampling below — chosen
+with ``model.encoder_options.out_indices`` (0-based block indices, timm's argument).
 
 **Readout.** Every level carries the prefix tokens (class, distillation, register tokens)
 broadcast to every position and concatenated to the patch token's channels: the input of
@@ -107,6 +108,7 @@ class ViTPyramidEncoder(TimmNetworkEncoder):
         self.prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
         self.returns_prefix = "return_prefix_tokens" in _intermediates_options(self.model)
         self.width = full.feature_info[0]["num_chs"]
+        self.token_channels = self.width
         channels = self.width * (1 + (self.prefix_tokens if self.returns_prefix else 0))
         self.feature_info = [
             FeatureSpec(channels, min(stride, output_stride)) for stride in PYRAMID_STRIDES
@@ -126,8 +128,26 @@ class ViTPyramidEncoder(TimmNetworkEncoder):
             tokens, grid = self._embed(inputs)
         else:
             tokens, grid = self._tokens(inputs, start - 1)
+        outputs = self._run_blocks(tokens, grid, start, end)
+        return [
+            self._level(spatial, prefix, level)
+            for level, (spatial, prefix) in enumerate(outputs, start)
+        ]
+
+    def forward_tokens(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The patch tokens of the four chosen blocks (see :class:`Encoder`)."""
+        if not self.runs_blocks:
+            return [spatial for spatial, _ in self._intermediates(image)]
+        tokens, grid = self._embed(image)
+        return [spatial for spatial, _ in self._run_blocks(tokens, grid, 0, len(self.blocks))]
+
+    def _run_blocks(
+        self, tokens: torch.Tensor, grid: tuple[int, int], start: int, end: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """From the tokens before level ``start``'s blocks, each level ``start .. end - 1``'s
+        patch tokens ``[B, D, h, w]`` and prefix tokens ``[B, P, D]``."""
         first = 0 if start == 0 else self.blocks[start - 1] + 1
-        features = []
+        outputs = []
         for level in range(start, end):
             for block in self.model.blocks[first : self.blocks[level] + 1]:
                 if self.grad_checkpointing and torch.is_grad_enabled():
@@ -137,8 +157,8 @@ class ViTPyramidEncoder(TimmNetworkEncoder):
             first = self.blocks[level] + 1
             spatial = tokens[:, self.prefix_tokens :]
             spatial = spatial.reshape(tokens.shape[0], *grid, -1).permute(0, 3, 1, 2)
-            features.append(self._level(spatial, tokens[:, : self.prefix_tokens], level))
-        return features
+            outputs.append((spatial, tokens[:, : self.prefix_tokens]))
+        return outputs
 
     def _embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch and position embedding, as timm's ``VisionTransformer.forward_features``."""
@@ -188,15 +208,20 @@ class ViTPyramidEncoder(TimmNetworkEncoder):
                 "forward_intermediates (stages split for VisionTransformer only); choose an "
                 "architecture that does not branch inside the encoder"
             )
+        return [
+            self._level(spatial, prefix, level)
+            for level, (spatial, prefix) in enumerate(self._intermediates(image))
+        ]
+
+    def _intermediates(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every level's patch and prefix tokens from timm's ``forward_intermediates``."""
         extra = {"return_prefix_tokens": True} if self.returns_prefix else {}
         levels = self.model.forward_intermediates(
             image, indices=self.blocks, output_fmt="NCHW", intermediates_only=True, **extra
         )
-        features = []
-        for level, output in enumerate(levels):
-            spatial, prefix = output if isinstance(output, tuple) else (output, image[:, :0, 0])
-            features.append(self._level(spatial, prefix, level))
-        return features
+        return [
+            output if isinstance(output, tuple) else (output, image[:, :0, 0]) for output in levels
+        ]
 
     def set_input_size(self, size: tuple[int, int]) -> None:
         """Resample the position embeddings to the token grid of ``size`` once (timm's

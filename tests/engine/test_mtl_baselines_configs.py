@@ -1,4 +1,4 @@
-"""The configs of the survey architectures (cross-stitch, NDDR-CNN, MTAN, MTI-Net): each
+"""The configs of the survey architectures (cross-stitch, NDDR-CNN, MTAN, MTI-Net) and InvPT: each
 paper's NYUD recipe validates, holds the paper's settings and builds its model and datasets on
 a NYUD fixture (shrunk by ``--set``); each synthetic config trains (shrunk to two steps)."""
 
@@ -20,6 +20,7 @@ PAPERS = {
     "gao2019": "NDDR",
     "liu2019": "MTAN",
     "vandenhende2020": "MTINet",
+    "ye2022_invpt": "InvPT",
 }
 SHRINK = [
     "model.encoder=tiny",
@@ -34,10 +35,22 @@ SHRINK = [
 option and drops them)."""
 
 
+INVPT_SHRINK = [
+    "model.encoder=test_vit",
+    "model.encoder_options={}",
+    "model.options.embed_channels=16",
+    "model.options.prediction_channels=8",
+]
+"""InvPT decodes a plain ViT's tokens: timm's test ViT instead of the tiny CNN, a narrow
+decoder."""
+
+
 def shrink(paper: str, *extra: str) -> list[str]:
     overrides = [*SHRINK, *extra]
-    if paper == "vandenhende2020":
+    if paper in ("vandenhende2020", "ye2022_invpt"):
         overrides = [item for item in overrides if "_options" not in item]
+    if paper == "ye2022_invpt":
+        overrides = [item for item in overrides if item != "model.encoder=tiny"] + INVPT_SHRINK
     return overrides
 
 
@@ -117,6 +130,29 @@ def test_the_mti_net_recipe_is_the_papers() -> None:
         1e-4,
     )
     assert train_config.steps == 100 * (795 // 8)
+
+
+def test_the_invpt_recipe_is_the_authors_nyud_config() -> None:
+    config = load_config(CONFIGS / "ye2022_invpt_nyud.yaml")
+    assert (config.data.dataset, list(config.tasks)) == (
+        "nyud_mt",
+        ["semseg", "depth", "normals", "edges"],
+    )
+    assert (config.model.encoder, config.model.pretrained) == ("vit_large_patch16_384", True)
+    assert config.model.encoder_options == {"drop_path_rate": 0.15}
+    options = config.model.options
+    assert (options["embed_channels"], options["prediction_channels"]) == (512, 64)
+    assert (options["heads"], options["aux_weight"]) == (2, 1.0)
+    assert config.balancer.weights == {"semseg": 1.0, "depth": 1.0, "normals": 10.0, "edges": 50.0}
+    assert (config.data.crop_size, config.data.scale_range) == ((448, 576), (0.5, 2.0))
+    assert config.data.batch_size == 2
+    train_config = config.train
+    assert (train_config.optimizer, train_config.lr, train_config.weight_decay) == (
+        "adam",
+        2e-5,
+        1e-6,
+    )
+    assert (train_config.schedule, train_config.power, train_config.steps) == ("poly", 0.9, 40000)
 
 
 @pytest.mark.parametrize("paper", sorted(PAPERS))

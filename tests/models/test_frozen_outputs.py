@@ -17,6 +17,8 @@ import torch
 from densetasks.errors import ConfigError
 from densetasks.models import ARCHITECTURES, create_model
 
+from ..conftest import architecture_encoder
+
 FROZEN = Path(__file__).parent / "frozen"
 TASKS = {"semseg": 5, "depth": 1, "normals": 3}
 """Three tasks, or the first alone for the architectures that predict exactly one."""
@@ -25,16 +27,18 @@ IMAGE_SHAPE = (2, 3, 24, 32)
 
 
 def frozen_case(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """The seeded architecture ``name`` on the tiny encoder and its outputs on a fixed image:
+    """The seeded architecture ``name`` on its test encoder (``tiny`` but for InvPT's ViT)
+    and its outputs on a fixed image:
     ``eval/<pass>/<key>`` for every pass of its evaluation plan (the tasks it scores, or a
     shared output such as the composite one), ``train/<key>`` for one
     training-mode forward (with the auxiliary outputs; conditions as the first pass's)."""
     torch.manual_seed(0)
+    encoder = architecture_encoder(name)
     try:
-        model = create_model(name, TASKS, encoder="tiny", output_stride=16)
+        model = create_model(name, TASKS, encoder=encoder, output_stride=16)
     except ConfigError:
         torch.manual_seed(0)
-        model = create_model(name, dict(list(TASKS.items())[:1]), encoder="tiny")
+        model = create_model(name, dict(list(TASKS.items())[:1]), encoder=encoder)
     image = torch.randn(IMAGE_SHAPE, generator=torch.Generator().manual_seed(1))
     batch = {"image": image}
     outputs: dict[str, torch.Tensor] = {}

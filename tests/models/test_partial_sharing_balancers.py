@@ -1,7 +1,7 @@
 """Every balancer takes a training step on every architecture that shares only part of its
 network (columns joined by units, attention over a shared encoder, distillation between task
-branches): each balancer reads ``shared_parameters()`` or the last shared layer, which
-these architectures define differently from hard sharing. Their end-to-end runs and exports
+branches, InvPT's preliminary decoders): each balancer reads ``shared_parameters()`` or the
+last shared layer, which these architectures define differently from hard sharing. Their end-to-end runs and exports
 are in ``test_every_architecture.py`` and ``tests/test_export.py``; their own behaviour in
 ``test_<architecture>.py``."""
 
@@ -16,11 +16,13 @@ from .sharing import NEEDS_CVXPY, SMALL, step_with_balancer, synthetic_batch
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
 
 PARTLY_SHARED = {
-    "cross_stitch": SMALL,
-    "nddr_cnn": SMALL,
-    "mtan": SMALL,
-    "mti_net": {"output_stride": 32},
+    "cross_stitch": ("tiny", SMALL),
+    "nddr_cnn": ("tiny", SMALL),
+    "mtan": ("tiny", SMALL),
+    "mti_net": ("tiny", {"output_stride": 32}),
+    "invpt": ("test_vit", {"embed_channels": 16, "prediction_channels": 8}),
 }
+"""Architecture -> (encoder, options): small widths, the same structure."""
 BATCH = synthetic_batch(["semseg", "depth"])
 
 
@@ -30,7 +32,6 @@ def test_a_training_step_with_every_balancer(architecture: str, balancer: str) -
     if balancer in NEEDS_CVXPY:
         pytest.importorskip("cvxpy")
     torch.manual_seed(0)
-    model = create_model(
-        architecture, {"semseg": 8, "depth": 1}, encoder="tiny", **PARTLY_SHARED[architecture]
-    )
+    encoder, options = PARTLY_SHARED[architecture]
+    model = create_model(architecture, {"semseg": 8, "depth": 1}, encoder=encoder, **options)
     assert torch.isfinite(torch.tensor(step_with_balancer(model, balancer, BATCH)))

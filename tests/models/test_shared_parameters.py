@@ -22,7 +22,7 @@ from densetasks.models.base import Architecture
 from densetasks.tasks.base import Task
 from densetasks.tasks.registry import create_task, label_kinds
 
-from ..conftest import SPEED_OPTIONS, architecture_tasks
+from ..conftest import SPEED_OPTIONS, architecture_encoder, architecture_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
 
@@ -79,7 +79,9 @@ def test_shared_parameters_are_what_every_task_reaches_but_a_tasks_own_branch(ar
     torch.manual_seed(0)
     channels = {name: task.channels for name, task in tasks.items()}
     options = SPEED_OPTIONS.get(architecture, {})
-    model = create_model(architecture, channels, encoder="tiny", **options)
+    model = create_model(
+        architecture, channels, encoder=architecture_encoder(architecture), **options
+    )
     check_shared_parameters(model, tasks, synthetic_batch())
 
 

@@ -43,6 +43,38 @@ def test_levels_are_the_blocks_tokens_with_the_class_token_resampled():
     torch.testing.assert_close(levels[3], F.max_pool2d(maps[3], 2, 2, ceil_mode=True))
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("test_vit", {}), ("vit_medium_patch16_rope_reg1_gap_256", {**SMALL, "embed_dim": 32})],
+)
+def test_tokens_are_the_blocks_patch_tokens_unresampled(name, options):
+    """``forward_tokens``: timm's ``forward_intermediates`` at the chosen blocks, without the
+    prefix tokens, for a ``VisionTransformer`` (run block by block) and for EVA (run through
+    timm), at a size that is not a multiple of the patch (padded)."""
+    torch.manual_seed(0)
+    encoder = create_encoder(name, **options).eval()
+    reference = timm.create_model(name, dynamic_img_size=True, dynamic_img_pad=True, **options)
+    reference.load_state_dict(encoder.model.state_dict(), strict=False)
+    image = torch.randn(2, 3, 90, 70)
+    with torch.no_grad():
+        tokens = encoder.forward_tokens(image)
+        expected = reference.eval().forward_intermediates(
+            image, indices=encoder.blocks, intermediates_only=True
+        )
+    assert encoder.token_channels == (64 if name == "test_vit" else 32)
+    assert len(tokens) == 4
+    for ours, theirs in zip(tokens, expected, strict=True):
+        assert ours.shape == (2, encoder.token_channels, 6, 5)
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_an_encoder_without_tokens_says_so():
+    encoder = create_encoder("tiny")
+    assert encoder.token_channels is None
+    with pytest.raises(ConfigError, match="TinyEncoder has no token grid .*InvPT"):
+        encoder.forward_tokens(torch.randn(1, 3, 32, 32))
+
+
 def test_a_vit_without_prefix_tokens_has_the_width_as_channels():
     encoder = create_encoder("test_vit", class_token=False, global_pool="avg")
     assert [spec.channels for spec in encoder.feature_info] == [64] * 4

@@ -12,6 +12,7 @@ from densetasks.models.architectures.composite_tasking import CompositeTasking
 from densetasks.models.architectures.cross_stitch import CrossStitch
 from densetasks.models.architectures.fission import Fission
 from densetasks.models.architectures.hard_sharing import HardSharing
+from densetasks.models.architectures.invpt import InvPT
 from densetasks.models.architectures.mtan import MTAN
 from densetasks.models.architectures.mti_net import MTINet
 from densetasks.models.architectures.nddr_cnn import NDDR
@@ -43,6 +44,7 @@ ARCHITECTURES.register("cross_stitch", CrossStitch)
 ARCHITECTURES.register("nddr_cnn", NDDR)
 ARCHITECTURES.register("mtan", MTAN)
 ARCHITECTURES.register("mti_net", MTINet)
+ARCHITECTURES.register("invpt", InvPT)
 
 __all__ = [
     "ARCHITECTURES",
@@ -55,6 +57,7 @@ __all__ = [
     "CrossStitch",
     "Fission",
     "HardSharing",
+    "InvPT",
     "MTINet",
     "PadNet",
     "SingleTask",
