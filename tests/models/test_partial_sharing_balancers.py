@@ -1,9 +1,9 @@
 """Every balancer takes a training step on every architecture that shares only part of its
 network (columns joined by units, attention over a shared encoder, distillation between task
 branches, InvPT's preliminary decoders): each balancer reads ``shared_parameters()`` or the
-last shared layer, which these architectures define differently from hard sharing. Their end-to-end runs and exports
-are in ``test_every_architecture.py`` and ``tests/test_export.py``; their own behaviour in
-``test_<architecture>.py``."""
+last shared layer, which these architectures define differently from hard sharing. Their
+end-to-end runs and exports are in ``test_every_architecture.py`` and ``tests/test_export.py``;
+their own behaviour in ``test_<architecture>.py``."""
 
 import pytest
 import torch
