@@ -34,11 +34,11 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from reference_tools import comparison_parser, max_diff, parse_tasks, randomise_norms
 from torch import nn
 
 ENCODER_CHANNELS = (64, 256, 512, 1024, 2048)
@@ -65,19 +65,11 @@ SELF_CHANNELS = 64
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reference", type=Path, help="checkout of astra-vision/DenseMTL")
-    parser.add_argument(
-        "--checkout",
-        type=Path,
-        default=Path(__file__).resolve().parent.parent,
-        help="the densetasks checkout to import (default: the one holding this script)",
-    )
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=["semseg:16", "depth:1"],
-        help="task:channels (default: their Synthia S-D config)",
+    parser = comparison_parser(
+        __doc__,
+        "checkout of astra-vision/DenseMTL",
+        ["semseg:16", "depth:1"],
+        "task:channels (default: their Synthia S-D config)",
     )
     parser.add_argument("--size", nargs=2, type=int, default=[128, 96], help="image H W")
     parser.add_argument("--seed", type=int, default=0)
@@ -136,14 +128,8 @@ def build_theirs(tasks: dict[str, int]) -> nn.Module:
 
 def randomise(model: nn.Module, generator: torch.Generator) -> None:
     """Batch-norm affines and running statistics and every α away from their init values."""
+    randomise_norms(model, generator)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.weight.copy_(0.5 + torch.rand(size, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(size, generator=generator))
-                module.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
         for name, parameter in model.named_parameters():
             if name.endswith("alpha"):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
@@ -263,13 +249,6 @@ def load_into(ours: nn.Module, theirs: nn.Module, keys: Keys) -> None:
         ours.load_state_dict(mapped, strict=True)
     except RuntimeError as error:
         raise SystemExit(f"their weights do not fit ours one to one: {error}") from error
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a − b|; tensors of different shapes are an error, not a difference."""
-    if a.shape != b.shape:
-        raise SystemExit(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return (a - b).abs().max().item()
 
 
 class Report:
@@ -419,7 +398,7 @@ def main() -> None:
     from densetasks.models import create_model
 
     torch.set_default_dtype(torch.float64)
-    tasks = {task: int(c) for task, c in (item.split(":") for item in args.tasks)}
+    tasks = parse_tasks(args.tasks)
     options = dict(OUR_OPTIONS)
     for item in args.set:
         key, _, value = item.partition("=")

@@ -33,9 +33,9 @@ import argparse
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
+from reference_tools import comparison_parser, max_diff, parse_tasks, randomise_norms
 from torch import nn
 from torch.nn import functional as F
 
@@ -90,19 +90,11 @@ NAME_MAP = [
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reference", type=Path, help="checkout of Multi-Task-Transformer")
-    parser.add_argument(
-        "--checkout",
-        type=Path,
-        default=Path(__file__).resolve().parent.parent,
-        help="the densetasks checkout to import (default: the one holding this script)",
-    )
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=["semseg:40", "depth:1", "normals:3", "edges:1"],
-        help="task:channels (default: their NYUD tasks)",
+    parser = comparison_parser(
+        __doc__,
+        "checkout of Multi-Task-Transformer",
+        ["semseg:40", "depth:1", "normals:3", "edges:1"],
+        "task:channels (default: their NYUD tasks)",
     )
     parser.add_argument(
         "--size", nargs=2, type=int, default=[64, 128], help="image H W (multiples of 64)"
@@ -174,20 +166,6 @@ def our_name(name: str, tasks: list[str]) -> str | None:
     raise SystemExit(f"the name map has no rule for their {name}")
 
 
-def randomise(model: nn.Module, generator: torch.Generator) -> None:
-    """Batch-norm affines and statistics and layer-norm affines away from their init."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
-                shape = module.weight.shape
-                module.weight.copy_(0.5 + torch.rand(shape, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(shape, generator=generator))
-            if isinstance(module, nn.BatchNorm2d):
-                shape = module.running_mean.shape
-                module.running_mean.copy_(0.1 * torch.randn(shape, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(shape, generator=generator))
-
-
 def load_into(ours: nn.Module, theirs: nn.Module, tasks: list[str]) -> dict[str, str]:
     """Copy each of their tensors into ours; every one of ours filled exactly once. Returns
     their parameter name -> ours."""
@@ -215,12 +193,6 @@ def load_into(ours: nn.Module, theirs: nn.Module, tasks: list[str]) -> dict[str,
     return {name: key for key, name in filled.items()}
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.shape != b.shape:
-        raise SystemExit(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return (a - b).abs().max().item()
-
-
 def row(what: str, mode: str, difference: float, scale: float) -> float:
     print(f"{what:<32} {mode:<6} {difference:10.2e} {float(scale):10.2e}")
     return difference
@@ -233,7 +205,7 @@ def main() -> None:
     from densetasks.models import create_model
 
     torch.set_default_dtype(torch.float64)
-    tasks = {task: int(c) for task, c in (item.split(":") for item in args.tasks)}
+    tasks = parse_tasks(args.tasks)
     names = list(tasks)
     commit = subprocess.run(
         ["git", "-C", str(args.reference), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -254,7 +226,7 @@ def main() -> None:
     ours.encoder.set_input_size(tuple(args.size))  # position embeddings on this grid
     theirs = build_theirs(tasks, args.size, args, ours.encoder)
     generator = torch.Generator().manual_seed(args.seed)
-    randomise(theirs, generator)
+    randomise_norms(theirs, generator)
     image = torch.randn(2, 3, *args.size, generator=generator)
 
     def our_outputs(x: torch.Tensor) -> dict[str, torch.Tensor]:

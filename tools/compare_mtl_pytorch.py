@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from reference_tools import comparison_parser, max_diff, parse_tasks, randomise_norms
 from torch import nn
 
 HRNET18_CHANNELS = (18, 36, 72, 144)
@@ -58,19 +59,11 @@ Keys = dict[str, tuple[str, int | None]]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reference", type=Path, help="checkout of Multi-Task-Learning-PyTorch")
-    parser.add_argument(
-        "--checkout",
-        type=Path,
-        default=Path(__file__).resolve().parent.parent,
-        help="the densetasks checkout to import (default: the one holding this script)",
-    )
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=["semseg:40", "depth:1", "normals:3"],
-        help="task:channels (default: NYUD's 40 classes, depth and normals)",
+    parser = comparison_parser(
+        __doc__,
+        "checkout of Multi-Task-Learning-PyTorch",
+        ["semseg:40", "depth:1", "normals:3"],
+        "task:channels (default: NYUD's 40 classes, depth and normals)",
     )
     parser.add_argument(
         "--backbone",
@@ -168,14 +161,8 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
     type), with batch-norm affines and running statistics, cross-stitch α and NDDR weights
     away from their initial values."""
     model.double()
+    randomise_norms(model, generator)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.weight.copy_(0.5 + torch.rand(size, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(size, generator=generator))
-                module.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
         for name, parameter in model.named_parameters():
             if "cross_stitch" in name or "nddr" in name:
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
@@ -215,13 +202,6 @@ def load_into(ours: nn.Module, theirs: nn.Module, keys: Keys) -> None:
 def row_count(value: torch.Tensor, rows: set) -> int | None:
     """None when ``value`` is filled whole (or not at all), else its number of rows."""
     return None if not rows or rows == {None} else len(value)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a − b|; tensors of different shapes are an error, not a difference."""
-    if a.shape != b.shape:
-        raise SystemExit(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return (a - b).abs().max().item()
 
 
 class Report:
@@ -678,7 +658,7 @@ def main() -> None:
     sys.path.insert(0, str(args.checkout.resolve()))
     import_reference(args.reference)
     torch.set_default_dtype(torch.float64)
-    tasks = {task: int(c) for task, c in (item.split(":") for item in args.tasks)}
+    tasks = parse_tasks(args.tasks)
     commit = subprocess.run(
         ["git", "-C", str(args.reference), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
