@@ -11,14 +11,15 @@ alike) and reports the medians:
 * ``rule_s``: the rule-S passes only, one forward each (what the server runs now);
 * ``rule_s_stacked``: the rule-S passes as one forward on a batch of one copy per task.
 
-Usage: ``python benchmarks/serve_latency.py --work-dir /tmp/serve_latency [--threads 1]``.
+Usage, from a clean checkout of one commit (``start_benchmark``; ``docs/benchmarks.md``):
+``python benchmarks/serve_latency.py --work-dir /tmp/serve_latency [--threads 1]``; prints the
+provenance record, then the timings as JSON. It only times, so it has no ``--verify``.
 """
 
 import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +30,11 @@ from PIL import Image
 
 from densetasks.engine.config import load_config
 from densetasks.engine.run import train
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.serve import Limits, load_runs
 from densetasks.serve.uploads import decode_image
 
@@ -54,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=384, help="upload side in px (384)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    add_provenance_options(parser, verify=False)
     return parser.parse_args()
 
 
@@ -68,6 +75,7 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    print(provenance_line(start_benchmark(__file__, args)))
     run_dir = args.work_dir / "ctn"
     if not (run_dir / "checkpoints" / "best.pt").is_file():
         train(load_config(CONFIG, SHORT_RUN), run_dir)
@@ -84,7 +92,6 @@ def main() -> None:
             served.predictor(image, **options)
             times[way].append(time.perf_counter() - started)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "torch_threads": torch.get_num_threads(),
         "load_average_before_after": [
             round(value, 2) for value in (*load_before, *os.getloadavg())
