@@ -4,7 +4,9 @@ its evaluation plan (``benchmarks/serve_latency.md``).
 Trains ``configs/popovic2021_synthetic.yaml`` for 2 steps (latency does not depend on the
 weights), then times the run's ``Predictor`` on one RGB upload of ``--size`` px, the three
 ways interleaved (each repeat runs all three in turn, so a change of machine load hits them
-alike) and reports the medians:
+alike) and reports the medians of the wall time and of the process's CPU time
+(``time.process_time``: on a shared machine a pass waits for a core, and the wall time measures
+that wait; with one torch thread the CPU time is the work alone):
 
 * ``full_plan``: the whole evaluation plan, as the server did before: one rule-S pass per task
   and one pass per evaluation rule (R1r, Rrnd), whose outputs the page never shows;
@@ -86,11 +88,13 @@ def main() -> None:
         served.predictor(image, **options)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {way: [] for way in WAYS}
+    cpu_times: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(args.repeats):
         for way, options in WAYS.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             served.predictor(image, **options)
             times[way].append(time.perf_counter() - started)
+            cpu_times[way].append(time.process_time() - cpu_started)
     result = {
         "torch_threads": torch.get_num_threads(),
         "load_average_before_after": [
@@ -101,6 +105,12 @@ def main() -> None:
         "plan_passes": passes,
         "seconds": {way: [round(value, 3) for value in values] for way, values in times.items()},
         "median_s": {way: round(statistics.median(values), 3) for way, values in times.items()},
+        "cpu_seconds": {
+            way: [round(value, 3) for value in values] for way, values in cpu_times.items()
+        },
+        "median_cpu_s": {
+            way: round(statistics.median(values), 3) for way, values in cpu_times.items()
+        },
     }
     print(json.dumps(result, indent=1))
 
