@@ -4,21 +4,24 @@ its evaluation plan (``benchmarks/serve_latency.md``).
 Trains ``configs/popovic2021_synthetic.yaml`` for 2 steps (latency does not depend on the
 weights), then times the run's ``Predictor`` on one RGB upload of ``--size`` px, the three
 ways interleaved (each repeat runs all three in turn, so a change of machine load hits them
-alike) and reports the medians:
+alike) and reports the medians of the wall time and of the process's CPU time
+(``time.process_time``: on a shared machine a pass waits for a core, and the wall time measures
+that wait; with one torch thread the CPU time is the work alone):
 
 * ``full_plan``: the whole evaluation plan, as the server did before: one rule-S pass per task
   and one pass per evaluation rule (R1r, Rrnd), whose outputs the page never shows;
 * ``rule_s``: the rule-S passes only, one forward each (what the server runs now);
 * ``rule_s_stacked``: the rule-S passes as one forward on a batch of one copy per task.
 
-Usage: ``python benchmarks/serve_latency.py --work-dir /tmp/serve_latency [--threads 1]``.
+Usage, from a clean checkout of one commit (``start_benchmark``; ``docs/benchmarks.md``):
+``python benchmarks/serve_latency.py --work-dir /tmp/serve_latency [--threads 1]``; prints the
+provenance record, then the timings as JSON. It only times, so it has no ``--verify``.
 """
 
 import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +32,11 @@ from PIL import Image
 
 from densetasks.engine.config import load_config
 from densetasks.engine.run import train
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.serve import Limits, load_runs
 from densetasks.serve.uploads import decode_image
 
@@ -54,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=384, help="upload side in px (384)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    add_provenance_options(parser, verify=False)
     return parser.parse_args()
 
 
@@ -68,6 +77,7 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    print(provenance_line(start_benchmark(__file__, args)))
     run_dir = args.work_dir / "ctn"
     if not (run_dir / "checkpoints" / "best.pt").is_file():
         train(load_config(CONFIG, SHORT_RUN), run_dir)
@@ -78,13 +88,14 @@ def main() -> None:
         served.predictor(image, **options)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {way: [] for way in WAYS}
+    cpu_times: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(args.repeats):
         for way, options in WAYS.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             served.predictor(image, **options)
             times[way].append(time.perf_counter() - started)
+            cpu_times[way].append(time.process_time() - cpu_started)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "torch_threads": torch.get_num_threads(),
         "load_average_before_after": [
             round(value, 2) for value in (*load_before, *os.getloadavg())
@@ -94,6 +105,12 @@ def main() -> None:
         "plan_passes": passes,
         "seconds": {way: [round(value, 3) for value in values] for way, values in times.items()},
         "median_s": {way: round(statistics.median(values), 3) for way, values in times.items()},
+        "cpu_seconds": {
+            way: [round(value, 3) for value in values] for way, values in cpu_times.items()
+        },
+        "median_cpu_s": {
+            way: round(statistics.median(values), 3) for way, values in cpu_times.items()
+        },
     }
     print(json.dumps(result, indent=1))
 

@@ -22,9 +22,11 @@ tasks semseg (40 classes), depth, normals and edges. Per encoder, in a fresh pro
 encoder (``train.grad_checkpointing``) instead, and no latency (an evaluation pass does not
 checkpoint); it writes ``cost_checkpointing.json`` / ``.md``.
 
-Run from the repository root of a clean checkout: ``python benchmarks/backbones/cost.py``.
-Writes ``benchmarks/backbones/cost.json`` and ``cost.md`` (with the commit, versions, CPU and
-load the numbers were taken with).
+Run from the repository root of a clean checkout of one commit (``start_benchmark`` refuses a
+dirty tree; ``docs/benchmarks.md``): ``OMP_NUM_THREADS=1 python benchmarks/backbones/cost.py``.
+Writes ``benchmarks/backbones/cost.json`` and ``cost.md`` (with the provenance record: commit,
+versions, CPU, threads, command; and the load average before and after). It only measures, so
+it has no ``--verify``.
 """
 
 import argparse
@@ -38,9 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from provenance import provenance  # this folder's, found as the script's own directory
 from torch.utils.flop_counter import FlopCounterMode
 
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.models import create_model
 from densetasks.tasks.registry import create_task
 
@@ -160,11 +166,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Backbone cost: hard sharing, NYUD-v2's four tasks, 448×576, batch 1, CPU",
         "",
-        f"Command: `{meta['command']}`. Commit `{meta['provenance']['commit']}`; "
-        f"torch {meta['provenance']['torch']}, timm {meta['provenance']['timm']}, "
-        f"numpy {meta['provenance']['numpy']}; CPU {meta['provenance']['cpu']} "
-        f"({meta['provenance']['cpu_capability']}), {meta['provenance']['threads']} threads; "
-        f"load average before / after: {meta['load_before']} / {meta['load_after']}.",
+        provenance_line(meta["provenance"]).strip(),
+        "",
+        f"Load average (1, 5, 15 min) before / after: {meta['load_before']} / "
+        f"{meta['load_after']}. Large networks (one latency round): {', '.join(LARGE)}.",
         "",
         "| encoder | encoder params (M) | total params (M) | GFLOPs (forward) | "
         "step peak RSS (GiB) | RSS before step (GiB) | forward ms | × ResNet-50 (same rounds) "
@@ -195,10 +200,14 @@ def main(argv: list[str] | None = None) -> None:
         "--grad-checkpointing", action="store_true", help="the training step with checkpointing"
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: one encoder
+    add_provenance_options(parser, verify=False)
     args = parser.parse_args(argv)
-    if args.one:
+    if args.one:  # the parent checked the checkout
         print(json.dumps(measure(args.one, args.rounds, args.grad_checkpointing)))
         return
+    name = "cost_checkpointing" if args.grad_checkpointing else "cost"
+    outputs = [args.out / f"{name}.json", args.out / f"{name}.md"]
+    provenance = start_benchmark(__file__, args, argv, outputs)
     load_before = os.getloadavg()
     rows = []
     for encoder in args.encoders:
@@ -208,15 +217,13 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"{encoder}: done", flush=True)
     meta = {
-        "command": " ".join(["python", "benchmarks/backbones/cost.py", *(argv or sys.argv[1:])]),
-        "provenance": provenance(),
+        "provenance": provenance,
         "load_before": [round(value, 1) for value in load_before],
         "load_after": [round(value, 1) for value in os.getloadavg()],
         "size": list(SIZE),
         "tasks": TASKS,
         "grad_checkpointing": args.grad_checkpointing,
     }
-    name = "cost_checkpointing" if args.grad_checkpointing else "cost"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(markdown(rows, meta))

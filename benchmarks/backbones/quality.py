@@ -7,12 +7,14 @@ the reference CNN, only with ``--families``), trains ``quality.yaml`` (semseg + 
 sharing, 48 px, 150 steps) and the two single-task baselines, once per seed, through
 ``densetasks.experiments.sweep``; then scores each family's best checkpoints on the test
 split against its own baselines (``densetasks report`` with seed groups: mean ± std of Δm,
-and of every metric). Finished runs are skipped, so an
-interrupted benchmark continues.
+and of every metric). Finished runs are skipped, so an interrupted benchmark continues.
 
-Run from the repository root of a clean checkout: ``python benchmarks/backbones/quality.py
-[--jobs 2]``. Writes ``benchmarks/backbones/quality.json`` and ``quality.md``; the full
-reports go under ``WORK_DIR/reports/<family>``.
+Run from the repository root of a clean checkout of one commit (``start_benchmark`` refuses a
+dirty tree or a work folder another commit trained in; ``docs/benchmarks.md``):
+``OMP_NUM_THREADS=1 python benchmarks/backbones/quality.py [--jobs 2]``. Writes
+``benchmarks/backbones/quality.json``, ``quality.md`` and each family's report
+(``quality/<family>/report.json|md``). ``--verify FAMILY/RUN`` (``vit/vit_mtl,seed=0``)
+retrains one run in a temporary folder and compares its Δm with the committed report's.
 """
 
 import argparse
@@ -23,17 +25,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from provenance import ROOT, provenance  # this folder's, found as the script's own directory
-
-sys.path.insert(0, str(ROOT))  # the balancer benchmark's scene rendering, reused
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the balancer benchmark's scenes
 
 from benchmarks.balancers.run import render_once, seed_name
 from densetasks.cli.parsing import add_overrides_option
 from densetasks.engine.config import load_config
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    start_benchmark,
+)
 from densetasks.experiments.report import write_report
-from densetasks.experiments.sweep import plan_runs, run_sweep
+from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.verify import (
+    VERIFICATIONS,
+    VerifyLog,
+    verify_report_run,
+)
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+REPORTS = "quality"
+"""Folder of ``--out`` with each family's report (``<family>/report.json``), which
+``--verify`` compares a retrained run with."""
 SWIN_TINY = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet": ("test_resnet", {}),
@@ -45,7 +58,9 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def plan_family(base: dict[str, Any], family: str, seeds: list[int], runs_dir: Path) -> list:
+def plan_family(
+    base: dict[str, Any], family: str, seeds: list[int], runs_dir: Path
+) -> list[PlannedRun]:
     encoder, options = FAMILIES[family]
     model = {"model.encoder": encoder, "model.encoder_options": options}
     runs: dict[str, dict[str, Any]] = {}
@@ -83,10 +98,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Backbone quality rows: hard sharing vs single-task on the same encoder",
         "",
-        f"Command: `{meta['command']}`. {meta['size']}. Seeds {meta['seeds']}. Commit "
-        f"`{prov['commit']}`; torch {prov['torch']}, timm {prov['timm']}; CPU {prov['cpu']} "
-        f"({prov['cpu_capability']}); wall time {meta['minutes']:.0f} min; load average "
-        f"before / after {meta['load_before']} / {meta['load_after']}.",
+        f"Command: `{prov['command']}`. {meta['size']}. Seeds {meta['seeds']}. Commit "
+        f"`{prov['commit']}`{' (dirty)' if prov['dirty'] else ''}; torch {prov['torch']}, "
+        f"timm {prov['timm']}; CPU {prov['cpu_model']} ({prov['cpu_capability']}), "
+        f"{prov['torch_threads']} torch thread(s); wall time {meta['minutes']:.0f} min; load "
+        f"average before / after {meta['load_before']} / {meta['load_after']}.",
         "",
         "| family | encoder | Δm % (mean ± std) | Δm per seed | semseg mIoU MTL / STL "
         "| depth RMSE MTL / STL |",
@@ -106,7 +122,40 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def base_config(args: argparse.Namespace, work_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The raw config and the base config that reads its scenes, rendered once under
+    ``work_dir/data``."""
+    raw = load_config(HERE / "quality.yaml", args.overrides).to_dict()
+    reading = [
+        f"{key}={json.dumps(value)}" for key, value in render_once(raw, work_dir / "data").items()
+    ]
+    return raw, load_config(HERE / "quality.yaml", [*args.overrides, *reading]).to_dict()
+
+
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
+    """``--verify FAMILY/RUN`` (``vit/vit_mtl,seed=0``): retrain that run and compare its Δm
+    against the committed report's baselines with the committed one."""
+    family, _, run = args.verify.partition("/")
+    if family not in FAMILIES or not run:
+        raise SystemExit(
+            f"--verify FAMILY/RUN with FAMILY one of {', '.join(FAMILIES)}, got {args.verify!r}"
+        )
+    report = json.loads((args.out / REPORTS / family / "report.json").read_text())
+
+    def retrain(folder: Path) -> Path:
+        _, base = base_config(args, folder)
+        planned = plan_family(base, family, args.seeds, folder / "runs")
+        chosen = [planned_run for planned_run in planned if planned_run.name == run]
+        if not chosen:
+            raise SystemExit(f"{run!r} is not a run of {family} with these options")
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.out / VERIFICATIONS, provenance)
+    return verify_report_run(run, report, retrain, args.tolerance, log)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES)[1:])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -114,14 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "backbones")
     parser.add_argument("--out", type=Path, default=HERE)
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     args = parser.parse_args(argv)
+    outputs = [args.out / name for name in ("quality.json", "quality.md", REPORTS)]
+    provenance = start_benchmark(__file__, args, argv, outputs, args.work_dir)
+    if args.verify:
+        return verify(args, provenance)
     started, load_before = time.time(), os.getloadavg()
-    raw = load_config(HERE / "quality.yaml", args.overrides).to_dict()
-    reading = [
-        f"{key}={json.dumps(value)}"
-        for key, value in render_once(raw, args.work_dir / "data").items()
-    ]
-    base = load_config(HERE / "quality.yaml", [*args.overrides, *reading]).to_dict()
+    raw, base = base_config(args, args.work_dir)
     rows = []
     for family in args.families:
         planned = plan_family(base, family, args.seeds, args.work_dir / "runs")
@@ -134,12 +183,11 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds
         ]
         group = {family: [by_name[seed_name(f"{family}_mtl", seed)] for seed in args.seeds]}
-        report = write_report([], baselines, args.work_dir / "reports" / family, "test", group)
+        report = write_report([], baselines, args.out / REPORTS / family, "test", group)
         rows.append(family_row(report, family))
     data = base["data"]
     meta = {
-        "command": " ".join(["python", "benchmarks/backbones/quality.py", *(argv or sys.argv[1:])]),
-        "provenance": provenance(),
+        "provenance": provenance,
         "seeds": args.seeds,
         "size": f"{base['train']['steps']} steps, batch {data['batch_size']}, "
         f"{raw['data']['options']['size'][0]} px, semseg + depth, {raw['data']['options']}",
@@ -151,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "quality.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     (args.out / "quality.md").write_text(markdown(rows, meta))
     print(markdown(rows, meta))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
