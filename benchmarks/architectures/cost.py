@@ -11,23 +11,45 @@ survey's cross-stitch, NDDR-CNN, MTAN and single-task networks (the survey's Dee
 ASPP with its projection), ResNet-101 for Kendall et al.'s
 hard sharing (stride 8) and the 3-ways networks and PAD-Net of Lopes et al. (stride 16),
 ResNet-50 at stride 16 for network fission, ResNet-34 for CompositeTasking, and timm's
-HRNet-W18 / W48 (its four branches, :class:`HRNetBranches`) for MTI-Net.
+HRNet-W18 / W48 (its four branches, :class:`HRNetBranches`) for MTI-Net. Random initial
+weights: the counts do not depend on them.
+
+::
+
+    python benchmarks/architectures/cost.py [--report-dir DIR] [--allow-dirty]
+
+writes that table to ``paper_scale.md`` and ``paper_scale.json`` (default: this folder) with
+the provenance record of :func:`densetasks.experiments.provenance.start_benchmark`.
 """
 
+import argparse
+import json
 import statistics
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from densetasks.experiments.provenance import (
+    add_provenance_options,
+    provenance_line,
+    start_benchmark,
+)
 from densetasks.models import Architecture, Encoder, FeatureSpec, create_model
 from densetasks.models.architectures.mti_net import MTINet
 
 PAPER_SIZE = (448, 576)
 """NYUD-v2 training crop of the survey's and MTI-Net's tables (height, width)."""
+PAPER_TASK_SETS = {
+    "S-D": {"semseg": 40, "depth": 1},
+    "S-D-N-E": {"semseg": 40, "depth": 1, "normals": 3, "edges": 1},
+}
+"""Task -> output channels of the two task sets of the table (NYUD-v2's 40 classes)."""
 
 PAPER_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "single task (one per task)": (
@@ -142,3 +164,52 @@ def paper_scale(task_sets: Mapping[str, dict[str, int]]) -> dict[str, dict[str, 
                 "flops": flops(model, PAPER_SIZE, "meta"),
             }
     return table
+
+
+def paper_markdown(paper: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[str]:
+    """Rows of :func:`paper_scale` as a Markdown table: millions of parameters, GFLOPs."""
+    sets = list(next(iter(paper.values())))
+    header = ["row", *(f"{name} parameters" for name in sets), *(f"{name} GFLOPs" for name in sets)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for row, by_set in paper.items():
+        cells = [f"{by_set[s]['parameters'] / 1e6:.1f} M" for s in sets]
+        cells += [f"{by_set[s]['flops'] / 1e9:.0f}" for s in sets]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Paper-scale parameters and FLOPs.")
+    parser.add_argument("--report-dir", type=Path, default=Path(__file__).resolve().parent)
+    add_provenance_options(parser, verify=False)
+    args = parser.parse_args(argv)
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir])
+    paper = paper_scale(PAPER_TASK_SETS)
+    results = {"provenance": provenance, "size": PAPER_SIZE, "models": PAPER_MODELS}
+    results |= {"hrnets": HRNETS, "task_sets": PAPER_TASK_SETS, "table": paper}
+    text = "\n".join(
+        [
+            "# Paper-scale cost: parameters and FLOPs at 448×576",
+            "",
+            provenance_line(provenance).strip(),
+            "",
+            "Batch 1, each paper's backbone and output stride (README.md), random initial "
+            "weights; FLOPs from `torch.utils.flop_counter`, 2 per multiply-add (halve them to "
+            "compare with papers that count multiply-adds); predicting every task once "
+            "(CompositeTasking: one pass per task). S-D: semseg (40 classes) + depth; S-D-N-E: "
+            "+ normals + edges. The single-task row sums one network per task.",
+            "",
+            *paper_markdown(paper),
+        ]
+    )
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    (args.report_dir / "paper_scale.json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    )
+    (args.report_dir / "paper_scale.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,11 @@
 """Every registered multi-task architecture against single-task networks, on the synthetic
-scenes, with what each costs; and a paper-scale cost table.
+scenes, with what each costs.
 
 ::
 
     python benchmarks/architectures/run.py [--seeds 0 1 2] [--steps N] [--quick] [--jobs N]
-        [--work-dir DIR] [--report-dir DIR] [--set KEY=VALUE ...]
+        [--work-dir DIR] [--report-dir DIR] [--set KEY=VALUE ...] [--allow-dirty]
+    python benchmarks/architectures/run.py --verify RUN [--tolerance T]
 
 One command trains, through :func:`densetasks.experiments.sweep.run_sweep` (finished runs are
 skipped, an interrupted one resumes), on two task sets of the synthetic scenes, S-D-N
@@ -19,24 +20,24 @@ STL networks (mean ± sample std over the seeds), its parameters, FLOPs and CPU 
 predict every task once at the benchmark's size (``cost.py``), and verdicts: a row's Δm is
 *beyond the spread* of STL when ``|Δm| > std(Δm) + s_STL`` (``s_STL``: the std over the STL
 seeds of their own Δm against their mean), and beyond hard sharing's when the two rows are
-not within each other's spread (``|Δm_a − Δm_b| > std_a + std_b``). Beside it, ``cost.py``'s
-paper-scale table: parameters and FLOPs at 448×576 with each paper's backbone. Results go to
-``--report-dir`` (default: this folder): ``results.md`` and ``results.json``.
+not within each other's spread (``|Δm_a − Δm_b| > std_a + std_b``). Results go to
+``--report-dir`` (default: this folder): ``results.md`` and ``results.json``, with the
+provenance record of :func:`densetasks.experiments.provenance.start_benchmark` (one commit's
+clean tree, versions, CPU, threads, command). ``--verify RUN`` (``sdn_mtan,seed=1``) retrains
+one committed run and compares its Δm with the committed one. The paper-scale cost table
+(parameters and FLOPs at 448×576 with each paper's backbone) is ``cost.py``'s own command.
 """
 
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,9 +49,11 @@ from densetasks.data.folder import write_folder_dataset
 from densetasks.data.registry import create_dataset
 from densetasks.data.synthetic.dataset import SYNTHETIC_CLASSES
 from densetasks.engine.config import load_config
+from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import build_report, load_group, load_records
 from densetasks.experiments.report_seeds import mean_std, within_spread
 from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
 from densetasks.tasks.registry import label_kinds
@@ -132,10 +135,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 steps, 16 scenes")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument(
-        "--no-paper-scale", action="store_true", help="skip the paper-scale cost table"
-    )
     add_overrides_option(parser, "every run")
+    add_provenance_options(parser)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "architectures")
     parser.add_argument(
         "--report-dir",
@@ -166,11 +167,11 @@ def render_scenes(root: Path, scenes: Mapping[str, Any]) -> Path:
     return root
 
 
-def base_config(args: argparse.Namespace) -> dict[str, Any]:
-    """:data:`BASE` on the rendered scenes, with the steps (evaluation and checkpoint at the
-    last) and the user's ``--set`` applied, validated through a config load."""
+def base_config(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """:data:`BASE` on the scenes rendered under ``work_dir``, with the steps (evaluation and
+    checkpoint at the last) and the user's ``--set`` applied, validated through a config load."""
     steps = args.steps
-    root = render_scenes(args.work_dir / "scenes", QUICK_SCENES if args.quick else SCENES)
+    root = render_scenes(work_dir / "scenes", QUICK_SCENES if args.quick else SCENES)
     scale = {
         "data.root": str(root),
         "train.steps": steps,
@@ -179,7 +180,7 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
         "train.log_every": max(1, steps // 6),
     }
     overrides = [f"{key}={json.dumps(value)}" for key, value in scale.items()] + args.overrides
-    path = args.work_dir / "base.yaml"
+    path = work_dir / "base.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**BASE, "tasks": {"semseg": {}}}))  # YAML reads JSON
     return load_config(path, overrides).to_dict()
@@ -193,9 +194,10 @@ def model_overrides(architecture: str, options: Mapping[str, Any]) -> dict[str, 
     }
 
 
-def planned_runs(args: argparse.Namespace) -> list[PlannedRun]:
-    """Every run (validated before anything trains): STL per task, each row per task set."""
-    base = base_config(args)
+def planned_runs(args: argparse.Namespace, work_dir: Path) -> list[PlannedRun]:
+    """Every run (validated before anything trains) under ``work_dir``: STL per task, each
+    row per task set."""
+    base = base_config(args, work_dir)
     runs: dict[str, dict[str, Any]] = {}
     for task in TASK_SETS["sdne"]:
         runs[f"stl_{task}"] = {"tasks": {task: {}}, **model_overrides("single_task", HEADS)}
@@ -210,7 +212,7 @@ def planned_runs(args: argparse.Namespace) -> list[PlannedRun]:
         for name, overrides in runs.items()
         for seed in args.seeds
     }
-    return plan_runs(base, seeded, args.work_dir / "runs")
+    return plan_runs(base, seeded, work_dir / "runs")
 
 
 def run_id(row: str) -> str:
@@ -300,31 +302,6 @@ def costs(tasks: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, fl
     return table
 
 
-def provenance() -> dict[str, Any]:
-    """Commit, versions, CPU, threads and load: what the numbers were measured on."""
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
-    ).stdout.strip()
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    return {
-        "commit": commit + (" (uncommitted changes)" if dirty else ""),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "cpu": f"{cpu}, {os.cpu_count()} CPUs",
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-    }
-
-
 def _pm(mean: float | None, std: float | None, digits: int, signed: bool = False) -> str:
     if mean is None:
         return "—"
@@ -388,33 +365,25 @@ def table_markdown(
     return lines
 
 
-def paper_markdown(paper: dict) -> list[str]:
-    sets = list(next(iter(paper.values())))
-    header = ["row", *(f"{name} parameters" for name in sets), *(f"{name} GFLOPs" for name in sets)]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for row, by_set in paper.items():
-        cells = [f"{by_set[s]['parameters'] / 1e6:.1f} M" for s in sets]
-        cells += [f"{by_set[s]['flops'] / 1e9:.0f}" for s in sets]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def markdown(results: dict[str, Any]) -> str:
     p = results["provenance"]
+    state = "clean tree" if not p["dirty"] else "DIRTY: " + "; ".join(p["dirty_reasons"])
     lines = [
         "# Architectures benchmark: results",
         "",
-        f"Command: `{results['command']}`. Commit {p['commit']}; Python {p['python']}, torch "
-        f"{p['torch']}, timm {p['timm']}; {p['cpu']} (capability {p['cpu_capability']}), "
-        f"{p['threads']} thread(s); load average at the start {p['load_average'][0]:.1f}, at "
-        f"the end {results['load_average_end'][0]:.1f} (the machine is shared). "
-        f"{results['trained_runs']} runs trained in {results['wall_seconds'] / 60:.1f} min wall "
-        f"(over every invocation of the command). Seeds {results['seeds']}; "
-        f"{results['steps']} steps; test split; mean ± sample std over the seeds; Δm over each "
-        "task's primary metric against the STL networks (mean of their seeds). STL's Δm cell is "
-        "the std over its seeds of their own Δm (s_STL). Costs: predicting every task once "
-        "(CompositeTasking: one pass per task) at 32×32, batch 1, one thread, median latency "
-        "of 30 runs on the shared machine. README.md says what is scaled down.",
+        f"Command: `{p['command']}`. Commit {p['commit']} ({state}); Python {p['python']}, "
+        f"torch {p['torch']}, timm {p['timm']}, NumPy {p['numpy']}; {p['cpu_model']}, "
+        f"{p['cpu_count']} CPUs (capability {p['cpu_capability']}), {p['torch_threads']} torch "
+        f"thread(s); {p['date']}; load average (1 min) at the start "
+        f"{results['load_average_start'][0]:.1f}, at the end {results['load_average_end'][0]:.1f} "
+        f"(the machine is shared). {results['trained_runs']} runs trained in "
+        f"{results['wall_seconds'] / 60:.1f} min wall (over every invocation of the command). "
+        f"Seeds {results['seeds']}; {results['steps']} steps; test split; mean ± sample std over "
+        "the seeds; Δm over each task's primary metric against the STL networks (mean of their "
+        "seeds). STL's Δm cell is the std over its seeds of their own Δm (s_STL). Costs: "
+        "predicting every task once (CompositeTasking: one pass per task) at 32×32, batch 1, "
+        "one thread, median latency of 30 runs on the shared machine. README.md says what is "
+        "scaled down; the paper-scale costs are in paper_scale.md (`cost.py`).",
     ]
     for key, title in TITLES.items():
         lines += ["", f"## {title}", ""]
@@ -424,13 +393,6 @@ def markdown(results: dict[str, Any]) -> str:
             results["costs"][key],
             results["stl_spread"][key],
         )
-    if results.get("paper_scale"):
-        lines += [
-            "",
-            "## Paper-scale cost (448×576, each paper's backbone, FLOPs = 2 × multiply-adds)",
-            "",
-            *paper_markdown(results["paper_scale"]),
-        ]
     return "\n".join(lines) + "\n"
 
 
@@ -442,11 +404,33 @@ def add_timings(path: Path, spent: dict[str, float]) -> dict[str, float]:
     return total
 
 
+def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
+    """``--verify RUN`` (``sdn_mtan,seed=1``): retrain that run (scenes rendered again) in a
+    temporary folder and compare its Δm against the committed table's STL means with the
+    committed one."""
+    tables = json.loads((args.report_dir / "results.json").read_text())["tables"]
+    holding = [report for report in tables.values() if args.verify in run_names(report)]
+    if not holding:
+        names = [name for report in tables.values() for name in run_names(report)]
+        raise SystemExit(f"--verify: no run {args.verify!r}; the results hold {', '.join(names)}")
+
+    def retrain(folder: Path) -> Path:
+        chosen = [run for run in planned_runs(args, folder) if run.name == args.verify]
+        run_sweep(chosen, jobs=1, split="test")
+        return chosen[0].run_dir
+
+    log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
+    return verify_report_run(args.verify, holding[0], retrain, args.tolerance, log)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    start_provenance = provenance()
     torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
-    planned = planned_runs(args)
+    provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
+    if args.verify:
+        return verify(args, provenance)
+    load_start = os.getloadavg()
+    planned = planned_runs(args, args.work_dir)
     print(f"architectures: {len(planned)} runs into {args.work_dir / 'runs'}", flush=True)
     start = time.perf_counter()
     trained = run_sweep(planned, jobs=args.jobs, split="test")
@@ -462,18 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         spreads[key] = stl_spread(args, tasks, tables[key])
         verdict[key] = verdicts(tables[key], spreads[key])
         cost_tables[key] = costs(tasks, tuple(BASE["data"]["crop_size"]))
-    paper = None
-    if not (args.quick or args.no_paper_scale):
-        channels = {"semseg": 40, "depth": 1, "normals": 3, "edges": 1}
-        paper = cost.paper_scale(
-            {
-                "S-D": {t: channels[t] for t in ("semseg", "depth")},
-                "S-D-N-E": channels,
-            }
-        )
     results = {
-        "command": " ".join(["python", "benchmarks/architectures/run.py", *(argv or sys.argv[1:])]),
-        "provenance": start_provenance,
+        "provenance": provenance,
+        "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "seeds": args.seeds,
         "steps": args.steps,
@@ -484,7 +459,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verdicts": verdict,
         "stl_spread": spreads,
         "costs": cost_tables,
-        "paper_scale": paper,
     }
     args.report_dir.mkdir(parents=True, exist_ok=True)
     (args.report_dir / "results.json").write_text(
