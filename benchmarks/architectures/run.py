@@ -3,9 +3,10 @@ scenes, with what each costs.
 
 ::
 
-    python benchmarks/architectures/run.py [--seeds 0 1 2] [--steps N] [--quick] [--jobs N]
-        [--work-dir DIR] [--report-dir DIR] [--set KEY=VALUE ...] [--allow-dirty]
-    python benchmarks/architectures/run.py --verify RUN [--tolerance T]
+    python benchmarks/architectures/run.py [--group tiny|vit] [--seeds 0 1 2] [--steps N]
+        [--quick] [--jobs N] [--work-dir DIR] [--report-dir DIR] [--set KEY=VALUE ...]
+        [--allow-dirty]
+    python benchmarks/architectures/run.py [--group tiny|vit] --verify RUN [--tolerance T]
 
 One command trains, through :func:`densetasks.experiments.sweep.run_sweep` (finished runs are
 skipped, an interrupted one resumes), on two task sets of the synthetic scenes, S-D-N
@@ -26,6 +27,13 @@ provenance record of :func:`densetasks.experiments.provenance.start_benchmark` (
 clean tree, versions, CPU, threads, command). ``--verify RUN`` (``sdn_mtan,seed=1``) retrains
 one committed run and compares its Δm with the committed one. The paper-scale cost table
 (parameters and FLOPs at 448×576 with each paper's backbone) is ``cost.py``'s own command.
+
+``--group vit`` trains the architectures that need a plain ViT (InvPT) as a separate group
+(:data:`GROUPS`): the same scenes, task sets, seeds, steps and optimizer, but every network of
+the group, its STL networks and hard sharing included, on timm's ``test_vit`` from scratch, so
+that its Δm is measured against single-task networks on the same encoder. It writes
+``results_vit.md`` / ``results_vit.json`` (work dir ``runs/architectures_vit``) and leaves the
+tiny-encoder results alone.
 """
 
 import argparse
@@ -35,6 +43,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +93,37 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
         {"decoder_widths": COMPOSITE_DECODER, "eval_rules": []},
     ),
 }
-"""Row -> (architecture, its options at the benchmark's scale). Not here yet: InvPT and
-TaskPrompter (no ViT encoder is registered)."""
+"""Row -> (architecture, its options at the benchmark's scale) on the tiny encoder. InvPT needs
+a plain ViT: :data:`VIT_ROWS`. Not here yet: TaskPrompter."""
+VIT_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "hard sharing": ("hard_sharing", HEADS),
+    "InvPT": ("invpt", {"embed_channels": 64, "prediction_channels": 8, "heads": 2}),
+}
+"""Row -> (architecture, options) on ``test_vit``: hard sharing as in :data:`ROWS`, InvPT with
+its decoder width 512 + 64 divided by 8 and the paper's 2 heads."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows trained and judged together against STL networks on one encoder."""
+
+    encoder: str
+    rows: dict[str, tuple[str, dict[str, Any]]]
+    report: str
+    """File name stem of the results (``.md`` and ``.json``) in the report folder."""
+    title: str
+
+
+GROUPS = {
+    "tiny": Group("tiny", ROWS, "results", "Architectures benchmark: results"),
+    "vit": Group(
+        "test_vit",
+        VIT_ROWS,
+        "results_vit",
+        "Architectures benchmark on a plain ViT (timm's test_vit): results",
+    ),
+}
+"""``--group`` -> its encoder, rows and results. Every group's STL networks use its encoder."""
 OUTPUT_STRIDE = {"mti_net": 32, "composite_tasking": 32}
 """Output stride per architecture where it is not the common 16: MTI-Net's four scales at
 strides 4-32 (as on HRNet), CompositeTasking's paper stride."""
@@ -131,13 +169,25 @@ SEMSEG_CLASSES = len(SYNTHETIC_CLASSES)
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--group",
+        choices=sorted(GROUPS),
+        default="tiny",
+        help="tiny: every architecture on the tiny encoder (results.md); vit: STL, hard "
+        "sharing and InvPT on test_vit (results_vit.md)",
+    )
     parser.add_argument("--steps", type=int, default=None, help=f"default {DEFAULT_STEPS}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 steps, 16 scenes")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     add_overrides_option(parser, "every run")
     add_provenance_options(parser)
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "architectures")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="default: runs/architectures (runs/architectures_vit with --group vit)",
+    )
     parser.add_argument(
         "--report-dir",
         type=Path,
@@ -146,6 +196,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else DEFAULT_STEPS)
+    if args.work_dir is None:
+        suffix = "" if args.group == "tiny" else f"_{args.group}"
+        args.work_dir = ROOT / "runs" / f"architectures{suffix}"
     if args.report_dir is None:
         args.report_dir = args.work_dir / "report" if args.quick else Path(__file__).parent
     return args
@@ -186,8 +239,9 @@ def base_config(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     return load_config(path, overrides).to_dict()
 
 
-def model_overrides(architecture: str, options: Mapping[str, Any]) -> dict[str, Any]:
+def model_overrides(architecture: str, options: Mapping[str, Any], encoder: str) -> dict[str, Any]:
     return {
+        "model.encoder": encoder,
         "model.architecture": architecture,
         "model.options": dict(options),
         "model.output_stride": OUTPUT_STRIDE.get(architecture, 16),
@@ -195,17 +249,21 @@ def model_overrides(architecture: str, options: Mapping[str, Any]) -> dict[str, 
 
 
 def planned_runs(args: argparse.Namespace, work_dir: Path) -> list[PlannedRun]:
-    """Every run (validated before anything trains) under ``work_dir``: STL per task, each
-    row per task set."""
+    """Every run of the ``--group`` (validated before anything trains) under ``work_dir``: STL
+    per task, each row per task set, all on the group's encoder."""
+    group = GROUPS[args.group]
     base = base_config(args, work_dir)
     runs: dict[str, dict[str, Any]] = {}
     for task in TASK_SETS["sdne"]:
-        runs[f"stl_{task}"] = {"tasks": {task: {}}, **model_overrides("single_task", HEADS)}
+        runs[f"stl_{task}"] = {
+            "tasks": {task: {}},
+            **model_overrides("single_task", HEADS, group.encoder),
+        }
     for prefix, tasks in TASK_SETS.items():
-        for row, (architecture, options) in ROWS.items():
+        for row, (architecture, options) in group.rows.items():
             runs[f"{prefix}_{run_id(row)}"] = {
                 "tasks": {task: {} for task in tasks},
-                **model_overrides(architecture, options),
+                **model_overrides(architecture, options, group.encoder),
             }
     seeded = {
         f"{name},seed={seed}": {**overrides, "seed": seed}
@@ -270,14 +328,19 @@ def verdicts(report: dict, stl_std: float | None) -> dict[str, dict[str, str]]:
     return result
 
 
-def costs(tasks: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, float]]:
-    """Per row (and STL: one network per task): parameters, FLOPs, latency at ``size``."""
+def costs(group: Group, tasks: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, float]]:
+    """Per row of ``group`` (and STL: one network per task): parameters, FLOPs, latency at
+    ``size``."""
     channels = {"semseg": SEMSEG_CLASSES, "depth": 1, "normals": 3, "edges": 1}
     table = {}
     torch.manual_seed(0)
     stl = [
         create_model(
-            "single_task", {task: channels[task]}, encoder="tiny", output_stride=16, **HEADS
+            "single_task",
+            {task: channels[task]},
+            encoder=group.encoder,
+            output_stride=16,
+            **HEADS,
         )
         for task in tasks
     ]
@@ -286,11 +349,11 @@ def costs(tasks: Sequence[str], size: tuple[int, int]) -> dict[str, dict[str, fl
         "flops": sum(cost.flops(model, size) for model in stl),
         "latency_ms": sum(cost.latency_ms(model, size) for model in stl),
     }
-    for row, (architecture, options) in ROWS.items():
+    for row, (architecture, options) in group.rows.items():
         model = create_model(
             architecture,
             {task: channels[task] for task in tasks},
-            encoder="tiny",
+            encoder=group.encoder,
             output_stride=OUTPUT_STRIDE.get(architecture, 16),
             **options,
         )
@@ -369,7 +432,7 @@ def markdown(results: dict[str, Any]) -> str:
     p = results["provenance"]
     state = "clean tree" if not p["dirty"] else "DIRTY: " + "; ".join(p["dirty_reasons"])
     lines = [
-        "# Architectures benchmark: results",
+        f"# {GROUPS[results['group']].title}",
         "",
         f"Command: `{p['command']}`. Commit {p['commit']} ({state}); Python {p['python']}, "
         f"torch {p['torch']}, timm {p['timm']}, NumPy {p['numpy']}; {p['cpu_model']}, "
@@ -380,7 +443,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['wall_seconds'] / 60:.1f} min wall (over every invocation of the command). "
         f"Seeds {results['seeds']}; {results['steps']} steps; test split; mean ± sample std over "
         "the seeds; Δm over each task's primary metric against the STL networks (mean of their "
-        "seeds). STL's Δm cell is the std over its seeds of their own Δm (s_STL). Costs: "
+        f"seeds). Every row, STL included, on the {results['encoder']} encoder. STL's Δm cell "
+        "is the std over its seeds of their own Δm (s_STL). Costs: "
         "predicting every task once (CompositeTasking: one pass per task) at 32×32, batch 1, "
         "one thread, median latency of 30 runs on the shared machine. README.md says what is "
         "scaled down; the paper-scale costs are in paper_scale.md (`cost.py`).",
@@ -408,7 +472,8 @@ def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
     """``--verify RUN`` (``sdn_mtan,seed=1``): retrain that run (scenes rendered again) in a
     temporary folder and compare its Δm against the committed table's STL means with the
     committed one."""
-    tables = json.loads((args.report_dir / "results.json").read_text())["tables"]
+    committed = args.report_dir / f"{GROUPS[args.group].report}.json"
+    tables = json.loads(committed.read_text())["tables"]
     holding = [report for report in tables.values() if args.verify in run_names(report)]
     if not holding:
         names = [name for report in tables.values() for name in run_names(report)]
@@ -429,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance = start_benchmark(__file__, args, argv, [args.report_dir], args.work_dir)
     if args.verify:
         return verify(args, provenance)
+    group = GROUPS[args.group]
     load_start = os.getloadavg()
     planned = planned_runs(args, args.work_dir)
     print(f"architectures: {len(planned)} runs into {args.work_dir / 'runs'}", flush=True)
@@ -440,20 +506,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tables, verdict, spreads, cost_tables = {}, {}, {}, {}
     for key, tasks in TASK_SETS.items():
-        groups = [load_group(row, seed_dirs(args, f"{key}_{run_id(row)}"), "test") for row in ROWS]
+        groups = [
+            load_group(row, seed_dirs(args, f"{key}_{run_id(row)}"), "test") for row in group.rows
+        ]
         baselines = [path for task in tasks for path in seed_dirs(args, f"stl_{task}")]
         tables[key] = build_report(groups, load_records(baselines, "test"), "test")
         spreads[key] = stl_spread(args, tasks, tables[key])
         verdict[key] = verdicts(tables[key], spreads[key])
-        cost_tables[key] = costs(tasks, tuple(BASE["data"]["crop_size"]))
+        cost_tables[key] = costs(group, tasks, tuple(BASE["data"]["crop_size"]))
     results = {
         "provenance": provenance,
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "seeds": args.seeds,
         "steps": args.steps,
+        "group": args.group,
         "base": BASE,
-        "rows": {row: {"architecture": a, "options": o} for row, (a, o) in ROWS.items()},
+        "encoder": group.encoder,
+        "rows": {row: {"architecture": a, "options": o} for row, (a, o) in group.rows.items()},
         **{key: round(value, 1) for key, value in spent.items()},
         "tables": tables,
         "verdicts": verdict,
@@ -461,10 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "costs": cost_tables,
     }
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    (args.report_dir / "results.json").write_text(
+    (args.report_dir / f"{group.report}.json").write_text(
         json.dumps(results, indent=2, ensure_ascii=False) + "\n"
     )
-    (args.report_dir / "results.md").write_text(markdown(results))
+    (args.report_dir / f"{group.report}.md").write_text(markdown(results))
     print(markdown(results))
     return 0
 
