@@ -61,7 +61,7 @@ from densetasks.engine.config import load_config
 from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import build_report, load_group, load_records
 from densetasks.experiments.report_seeds import mean_std, within_spread
-from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep, train_named_run
 from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 from densetasks.metrics.delta_m import delta_m
 from densetasks.models import create_model
@@ -480,9 +480,8 @@ def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
         raise SystemExit(f"--verify: no run {args.verify!r}; the results hold {', '.join(names)}")
 
     def retrain(folder: Path) -> Path:
-        chosen = [run for run in planned_runs(args, folder) if run.name == args.verify]
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"--verify: {args.verify!r} is not a run of these options"
+        return train_named_run(planned_runs(args, folder), args.verify, missing)
 
     log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
     return verify_report_run(args.verify, holding[0], retrain, args.tolerance, log)

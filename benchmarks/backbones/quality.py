@@ -35,7 +35,7 @@ from densetasks.experiments.provenance import (
     start_benchmark,
 )
 from densetasks.experiments.report import write_report
-from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep, train_named_run
 from densetasks.experiments.verify import (
     VERIFICATIONS,
     VerifyLog,
@@ -145,11 +145,8 @@ def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
     def retrain(folder: Path) -> Path:
         _, base = base_config(args, folder)
         planned = plan_family(base, family, args.seeds, folder / "runs")
-        chosen = [planned_run for planned_run in planned if planned_run.name == run]
-        if not chosen:
-            raise SystemExit(f"{run!r} is not a run of {family} with these options")
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"{run!r} is not a run of {family} with these options"
+        return train_named_run(planned, run, missing)
 
     log = VerifyLog(args.out / VERIFICATIONS, provenance)
     return verify_report_run(run, report, retrain, args.tolerance, log)

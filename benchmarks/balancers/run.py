@@ -54,7 +54,13 @@ from densetasks.engine.passes import to_device
 from densetasks.experiments.provenance import add_provenance_options, start_benchmark
 from densetasks.experiments.report import write_report
 from densetasks.experiments.report_seeds import Spread, close_to_best, within_spread
-from densetasks.experiments.sweep import PlannedRun, pareto_front, plan_runs, run_sweep
+from densetasks.experiments.sweep import (
+    PlannedRun,
+    pareto_front,
+    plan_runs,
+    run_sweep,
+    train_named_run,
+)
 from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, verify_report_run
 from densetasks.tasks.registry import label_kinds
 
@@ -444,11 +450,8 @@ def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
 
     def retrain(folder: Path) -> Path:
         _, _, planned = planned_runs(args, task_set, folder)
-        chosen = [planned_run for planned_run in planned if planned_run.name == run]
-        if not chosen:
-            raise SystemExit(f"{run!r} is not a run of {task_set} with these options")
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"{run!r} is not a run of {task_set} with these options"
+        return train_named_run(planned, run, missing)
 
     log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
     return verify_report_run(run, report, retrain, args.tolerance, log)

@@ -49,7 +49,7 @@ from densetasks.experiments.report import (
     table_notes,
 )
 from densetasks.experiments.report_seeds import within_spread
-from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep
+from densetasks.experiments.sweep import PlannedRun, plan_runs, run_sweep, train_named_run
 from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 from densetasks.models import create_model
 from densetasks.models.architectures.three_ways import DECODER_WIDTHS
@@ -423,9 +423,8 @@ def verify(args: argparse.Namespace, provenance: dict[str, Any]) -> int:
 
     def retrain(folder: Path) -> Path:
         planned, _ = plan(args, folder)
-        chosen = [run for run in planned if run.name == args.verify]
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"--verify: {args.verify!r} is not a run of these options"
+        return train_named_run(planned, args.verify, missing)
 
     log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
     return verify_report_run(args.verify, holding[0], retrain, args.tolerance, log)

@@ -47,6 +47,7 @@ from densetasks.experiments.sweep import (
     parse_grid,
     plan_runs,
     run_sweep,
+    train_named_run,
     write_sweep,
 )
 from densetasks.experiments.sweep_plots import sweep_figure_png
@@ -214,11 +215,8 @@ def verify(args: argparse.Namespace, base: dict, fixed: dict[str, dict], provena
 
     def retrain(folder: Path) -> Path:
         planned = plan_runs(base, all_runs(base, fixed, args), folder)
-        chosen = [run for run in planned if run.name == args.verify]
-        if not chosen:
-            raise SystemExit(f"--verify: {args.verify!r} is not a run of these options")
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"--verify: {args.verify!r} is not a run of these options"
+        return train_named_run(planned, args.verify, missing)
 
     log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
     return verify_report_run(args.verify, report, retrain, args.tolerance, log)

@@ -52,6 +52,7 @@ from densetasks.experiments.sweep import (
     expand_grid,
     plan_runs,
     run_sweep,
+    train_named_run,
 )
 from densetasks.experiments.verify import VERIFICATIONS, VerifyLog, run_names, verify_report_run
 
@@ -359,11 +360,8 @@ def verify(args: argparse.Namespace, base: dict[str, Any], provenance: dict[str,
 
     def retrain(folder: Path) -> Path:
         planned = plan_runs(base, seeded(experiment_runs(base["tasks"]), args.seeds), folder)
-        chosen = [run for run in planned if run.name == args.verify]
-        if not chosen:
-            raise SystemExit(f"--verify: {args.verify!r} is fine-tuned from another run")
-        run_sweep(chosen, jobs=1, split="test")
-        return chosen[0].run_dir
+        missing = f"--verify: {args.verify!r} is fine-tuned from another run"
+        return train_named_run(planned, args.verify, missing)
 
     log = VerifyLog(args.report_dir / VERIFICATIONS, provenance)
     return verify_report_run(args.verify, reports[tables[0]], retrain, args.tolerance, log)

@@ -207,6 +207,18 @@ that failed (the others finished). :func:`train_locally` is the default; the Ray
 :func:`densetasks.experiments.sweep_ray.ray_backend`."""
 
 
+def train_named_run(planned: Sequence[PlannedRun], name: str, missing: str) -> Path:
+    """Train the run of ``planned`` named ``name`` alone, evaluated on the test split, and
+    return its folder: what a benchmark's ``--verify`` retrains. ``missing`` is the one-line
+    message to exit with when the plan holds no such run (other options than the committed
+    ones)."""
+    chosen = [run for run in planned if run.name == name]
+    if not chosen:
+        raise SystemExit(missing)
+    run_sweep(chosen, jobs=1, split="test")
+    return chosen[0].run_dir
+
+
 def run_sweep(
     planned: Sequence[PlannedRun],
     jobs: int = 1,

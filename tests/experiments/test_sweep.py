@@ -23,6 +23,7 @@ from densetasks.experiments.sweep import (
     plan_grid,
     plan_runs,
     run_sweep,
+    train_named_run,
     write_sweep,
 )
 from densetasks.experiments.sweep_plots import _staircase, sweep_figure_png
@@ -328,3 +329,22 @@ def test_a_failed_run_is_named_with_its_error_after_the_others_train(tmp_path, m
         run_sweep(planned, log=lines.append)
     assert "sweep: train.lr=0.1 failed: TrainingError: the semseg loss is nan" in lines
     assert trained == [str(planned[1].run_dir)]
+
+
+TINY = {
+    **BASE,
+    "data": {"options": {"n_train": 4, "n_val": 2, "n_test": 2, "size": [32, 32]}, "batch_size": 2},
+    "model": {"architecture": "hard_sharing", "encoder": "tiny", "bottleneck": "none"},
+    "train": {"steps": 2, "images_every": 0},
+}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_named_run_trains_that_run_alone_and_exits_on_a_name_the_plan_lacks(tmp_path):
+    """What a benchmark's --verify retrains: the one named run, evaluated on test."""
+    planned = plan_runs(TINY, {"a": {}, "b": {"train.steps": 1}}, tmp_path)
+    assert train_named_run(planned, "b", "no b") == tmp_path / "b"
+    assert (tmp_path / "b" / "metrics_test.json").is_file()
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(SystemExit, match="^no c$"):
+        train_named_run(planned, "c", "no c")
